@@ -1,0 +1,710 @@
+"""The ledger: one SQLite file that remembers every source file and what was done for it.
+
+One row per source file in ``jobs``; ``clips`` and ``exports`` hang off it; ``events`` is an
+append-only history (who did what when). Every state transition is a single write transaction
+that also appends its event, so a crash leaves each job in exactly one recorded state.
+
+Transactions start with ``BEGIN IMMEDIATE``: the daemon and the CLI (``retry``/``forget``) write
+the same file, and a deferred transaction that reads and then writes could fail on a stale WAL
+snapshot instead of waiting for the busy timeout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from watchd.clock import Clock, SystemClock
+from watchd.ledger.states import RESUMABLE, TERMINAL, Stage, check_transition
+
+DB_NAME = "ledger.db"
+BUSY_TIMEOUT_MS = 10_000
+
+
+class LedgerError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class JobRow:
+    id: str
+    inbox: str
+    rel_path: str
+    path: str
+    rule: str
+    preset: str
+    state: str
+    resume_stage: str | None
+    park_reason: str | None
+    size: int
+    mtime_ns: int
+    inode: int
+    dev: int
+    fingerprint: str
+    sha256: str | None
+    marker: str
+    project_id: str | None
+    object_key: str | None
+    upload_url: str | None
+    content_type: str | None
+    duration: float | None
+    progress: float
+    step: str | None
+    bytes_uploaded: int
+    attempts: int
+    next_attempt_at: float
+    error_code: str | None
+    error: str | None
+    duplicate_of: str | None
+    outbox_dir: str | None
+    disposed_to: str | None
+    created_at: float
+    updated_at: float
+    finished_at: float | None
+
+    @property
+    def stage(self) -> Stage:
+        return Stage(self.state)
+
+    @property
+    def preset_dict(self) -> dict[str, Any]:
+        d = json.loads(self.preset or "{}")
+        return d if isinstance(d, dict) else {}
+
+    @property
+    def name(self) -> str:
+        return self.rel_path.rsplit("/", 1)[-1]
+
+
+@dataclass(frozen=True)
+class ClipRow:
+    job_id: str
+    clip_id: str
+    rank: int
+    title: str
+    start_time: float
+    end_time: float
+    virality_score: float
+    reasoning: str
+    thumbnail_url: str | None
+    selected: int
+    state: str
+    render_attempts: int
+    progress: float
+    words: str | None
+    file: str | None
+    captions: str | None
+    thumbnail: str | None
+    sha256: str | None
+    size: int | None
+    error: str | None
+    updated_at: float
+
+
+@dataclass(frozen=True)
+class ExportRow:
+    job_id: str
+    clip_id: str
+    format: str
+    export_id: str | None
+    state: str
+    path: str | None
+    reason: str | None
+    updated_at: float
+
+
+@dataclass(frozen=True)
+class EventRow:
+    id: int
+    job_id: str
+    at: float
+    actor: str
+    kind: str
+    from_state: str | None
+    to_state: str | None
+    detail: str | None
+
+
+@dataclass(frozen=True)
+class InboxRow:
+    path: str
+    paused: int
+    reason: str | None
+    entries: int
+    last_scan_at: float | None
+
+
+def _columns(cls: type) -> list[str]:
+    return [f.name for f in fields(cls)]
+
+
+def _row(cls: type, d: dict[str, Any]) -> Any:
+    return cls(**{k: d.get(k) for k in _columns(cls)})
+
+
+# ---- migrations: numbered, append-only ---------------------------------------------------------
+
+
+def _m1_initial(db: sqlite_utils.Database) -> None:
+    db.executescript(
+        """
+        CREATE TABLE jobs (
+            id TEXT PRIMARY KEY,
+            inbox TEXT NOT NULL,
+            rel_path TEXT NOT NULL,
+            path TEXT NOT NULL,
+            rule TEXT NOT NULL,
+            preset TEXT NOT NULL,
+            state TEXT NOT NULL,
+            resume_stage TEXT,
+            park_reason TEXT,
+            size INTEGER NOT NULL,
+            mtime_ns INTEGER NOT NULL,
+            inode INTEGER NOT NULL,
+            dev INTEGER NOT NULL,
+            fingerprint TEXT NOT NULL,
+            sha256 TEXT,
+            marker TEXT NOT NULL UNIQUE,
+            project_id TEXT,
+            object_key TEXT,
+            upload_url TEXT,
+            content_type TEXT,
+            duration REAL,
+            progress REAL NOT NULL DEFAULT 0,
+            step TEXT,
+            bytes_uploaded INTEGER NOT NULL DEFAULT 0,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at REAL NOT NULL DEFAULT 0,
+            error_code TEXT,
+            error TEXT,
+            duplicate_of TEXT,
+            outbox_dir TEXT,
+            disposed_to TEXT,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL,
+            finished_at REAL
+        );
+        CREATE INDEX jobs_identity ON jobs (inbox, rel_path, size, mtime_ns);
+        CREATE INDEX jobs_fingerprint ON jobs (fingerprint);
+        CREATE INDEX jobs_state ON jobs (state, next_attempt_at);
+        CREATE TABLE clips (
+            job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+            clip_id TEXT NOT NULL,
+            rank INTEGER NOT NULL,
+            title TEXT NOT NULL,
+            start_time REAL NOT NULL,
+            end_time REAL NOT NULL,
+            virality_score REAL NOT NULL,
+            reasoning TEXT NOT NULL DEFAULT '',
+            thumbnail_url TEXT,
+            selected INTEGER NOT NULL DEFAULT 0,
+            state TEXT NOT NULL DEFAULT 'pending',
+            render_attempts INTEGER NOT NULL DEFAULT 0,
+            progress REAL NOT NULL DEFAULT 0,
+            words TEXT,
+            file TEXT,
+            captions TEXT,
+            thumbnail TEXT,
+            sha256 TEXT,
+            size INTEGER,
+            error TEXT,
+            updated_at REAL NOT NULL,
+            PRIMARY KEY (job_id, clip_id)
+        );
+        CREATE TABLE exports (
+            job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+            clip_id TEXT NOT NULL,
+            format TEXT NOT NULL,
+            export_id TEXT,
+            state TEXT NOT NULL DEFAULT 'pending',
+            path TEXT,
+            reason TEXT,
+            updated_at REAL NOT NULL,
+            PRIMARY KEY (job_id, clip_id, format)
+        );
+        CREATE TABLE events (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            job_id TEXT NOT NULL,
+            at REAL NOT NULL,
+            actor TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            from_state TEXT,
+            to_state TEXT,
+            detail TEXT
+        );
+        CREATE INDEX events_job ON events (job_id, id);
+        CREATE TABLE inboxes (
+            path TEXT PRIMARY KEY,
+            paused INTEGER NOT NULL DEFAULT 0,
+            reason TEXT,
+            entries INTEGER NOT NULL DEFAULT 0,
+            last_scan_at REAL
+        );
+        """
+    )
+
+
+MIGRATIONS: Sequence[Callable[[sqlite_utils.Database], None]] = (_m1_initial,)
+
+
+def new_job_id() -> str:
+    return "j" + secrets.token_hex(5)
+
+
+class Ledger:
+    """The job ledger. Not thread-safe across threads by design: the daemon owns one instance
+    on its event-loop thread; the CLI opens its own."""
+
+    def __init__(
+        self,
+        path: Path | None = None,
+        *,
+        clock: Clock | None = None,
+        readonly: bool = False,
+    ) -> None:
+        self.path = path
+        self.clock: Clock = clock or SystemClock()
+        self._lock = threading.RLock()
+        if path is None:
+            conn = sqlite3.connect(":memory:", check_same_thread=False)
+        else:
+            conn = sqlite3.connect(
+                str(path), timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False
+            )
+        conn.row_factory = None
+        self.db = sqlite_utils.Database(conn)
+        self.db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        self.db.execute("PRAGMA foreign_keys = ON")
+        if path is not None and not readonly:
+            self.db.execute("PRAGMA journal_mode = WAL")
+            # FULL: the create intent must be on disk before the POST that bills.
+            self.db.execute("PRAGMA synchronous = FULL")
+        if not readonly:
+            self.migrate()
+
+    @classmethod
+    def open(cls, state_dir: Path, *, clock: Clock | None = None) -> Ledger:
+        """Open ``<state_dir>/ledger.db``, refusing a network filesystem (SQLite locking is not
+        reliable over SMB/NFS, and a corrupt ledger means double billing)."""
+        state_dir.mkdir(parents=True, exist_ok=True)
+        from watchd.watching.mounts import fs_type, is_network_fs
+
+        if is_network_fs(state_dir):
+            raise LedgerError(
+                f"state_dir {state_dir} is on a network filesystem ({fs_type(state_dir)}); "
+                "the ledger needs a local disk: set [daemon] state_dir to a local path"
+            )
+        path = state_dir / DB_NAME
+        ledger = cls(path, clock=clock)
+        with suppress(OSError):
+            os.chmod(path, 0o600)
+        return ledger
+
+    def close(self) -> None:
+        self.db.conn.close()
+
+    # ---- schema ----------------------------------------------------------------------------
+
+    def schema_version(self) -> int:
+        row = self.db.execute("PRAGMA user_version").fetchone()
+        return int(row[0])
+
+    def migrate(self) -> None:
+        with self._lock:
+            current = self.schema_version()
+            for number, migration in enumerate(MIGRATIONS, start=1):
+                if number <= current:
+                    continue
+                with self._write():
+                    migration(self.db)
+                    self.db.execute(f"PRAGMA user_version = {number}")
+
+    # ---- transactions ----------------------------------------------------------------------
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite_utils.Database]:
+        with self._lock:
+            conn = self.db.conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                with self.db.atomic():
+                    yield self.db
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            else:
+                conn.execute("COMMIT")
+
+    def _select(
+        self, sql: str, params: Sequence[Any] | dict[str, Any] = ()
+    ) -> list[dict[str, Any]]:
+        with self._lock:
+            cur = self.db.execute(sql, params)
+            cols = [c[0] for c in cur.description]
+            return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+
+    def _event(
+        self,
+        job_id: str,
+        kind: str,
+        *,
+        actor: str = "daemon",
+        src: str | None = None,
+        dst: str | None = None,
+        detail: Any = None,
+    ) -> None:
+        self.db.execute(
+            "INSERT INTO events (job_id, at, actor, kind, from_state, to_state, detail) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                job_id,
+                self.clock.now(),
+                actor,
+                kind,
+                src,
+                dst,
+                json.dumps(detail, sort_keys=True) if detail is not None else None,
+            ),
+        )
+
+    # ---- jobs ------------------------------------------------------------------------------
+
+    def add_job(
+        self,
+        *,
+        inbox: str,
+        rel_path: str,
+        path: str,
+        rule: str,
+        preset: dict[str, Any],
+        size: int,
+        mtime_ns: int,
+        inode: int,
+        dev: int,
+        fingerprint: str,
+        actor: str = "watcher",
+    ) -> JobRow:
+        """Record a newly settled source file in state ``queued``."""
+        job_id = new_job_id()
+        now = self.clock.now()
+        with self._write() as db:
+            db.table("jobs").insert(
+                {
+                    "id": job_id,
+                    "inbox": inbox,
+                    "rel_path": rel_path,
+                    "path": path,
+                    "rule": rule,
+                    "preset": json.dumps(preset, sort_keys=True),
+                    "state": Stage.QUEUED.value,
+                    "size": size,
+                    "mtime_ns": mtime_ns,
+                    "inode": inode,
+                    "dev": dev,
+                    "fingerprint": fingerprint,
+                    "marker": f"wd-{job_id[1:]}",
+                    "progress": 0,
+                    "bytes_uploaded": 0,
+                    "attempts": 0,
+                    "next_attempt_at": 0,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+            )
+            self._event(
+                job_id,
+                "discovered",
+                actor=actor,
+                dst=Stage.QUEUED.value,
+                detail={"path": path, "rule": rule, "size": size},
+            )
+        job = self.get(job_id)
+        assert job is not None
+        return job
+
+    def get(self, job_id: str) -> JobRow | None:
+        rows = self._select("SELECT * FROM jobs WHERE id = ?", (job_id,))
+        return _row(JobRow, rows[0]) if rows else None
+
+    def require(self, job_id: str) -> JobRow:
+        job = self.get(job_id)
+        if job is None:
+            raise LedgerError(f"unknown job {job_id}")
+        return job
+
+    def jobs(self, states: Iterable[Stage] | None = None) -> list[JobRow]:
+        if states is None:
+            rows = self._select("SELECT * FROM jobs ORDER BY created_at, id")
+        else:
+            vals = [s.value for s in states]
+            marks = ",".join("?" * len(vals))
+            rows = self._select(
+                f"SELECT * FROM jobs WHERE state IN ({marks}) ORDER BY created_at, id", vals
+            )
+        return [_row(JobRow, r) for r in rows]
+
+    def active_jobs(self) -> list[JobRow]:
+        """Every job that is not terminal (parked ones included)."""
+        return self.jobs([s for s in Stage if s not in TERMINAL])
+
+    def due_jobs(self, now: float) -> list[JobRow]:
+        """Non-terminal jobs whose next attempt is due (parked ones too: their schedule is due)."""
+        terminal = [s.value for s in TERMINAL]
+        rows = self._select(
+            "SELECT * FROM jobs WHERE state NOT IN (?, ?) AND next_attempt_at <= ? "
+            "ORDER BY next_attempt_at, created_at, id",
+            (*terminal, now),
+        )
+        return [_row(JobRow, r) for r in rows]
+
+    def next_due_at(self) -> float | None:
+        terminal = [s.value for s in TERMINAL]
+        row = self.db.execute(
+            "SELECT MIN(next_attempt_at) FROM jobs WHERE state NOT IN (?, ?)", terminal
+        ).fetchone()
+        return float(row[0]) if row and row[0] is not None else None
+
+    def find_by_identity(
+        self, inbox: str, rel_path: str, size: int, mtime_ns: int
+    ) -> JobRow | None:
+        rows = self._select(
+            "SELECT * FROM jobs WHERE inbox = ? AND rel_path = ? AND size = ? AND mtime_ns = ? "
+            "ORDER BY created_at DESC LIMIT 1",
+            (inbox, rel_path, size, mtime_ns),
+        )
+        return _row(JobRow, rows[0]) if rows else None
+
+    def find_by_fingerprint(self, fingerprint: str, *, exclude: str | None = None) -> list[JobRow]:
+        rows = self._select(
+            "SELECT * FROM jobs WHERE fingerprint = ? AND id != ? ORDER BY created_at, id",
+            (fingerprint, exclude or ""),
+        )
+        return [_row(JobRow, r) for r in rows]
+
+    def known_identities(self) -> dict[tuple[str, str], set[tuple[int, int]]]:
+        """(inbox, rel_path) -> {(size, mtime_ns)} of every job: the scanner's fast filter."""
+        out: dict[tuple[str, str], set[tuple[int, int]]] = {}
+        with self._lock:
+            for inbox, rel, size, mtime in self.db.execute(
+                "SELECT inbox, rel_path, size, mtime_ns FROM jobs"
+            ):
+                out.setdefault((inbox, rel), set()).add((int(size), int(mtime)))
+        return out
+
+    def transition(
+        self,
+        job_id: str,
+        to: Stage,
+        *,
+        expect: Stage | None = None,
+        actor: str = "daemon",
+        kind: str = "transition",
+        detail: Any = None,
+        **updates: Any,
+    ) -> JobRow:
+        """Move a job to ``to`` (checked against the transition table) and apply ``updates``,
+        in one transaction with its event. ``expect`` guards against a concurrent change."""
+        now = self.clock.now()
+        with self._write() as db:
+            rows = self._select("SELECT state FROM jobs WHERE id = ?", (job_id,))
+            if not rows:
+                raise LedgerError(f"unknown job {job_id}")
+            src = Stage(rows[0]["state"])
+            if expect is not None and src is not expect:
+                raise LedgerError(f"job {job_id} is {src.value}, expected {expect.value}")
+            if src is not to:
+                check_transition(job_id, src, to)
+            values = {**updates, "state": to.value, "updated_at": now}
+            if to in TERMINAL:
+                values.setdefault("finished_at", now)
+            self._update(db, job_id, values)
+            self._event(job_id, kind, actor=actor, src=src.value, dst=to.value, detail=detail)
+        return self.require(job_id)
+
+    def update(self, job_id: str, **updates: Any) -> None:
+        """Change fields that are not a transition (progress, step, error text)."""
+        with self._write() as db:
+            self._update(db, job_id, {**updates, "updated_at": self.clock.now()})
+
+    def _update(self, db: sqlite_utils.Database, job_id: str, values: dict[str, Any]) -> None:
+        allowed = set(_columns(JobRow))
+        bad = set(values) - allowed
+        if bad:
+            raise LedgerError(f"unknown job fields: {sorted(bad)}")
+        if "preset" in values and not isinstance(values["preset"], str):
+            values["preset"] = json.dumps(values["preset"], sort_keys=True)
+        for k, v in list(values.items()):
+            if isinstance(v, Stage):
+                values[k] = v.value
+        sets = ", ".join(f"{k} = ?" for k in values)
+        db.execute(f"UPDATE jobs SET {sets} WHERE id = ?", (*values.values(), job_id))
+
+    def record_event(
+        self, job_id: str, kind: str, detail: Any = None, *, actor: str = "daemon"
+    ) -> None:
+        with self._write():
+            self._event(job_id, kind, actor=actor, detail=detail)
+
+    def events(self, job_id: str | None = None) -> list[EventRow]:
+        if job_id is None:
+            rows = self._select("SELECT * FROM events ORDER BY id")
+        else:
+            rows = self._select("SELECT * FROM events WHERE job_id = ? ORDER BY id", (job_id,))
+        return [_row(EventRow, r) for r in rows]
+
+    # ---- operator commands -----------------------------------------------------------------
+
+    def retry(self, job_id: str, *, actor: str = "cli") -> JobRow:
+        """Put a failed or parked job back in the queue at the stage it stopped at."""
+        job = self.require(job_id)
+        if job.stage not in (Stage.FAILED, Stage.PARKED):
+            raise LedgerError(
+                f"job {job_id} is {job.state}: only failed or parked jobs can be retried"
+            )
+        resume = Stage(job.resume_stage) if job.resume_stage else Stage.QUEUED
+        if resume not in RESUMABLE:
+            resume = Stage.QUEUED
+        return self.transition(
+            job_id,
+            resume,
+            actor=actor,
+            kind="retry",
+            attempts=0,
+            next_attempt_at=0,
+            error=None,
+            error_code=None,
+            park_reason=None,
+            finished_at=None,
+        )
+
+    def forget(self, job_id: str, *, actor: str = "cli") -> None:
+        """Drop a finished job so the same file can be taken again."""
+        job = self.require(job_id)
+        if job.stage not in TERMINAL:
+            raise LedgerError(
+                f"job {job_id} is {job.state}: only delivered or failed jobs can be forgotten"
+            )
+        with self._write() as db:
+            db.execute("DELETE FROM clips WHERE job_id = ?", (job_id,))
+            db.execute("DELETE FROM exports WHERE job_id = ?", (job_id,))
+            db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+            self._event(job_id, "forgotten", actor=actor, src=job.state)
+
+    # ---- clips and exports -----------------------------------------------------------------
+
+    def put_clips(self, job_id: str, clips: Sequence[dict[str, Any]]) -> None:
+        """Record the project's clips (insert or refresh; per-clip progress is kept)."""
+        now = self.clock.now()
+        with self._write() as db:
+            for c in clips:
+                row = {**c, "job_id": job_id, "updated_at": now}
+                existing = db.execute(
+                    "SELECT 1 FROM clips WHERE job_id = ? AND clip_id = ?", (job_id, c["clip_id"])
+                ).fetchone()
+                if existing:
+                    self._update_clip(db, job_id, c["clip_id"], row)
+                else:
+                    db.table("clips").insert(row)
+
+    def clips(self, job_id: str, *, selected_only: bool = False) -> list[ClipRow]:
+        sql = "SELECT * FROM clips WHERE job_id = ?"
+        if selected_only:
+            sql += " AND selected = 1"
+        rows = self._select(sql + " ORDER BY rank, clip_id", (job_id,))
+        return [_row(ClipRow, r) for r in rows]
+
+    def update_clip(self, job_id: str, clip_id: str, **updates: Any) -> None:
+        with self._write() as db:
+            self._update_clip(db, job_id, clip_id, {**updates, "updated_at": self.clock.now()})
+
+    def _update_clip(
+        self, db: sqlite_utils.Database, job_id: str, clip_id: str, values: dict[str, Any]
+    ) -> None:
+        values = {k: v for k, v in values.items() if k not in ("job_id", "clip_id")}
+        bad = set(values) - set(_columns(ClipRow))
+        if bad:
+            raise LedgerError(f"unknown clip fields: {sorted(bad)}")
+        sets = ", ".join(f"{k} = ?" for k in values)
+        db.execute(
+            f"UPDATE clips SET {sets} WHERE job_id = ? AND clip_id = ?",
+            (*values.values(), job_id, clip_id),
+        )
+
+    def put_export(self, job_id: str, clip_id: str, fmt: str, **values: Any) -> None:
+        now = self.clock.now()
+        with self._write() as db:
+            existing = db.execute(
+                "SELECT 1 FROM exports WHERE job_id = ? AND clip_id = ? AND format = ?",
+                (job_id, clip_id, fmt),
+            ).fetchone()
+            bad = set(values) - set(_columns(ExportRow))
+            if bad:
+                raise LedgerError(f"unknown export fields: {sorted(bad)}")
+            if existing:
+                vals = {**values, "updated_at": now}
+                sets = ", ".join(f"{k} = ?" for k in vals)
+                db.execute(
+                    f"UPDATE exports SET {sets} WHERE job_id = ? AND clip_id = ? AND format = ?",
+                    (*vals.values(), job_id, clip_id, fmt),
+                )
+            else:
+                db.table("exports").insert(
+                    {
+                        "job_id": job_id,
+                        "clip_id": clip_id,
+                        "format": fmt,
+                        "state": "pending",
+                        **values,
+                        "updated_at": now,
+                    }
+                )
+
+    def exports(self, job_id: str) -> list[ExportRow]:
+        rows = self._select(
+            "SELECT * FROM exports WHERE job_id = ? ORDER BY clip_id, format", (job_id,)
+        )
+        return [_row(ExportRow, r) for r in rows]
+
+    # ---- inboxes ---------------------------------------------------------------------------
+
+    def set_inbox(
+        self,
+        path: str,
+        *,
+        paused: bool,
+        reason: str | None,
+        entries: int,
+        last_scan_at: float | None,
+    ) -> None:
+        with self._write() as db:
+            db.table("inboxes").upsert(
+                {
+                    "path": path,
+                    "paused": int(paused),
+                    "reason": reason,
+                    "entries": entries,
+                    "last_scan_at": last_scan_at,
+                },
+                pk="path",
+            )
+
+    def inboxes(self) -> list[InboxRow]:
+        return [_row(InboxRow, r) for r in self._select("SELECT * FROM inboxes ORDER BY path")]
+
+    def counts_by_state(self) -> dict[str, int]:
+        with self._lock:
+            return {
+                str(s): int(n)
+                for s, n in self.db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state")
+            }
