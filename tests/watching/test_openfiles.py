@@ -1,0 +1,120 @@
+"""openfiles: real descriptors in this process and a child, and a synthetic /proc tree."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from watchd.watching.openfiles import is_open_for_write
+
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs /proc")
+
+
+@pytest.fixture
+def video(tmp_path: Path) -> Path:
+    p = tmp_path / "ep12.mp4"
+    p.write_bytes(b"\0" * 16)
+    return p
+
+
+@linux_only
+def test_open_for_write_in_this_process(video: Path) -> None:
+    assert not is_open_for_write(video)
+    with video.open("ab"):
+        assert is_open_for_write(video)
+    assert not is_open_for_write(video)
+
+
+@linux_only
+def test_read_write_counts_and_read_only_does_not(video: Path) -> None:
+    with video.open("rb"):
+        assert not is_open_for_write(video)
+    fd = os.open(video, os.O_RDWR)
+    try:
+        assert is_open_for_write(video)
+    finally:
+        os.close(fd)
+
+
+@linux_only
+def test_other_file_open_does_not_count(video: Path, tmp_path: Path) -> None:
+    other = tmp_path / "other.mp4"
+    with other.open("wb"):
+        assert not is_open_for_write(video)
+
+
+@linux_only
+def test_writer_in_another_process(video: Path) -> None:
+    code = "import sys; f = open(sys.argv[1], 'ab'); print('open', flush=True); sys.stdin.read()"
+    child = subprocess.Popen(
+        [sys.executable, "-c", code, str(video)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "open"
+        assert is_open_for_write(video)
+    finally:
+        assert child.stdin is not None
+        child.stdin.close()
+        child.wait(timeout=10)
+        assert child.stdout is not None
+        child.stdout.close()
+    assert not is_open_for_write(video)
+
+
+def test_missing_file_is_not_open(tmp_path: Path) -> None:
+    assert not is_open_for_write(tmp_path / "gone.mp4")
+
+
+def _fake_proc(root: Path, pid: str, fd: str, target: str, flags: str) -> None:
+    (root / pid / "fd").mkdir(parents=True, exist_ok=True)
+    (root / pid / "fdinfo").mkdir(parents=True, exist_ok=True)
+    os.symlink(target, root / pid / "fd" / fd)
+    (root / pid / "fdinfo" / fd).write_text(f"pos:\t0\nflags:\t{flags}\nmnt_id:\t21\n")
+
+
+@pytest.mark.parametrize(
+    ("flags", "writing"),
+    [("0100000", False), ("0100001", True), ("0100002", True), ("02100001", True), ("0", False)],
+)
+@linux_only
+def test_flags_from_fdinfo(tmp_path: Path, video: Path, flags: str, writing: bool) -> None:
+    proc = tmp_path / "proc"
+    _fake_proc(proc, "42", "3", str(video), flags)
+    assert is_open_for_write(video, proc=proc) is writing
+
+
+@linux_only
+def test_synthetic_proc_skips_noise(tmp_path: Path, video: Path) -> None:
+    proc = tmp_path / "proc"
+    (proc / "self").mkdir(parents=True)  # not a pid
+    (proc / "7").mkdir()  # a process whose fd dir we cannot list
+    _fake_proc(proc, "8", "0", "socket:[1234]", "02")
+    _fake_proc(proc, "8", "1", str(tmp_path / "vanished"), "01")
+    _fake_proc(proc, "9", "5", str(video), "garbage")
+    assert not is_open_for_write(video, proc=proc)
+    _fake_proc(proc, "10", "5", str(video), "0100001")
+    assert is_open_for_write(video, proc=proc)
+
+
+@linux_only
+def test_no_proc_means_no_evidence(video: Path, tmp_path: Path) -> None:
+    assert not is_open_for_write(video, proc=tmp_path / "no-proc")
+
+
+@linux_only
+def test_cost_is_small(video: Path) -> None:
+    # Informational bound: one scan of this machine's /proc must stay cheap.
+    t0 = time.perf_counter()
+    for _ in range(5):
+        is_open_for_write(video)
+    per_call = (time.perf_counter() - t0) / 5
+    assert per_call < 0.5, per_call
