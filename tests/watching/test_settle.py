@@ -58,6 +58,16 @@ A = Path("/in/a.mp4")
 B = Path("/in/b.mp4")
 
 
+def _tracking(*paths: Path, settle: float = 5.0) -> tuple[FakeFS, SettleTracker]:
+    """A tracker that saw each of ``paths`` (10 bytes, mtime 1) at time 0."""
+    fs = FakeFS()
+    t = fs.tracker(settle)
+    for p in paths:
+        fs.write(p, 10, 1)
+        t.observe(p, 0.0)
+    return fs, t
+
+
 def test_new_file_is_due_after_settle_seconds() -> None:
     fs = FakeFS()
     fs.write(A, 10, 1)
@@ -88,10 +98,7 @@ def test_slow_chunked_copy_is_not_due_early() -> None:
 
 def test_change_seen_only_at_due_time_restarts_clock() -> None:
     # No event reported the change (a network share): due() stats again before trusting.
-    fs = FakeFS()
-    fs.write(A, 10, 1)
-    t = fs.tracker(5)
-    t.observe(A, 0.0)
+    fs, t = _tracking(A)
     fs.write(A, 20, 2)
     assert t.due(5.0) == []
     assert t.next_due_in(5.0) == 5.0
@@ -110,21 +117,13 @@ def test_inode_change_restarts_clock() -> None:
 
 
 def test_unchanged_observation_keeps_clock() -> None:
-    fs = FakeFS()
-    fs.write(A, 10, 1)
-    t = fs.tracker(5)
-    t.observe(A, 0.0)
+    _fs, t = _tracking(A)
     t.observe(A, 4.0)  # a rescan saw it again, unchanged
     assert len(t.due(5.0)) == 1
 
 
 def test_vanished_file_is_dropped() -> None:
-    fs = FakeFS()
-    fs.write(A, 10, 1)
-    fs.write(B, 10, 1)
-    t = fs.tracker(5)
-    t.observe(A, 0.0)
-    t.observe(B, 0.0)
+    fs, t = _tracking(A, B)
     del fs.files[A]
     t.observe(A, 1.0)  # the delete event
     assert t.pending() == 1
@@ -168,10 +167,7 @@ def test_open_for_write_blocks_and_is_checked_only_when_due() -> None:
 
 
 def test_forget() -> None:
-    fs = FakeFS()
-    fs.write(A, 10, 1)
-    t = fs.tracker(5)
-    t.observe(A, 0.0)
+    _fs, t = _tracking(A)
     t.forget(A)
     t.forget(B)
     assert t.pending() == 0
@@ -203,10 +199,7 @@ def test_zero_settle_and_negative_rejected() -> None:
 
 
 def test_recheck() -> None:
-    fs = FakeFS()
-    fs.write(A, 10, 1)
-    t = fs.tracker(5)
-    t.observe(A, 0.0)
+    fs, t = _tracking(A)
     [s] = t.due(5.0)
     assert t.recheck(A, s.stat)
     fs.open_for_write.add(A)
