@@ -131,7 +131,9 @@ def scan_inbox(root: Path, *, max_depth: int = MAX_DEPTH) -> ScanResult:
     except NotADirectoryError:
         return ScanResult([], 0, ok=False, error=f"inbox {root} is not a folder")
     except OSError as exc:
-        return ScanResult([], 0, ok=False, error=f"inbox {root} is unreadable: {_why(exc)}")
+        return ScanResult(
+            [], 0, ok=False, error=f"inbox {root} is unreadable: {os_error_text(exc)}"
+        )
 
     files: list[ScannedFile] = []
     unreadable: list[Path] = []
@@ -144,7 +146,9 @@ def scan_inbox(root: Path, *, max_depth: int = MAX_DEPTH) -> ScanResult:
                 _visit(entry, "", 1, files, subdirs)
     except OSError as exc:
         # The root went away or broke mid-listing (an SMB share dropping): no partial answer.
-        return ScanResult([], 0, ok=False, error=f"inbox {root} is unreadable: {_why(exc)}")
+        return ScanResult(
+            [], 0, ok=False, error=f"inbox {root} is unreadable: {os_error_text(exc)}"
+        )
     _reported.recovered(os.fspath(root))
 
     while subdirs:
@@ -162,7 +166,7 @@ def scan_inbox(root: Path, *, max_depth: int = MAX_DEPTH) -> ScanResult:
         except OSError as exc:
             unreadable.append(Path(path))
             if _reported.first(path):
-                log.warning("skipping unreadable folder %s: %s", path, _why(exc))
+                log.warning("skipping unreadable folder %s: %s", path, os_error_text(exc))
             continue
         _reported.recovered(path)
 
@@ -197,5 +201,6 @@ def _visit(
         files.append(ScannedFile(entry.path, rel + name, FileStat.from_stat(st)))
 
 
-def _why(exc: OSError) -> str:
+def os_error_text(exc: OSError) -> str:
+    """The short reason of an OSError ("Permission denied"), without the path."""
     return exc.strerror or str(exc)
