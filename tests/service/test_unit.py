@@ -143,7 +143,7 @@ def unit_text() -> str:
         ),
         ("Service", "ExecReload", "/bin/kill -HUP $MAINPID"),
         ("Service", "Restart", "on-failure"),
-        ("Service", "RestartPreventExitStatus", "2"),
+        ("Service", "RestartPreventExitStatus", "2 3"),
         ("Service", "StateDirectory", "carmic-watchd"),
         ("Service", "LoadCredential", "carmic-password:/etc/carmic-watchd/password"),
         ("Service", "User", "carmic-watchd"),
