@@ -309,6 +309,16 @@ def test_text_on_the_journal_stream_gets_priority_prefixes(
     assert target.read_text() == "<4>WARNING job j-3: careful\n"
 
 
+def test_json_on_the_journal_stream_gets_priority_prefixes(tmp_path: Path) -> None:
+    target = tmp_path / "stderr"
+    with target.open("w") as stream:
+        setup_logging("json", "info", stream=stream, env=journal_env_for(target))
+        log.error("bad", extra={"job_id": "j-4"})
+    line = target.read_text()
+    assert line.startswith("<3>{")
+    assert json.loads(line.removeprefix("<3>"))["job_id"] == "j-4"
+
+
 def test_journal_without_systemd_python_falls_back_to_text(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

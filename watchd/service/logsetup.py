@@ -7,7 +7,8 @@ Log calls carry the job they are about as ``extra={"job_id": ..., "project_id": 
   always one line per record (newlines escaped) so that grep and journald see whole records.
   When stderr is journald's stream, each line starts with an ``<N>`` priority prefix instead
   (sd-daemon(3)), so ``journalctl -p warning`` works without systemd-python.
-* ``json``: one object per line, ``{"ts", "level", "logger", "msg", "job_id", ...}``.
+* ``json``: one object per line, ``{"ts", "level", "logger", "msg", "job_id", ...}`` (with the
+  same ``<N>`` prefix on journald's stream, which journald strips).
 * ``journal``: native journald entries through systemd-python, with ``JOB_ID=``, ``PROJECT_ID=``,
   ``RULE=``, ``STATE=``, ``SOURCE_PATH=`` fields, so ``journalctl -u carmic-watchd JOB_ID=j-ab12``
   finds one file's whole story.
@@ -175,7 +176,15 @@ class TextFormatter(logging.Formatter):
 
 
 class JsonFormatter(logging.Formatter):
-    """JSON lines: ``ts``, ``level``, ``logger``, ``msg``, the extra fields, ``exc`` if any."""
+    """JSON lines: ``ts``, ``level``, ``logger``, ``msg``, the extra fields, ``exc`` if any.
+
+    ``syslog_prefix`` puts sd-daemon(3)'s ``<N>`` in front, for a stderr that journald reads: it
+    strips the prefix, files the priority, and keeps the JSON intact in MESSAGE.
+    """
+
+    def __init__(self, *, syslog_prefix: bool = False) -> None:
+        super().__init__()
+        self.syslog_prefix = syslog_prefix
 
     def format(self, record: logging.LogRecord) -> str:
         doc: dict[str, Any] = {
@@ -192,7 +201,8 @@ class JsonFormatter(logging.Formatter):
             doc["exc"] = record.exc_text
         if record.stack_info:
             doc["stack"] = record.stack_info
-        return json.dumps(doc, ensure_ascii=False, default=str)
+        line = json.dumps(doc, ensure_ascii=False, default=str)
+        return f"<{syslog_priority(record.levelno)}>{line}" if self.syslog_prefix else line
 
 
 def syslog_priority(levelno: int) -> int:
@@ -333,10 +343,11 @@ def setup_logging(
         handler = StructuredJournalHandler(send)
     else:
         handler = logging.StreamHandler(out)
+        on_journal = journal_stream_matches(out, environ)
         if chosen == "json":
-            handler.setFormatter(JsonFormatter())
+            handler.setFormatter(JsonFormatter(syslog_prefix=on_journal))
         else:
-            handler.setFormatter(TextFormatter(syslog_prefix=journal_stream_matches(out, environ)))
+            handler.setFormatter(TextFormatter(syslog_prefix=on_journal))
     handler.addFilter(FieldRedactingFilter())
     setattr(handler, _OWNED_MARK, True)
 

@@ -252,6 +252,8 @@ class MetricsServer:
             target=self._server.serve_forever,
             kwargs={"poll_interval": poll_interval},
             name=f"watchd-metrics-{self.port}",
+            # A forgotten close() must not keep the process alive after the daemon returns.
+            daemon=True,
         )
         self._thread.start()
         self._closed = False
