@@ -278,6 +278,25 @@ def test_dead_emitter_counts_as_dead(make: Callable[..., InboxObserver]) -> None
     assert not obs.alive()
 
 
+def test_dead_inotify_reader_counts_as_dead(make: Callable[..., InboxObserver]) -> None:
+    # The reader thread dies when, say, a new folder hits the watch limit mid-run.
+    built: list[BaseObserver] = []
+
+    def events() -> BaseObserver:
+        built.append(Observer())
+        return built[-1]
+
+    obs = make("events", events_observer=events)
+    obs.start()
+    reader = getattr(built[0], "_inotify_fd", None)
+    if not isinstance(reader, threading.Thread):
+        pytest.skip("this watchdog reads inotify on the emitter thread")
+    reader.stop()  # type: ignore[attr-defined]
+    reader.join(TIMEOUT)
+    assert not obs.alive()
+    assert obs.restart() and obs.alive()
+
+
 def test_remounted_root_counts_as_dead(
     make: Callable[..., InboxObserver],
     inbox: Path,
