@@ -70,6 +70,24 @@ def test_writer_in_another_process(video: Path) -> None:
     assert not is_open_for_write(video)
 
 
+@linux_only
+def test_same_name_elsewhere_does_not_count(video: Path, tmp_path: Path) -> None:
+    twin = tmp_path / "other" / video.name
+    twin.parent.mkdir()
+    with twin.open("wb"):
+        assert not is_open_for_write(video)
+
+
+@linux_only
+def test_symlinked_file_written_under_its_target_name(tmp_path: Path) -> None:
+    target = tmp_path / "render-output.mov"
+    target.write_bytes(b"")
+    link = tmp_path / "inbox.mov"
+    link.symlink_to(target)
+    with target.open("ab"):
+        assert is_open_for_write(link)
+
+
 def test_missing_file_is_not_open(tmp_path: Path) -> None:
     assert not is_open_for_write(tmp_path / "gone.mp4")
 

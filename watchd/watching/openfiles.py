@@ -8,10 +8,14 @@ device and inode means the file is not finished.
 
 Limits, by design: only processes on this machine are seen (a writer on another SMB/NFS client
 is covered by the settle time alone), and only processes whose ``/proc`` entries we may read
-(the daemon's own user, or all of them when it runs with ``CAP_SYS_PTRACE``/root). The scan
-stats only descriptors whose link is a path, so sockets, pipes and anonymous inodes cost a
-``readlink`` each and nothing more. It is meant to be called only for files that are otherwise
-due.
+(the daemon's own user, or all of them when it runs with ``CAP_SYS_PTRACE``/root).
+
+Only descriptors whose link ends in the file's own name are stat'ed to compare device and
+inode: every other descriptor (sockets, pipes, unrelated files, perhaps on a hung NFS mount)
+costs one ``readlink`` and nothing more. The name, not the whole path, is compared so that a
+writer in a container, which sees the share under another mount point, still counts; a writer
+using another hard link to the same file does not. Meant to be called only for files that are
+otherwise due: one call costs a few milliseconds on a machine with ~600 open descriptors.
 """
 
 from __future__ import annotations
@@ -38,14 +42,16 @@ def is_open_for_write(path: Path | str, *, proc: Path = _PROC) -> bool:
     except OSError:
         return False
     target = (st.st_dev, st.st_ino)
+    # A symlinked inbox file is written under its target's name.
+    suffix = "/" + os.path.basename(os.path.realpath(path))
     try:
         pids = [name for name in os.listdir(proc) if name.isdigit()]
     except OSError:
         return False
-    return any(_pid_writes(proc / pid, target) for pid in pids)
+    return any(_pid_writes(proc / pid, target, suffix) for pid in pids)
 
 
-def _pid_writes(pid_dir: Path, target: tuple[int, int]) -> bool:
+def _pid_writes(pid_dir: Path, target: tuple[int, int], suffix: str) -> bool:
     fd_dir = pid_dir / "fd"
     try:
         fds = os.listdir(fd_dir)
@@ -58,8 +64,8 @@ def _pid_writes(pid_dir: Path, target: tuple[int, int]) -> bool:
             dest = os.readlink(link)
         except OSError:
             continue
-        if not dest.startswith("/"):
-            continue  # socket:[…], pipe:[…], anon_inode:…
+        if not dest.endswith(suffix):
+            continue  # socket:[…], pipe:[…], anon_inode:…, another file
         try:
             st = os.stat(link)
         except OSError:
