@@ -155,6 +155,17 @@ def test_network_filesystem_is_polled(
     seen.wait_for(inbox / "a.mp4")
 
 
+def test_retrying_a_missing_network_inbox_warns_once(
+    make: Callable[..., InboxObserver], inbox: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    inbox.rmdir()
+    obs = make("events", fs_type=lambda p: "nfs4")
+    with caplog.at_level(logging.WARNING, logger="watchd.watching.observer"):
+        for _ in range(5):
+            assert not obs.restart()
+    assert [r.getMessage() for r in caplog.records] == [obs.reason, obs.error]
+
+
 def test_configured_poll_mode_says_so(make: Callable[..., InboxObserver]) -> None:
     obs = make("poll")
     assert obs.reason == 'scan = "poll" in the configuration'

@@ -185,7 +185,7 @@ class InboxObserver:
         self.effective_mode: Mode = mode
         self.reason = "" if mode == "events" else 'scan = "poll" in the configuration'
         self.error: str | None = None
-        self._last_failure: str | None = None
+        self._said: set[str] = set()
 
     def start(self) -> bool:
         """Start watching; True if an observer now runs.
@@ -246,7 +246,7 @@ class InboxObserver:
                 f"inbox {self.root} is on {fs}, a network filesystem: inotify does not see "
                 f"files written by other machines, so it is polled every {self.poll_interval:g} s"
             )
-            log.warning("%s", self.reason)
+            self._say(self.reason)
 
     def _launch(self) -> BaseObserver | None:
         try:
@@ -288,15 +288,19 @@ class InboxObserver:
     def _started(self, observer: BaseObserver, root_st: os.stat_result) -> BaseObserver:
         self._root_id = (root_st.st_dev, root_st.st_ino)
         self._reported_root_change = False
-        self._last_failure = None
+        self._said.clear()
         log.info("watching %s (%s)", self.root, self.effective_mode)
         return observer
 
     def _failed(self, exc: OSError) -> None:
-        error = f"cannot watch {self.root}: {os_error_text(exc)}"
-        if error != self._last_failure:  # the daemon retries every tick; say it once
-            log.warning("%s", error)
-        self.error = self._last_failure = error
+        self.error = f"cannot watch {self.root}: {os_error_text(exc)}"
+        self._say(self.error)
+
+    def _say(self, warning: str) -> None:
+        # The daemon may retry a failing start on every tick: each warning is said once.
+        if warning not in self._said:
+            self._said.add(warning)
+            log.warning("%s", warning)
 
     def _fall_back_from_inotify(self, exc: OSError) -> None:
         what, sysctl, suggested = _INOTIFY_LIMITS[exc.errno or 0]
@@ -309,7 +313,7 @@ class InboxObserver:
             f" raise it with `sysctl -w {sysctl}={suggested}`"
             f" and persist that in /etc/sysctl.d/"
         )
-        log.warning("%s", self.reason)
+        self._say(self.reason)
 
 
 def _threads_alive(observer: BaseObserver) -> bool:
