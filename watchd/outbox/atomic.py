@@ -92,7 +92,19 @@ def replace_with_retry(
         delay *= 2
 
 
-def _write_via_tmp(final: Path, fill: Callable[[BinaryIO], None], *, like: Path | None) -> None:
+def write_via_tmp(
+    final: Path,
+    fill: Callable[[BinaryIO], None],
+    *,
+    like: Path | None = None,
+    sync_dir: bool = True,
+) -> None:
+    """Create ``final`` atomically from whatever ``fill`` writes into the open temporary file.
+
+    ``like`` copies that file's mode and times onto the result. ``sync_dir=False`` leaves the
+    folder fsync to a caller that writes many files into it (then :func:`fsync_dir` once).
+    If anything fails, the temporary file is removed and ``final`` is untouched.
+    """
     tmp = tmp_path_for(final)
     fd = os.open(tmp, _CREATE, 0o666)  # the umask decides, as for any file a person creates
     try:
@@ -109,7 +121,8 @@ def _write_via_tmp(final: Path, fill: Callable[[BinaryIO], None], *, like: Path 
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
-    fsync_dir(final.parent)
+    if sync_dir:
+        fsync_dir(final.parent)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -119,7 +132,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     def fill(f: BinaryIO) -> None:
         f.write(data)
 
-    _write_via_tmp(path, fill, like=None)
+    write_via_tmp(path, fill, like=None)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -152,7 +165,7 @@ def copy_into_place(src_file: Path, final: Path, *, keep_metadata: bool = False)
     """Copy ``src_file`` to ``final`` through a temporary file (fsync + rename + folder fsync).
     With ``keep_metadata`` the copy gets the source's mode and times (a move across disks)."""
     with open(src_file, "rb") as src:
-        _write_via_tmp(
+        write_via_tmp(
             final, lambda f: _copy_stream(src, f), like=src_file if keep_metadata else None
         )
 
