@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import random
 from pathlib import Path
 
 import av
@@ -18,6 +18,12 @@ from watchd.media import (
     thumbnail_jpeg,
 )
 from watchd.media import _wrap as wrap
+
+
+def _noise(n: int) -> bytes:
+    """Random-looking bytes, the same on every run."""
+    return random.Random(n).randbytes(n)
+
 
 # Small pictures keep the suite fast; the encoders and containers are the same at any size.
 W, H = 320, 180
@@ -228,7 +234,7 @@ def test_empty_or_negative_spans_are_rejected(
 
 def test_undecodable_source_raises_media_error(tmp_path: Path) -> None:
     src = tmp_path / "garbage.mp4"
-    src.write_bytes(os.urandom(64 * 1024))
+    src.write_bytes(_noise(64 * 1024))
     with pytest.raises(MediaError, match=r"cannot read garbage\.mp4"):
         cut_clip(src, tmp_path / "x.mp4", 0.0, 1.0)
     assert not (tmp_path / "x.mp4").exists()
@@ -322,7 +328,7 @@ def test_thumbnail_of_nothing_is_a_placeholder(tmp_path: Path) -> None:
 
 def test_thumbnail_of_garbage_is_a_placeholder(tmp_path: Path) -> None:
     src = tmp_path / "bad.mp4"
-    src.write_bytes(os.urandom(4096))
+    src.write_bytes(_noise(4096))
     thumbnail_jpeg(src, tmp_path / "t.jpg")
     assert _jpeg(tmp_path / "t.jpg") == ("mjpeg", 320, 180)
 
@@ -345,7 +351,7 @@ def test_truncated_file_is_not_playable(samples: dict[str, Path], tmp_path: Path
 
 
 def test_garbage_and_missing_files_are_not_playable(tmp_path: Path) -> None:
-    (tmp_path / "g.mp4").write_bytes(os.urandom(10_000))
+    (tmp_path / "g.mp4").write_bytes(_noise(10_000))
     (tmp_path / "empty.mp4").write_bytes(b"")
     assert not is_playable(tmp_path / "g.mp4")
     assert not is_playable(tmp_path / "empty.mp4")
@@ -363,7 +369,7 @@ def test_media_info_describes_streams(samples: dict[str, Path]) -> None:
 
 
 def test_media_info_of_garbage_raises(tmp_path: Path) -> None:
-    (tmp_path / "g.mp4").write_bytes(os.urandom(10_000))
+    (tmp_path / "g.mp4").write_bytes(_noise(10_000))
     with pytest.raises(MediaError):
         media_info(tmp_path / "g.mp4")
 

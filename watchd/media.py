@@ -42,6 +42,7 @@ __all__ = [
     "is_playable",
     "make_sample_video",
     "media_info",
+    "primary_video_stream",
     "synthetic_clip",
     "thumbnail_jpeg",
 ]
@@ -500,11 +501,20 @@ def _reason(e: BaseException) -> str:
     return str(e)
 
 
-def _video_stream(container: InputContainer, src: Path) -> VideoStream:
+def primary_video_stream(container: InputContainer) -> VideoStream | None:
+    """The first real video stream: cover art (an "attached picture", as MP3s and M4As carry)
+    is a still image stored as a one-frame video stream and does not count."""
     for stream in container.streams.video:
         if not stream.disposition & av.stream.Disposition.attached_pic:
             return stream
-    raise MediaError(f"{src.name} has no video stream")
+    return None
+
+
+def _video_stream(container: InputContainer, src: Path) -> VideoStream:
+    stream = primary_video_stream(container)
+    if stream is None:
+        raise MediaError(f"{src.name} has no video stream")
+    return stream
 
 
 def _time_base(stream: av.stream.Stream) -> Fraction:
