@@ -5,11 +5,11 @@ from __future__ import annotations
 import errno
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
 
-from watchd.outbox import atomic
 from watchd.outbox.atomic import (
     atomic_write_bytes,
     atomic_write_json,
@@ -193,9 +193,11 @@ def test_atomic_write_survives_a_busy_share(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(os, "replace", FlakyReplace(1, errno.EBUSY))
-    monkeypatch.setattr(atomic.time, "sleep", lambda s: None)
+    sleeps: list[float] = []
+    monkeypatch.setattr(time, "sleep", sleeps.append)
     atomic_write_text(tmp_path / "x.srt", "1\n")
     assert listing(tmp_path) == ["x.srt"]
+    assert sleeps == [0.1]
 
 
 def test_copy_into_place(tmp_path: Path) -> None:

@@ -74,12 +74,13 @@ def replace_with_retry(
     dst: Path,
     *,
     attempts: int = 5,
-    sleep: Callable[[float], None] = time.sleep,
+    sleep: Callable[[float], None] | None = None,
     first_delay: float = 0.1,
 ) -> None:
     """``os.replace(src, dst)``, retried with doubling delays while the destination is busy
     (``EBUSY``/``EACCES``/``EPERM``/``ETXTBSY``, as SMB reports it). Other errors, and the
-    last busy one, are raised."""
+    last busy one, are raised. ``sleep`` defaults to :func:`time.sleep`."""
+    pause = sleep or time.sleep
     delay = first_delay
     for attempt in range(1, attempts + 1):
         try:
@@ -88,7 +89,7 @@ def replace_with_retry(
         except OSError as e:
             if e.errno not in BUSY_ERRNOS or attempt >= attempts:
                 raise
-        sleep(delay)
+        pause(delay)
         delay *= 2
 
 
