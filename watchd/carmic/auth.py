@@ -1,0 +1,192 @@
+"""The session: JWTs cached, refreshed once on a 401, re-login after that, all single-flight.
+
+Carmic has no API keys: the daemon logs in as a service user (email + password), caches the
+short-lived access token and the long-lived refresh token, and on a 401 refreshes; when the
+refresh is refused it logs in again. Many requests fail with 401 at the same moment when the
+access token expires; they all wait on one lock and the first one through does the work, the
+others find a token newer than the one that failed them and just use it.
+
+Logins are paced by a :class:`TokenBucket` well under the server's 5 per minute per email, so our
+own retries can never lock the account out, and a 429 on login waits its Retry-After.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from watchd.carmic.errors import (
+    AuthError,
+    BadRequest,
+    Forbidden,
+    NotFound,
+    RateLimited,
+    ServerError,
+)
+from watchd.carmic.models import JSON, Tokens
+from watchd.carmic.pacing import TokenBucket
+from watchd.clock import Clock
+
+log = logging.getLogger("watchd.carmic.auth")
+
+LOGIN_ROUTE = "/v1/auth/login"
+REFRESH_ROUTE = "/v1/auth/refresh"
+
+# POST a JSON body to a public route without a token; returns the envelope's data.
+PostJson = Callable[[str, JSON], Awaitable[Any]]
+
+
+class Revealable(Protocol):
+    """A secret wrapper (``watchd.secrets.Secret``) that only shows its value on request."""
+
+    def reveal(self) -> str: ...
+
+
+Password = str | Revealable
+
+# Statuses that mean "these credentials (or this refresh token) are not accepted".
+_REJECTED = (AuthError, BadRequest, Forbidden, NotFound)
+
+
+class Session:
+    """Access and refresh tokens for one user, kept fresh.
+
+    ``post`` performs the unauthenticated login/refresh POSTs (the client's plumbing), so this
+    class holds only the policy. ``on_login`` is a metrics hook called for every password login.
+    """
+
+    def __init__(
+        self,
+        email: str,
+        password: Password,
+        *,
+        post: PostJson,
+        clock: Clock,
+        logins_per_minute: float = 3,
+        login_attempts: int = 3,
+        max_login_wait: float = 300.0,
+        rejected_cooldown: float = 60.0,
+        on_login: Callable[[], None] | None = None,
+    ) -> None:
+        self.email = email
+        self._password = password
+        self._post = post
+        self._clock = clock
+        self._bucket = TokenBucket(logins_per_minute, clock=clock)
+        self._login_attempts = max(1, login_attempts)
+        self._max_login_wait = max_login_wait
+        self._rejected_cooldown = rejected_cooldown
+        self._on_login = on_login
+        self._tokens: Tokens | None = None
+        self._rejected: AuthError | None = None
+        self._rejected_at = 0.0
+        self._lock = asyncio.Lock()
+        self.logins = 0
+        self.refreshes = 0
+
+    def __repr__(self) -> str:
+        state = "logged in" if self._tokens else "logged out"
+        return f"<Session {self.email} {state}>"
+
+    @property
+    def access(self) -> str | None:
+        """The current access token, if any (never log it)."""
+        return self._tokens.access if self._tokens else None
+
+    async def token(self) -> str:
+        """A usable access token, logging in first if there is none."""
+        tokens = self._tokens
+        if tokens is not None:
+            return tokens.access
+        async with self._lock:
+            if self._tokens is None:
+                await self._login()
+            assert self._tokens is not None
+            return self._tokens.access
+
+    async def recover(self, failed: str, *, relogin: bool = False) -> str:
+        """After a 401 with the token ``failed``: refresh (or, with ``relogin`` or no refresh
+        token, log in again) unless another task already did; returns the token to retry with."""
+        async with self._lock:
+            current = self._tokens
+            if current is not None and current.access != failed:
+                return current.access
+            if not relogin and current is not None and current.refresh:
+                try:
+                    await self._refresh(current.refresh)
+                    assert self._tokens is not None
+                    return self._tokens.access
+                except _REJECTED as e:
+                    log.info("token refresh refused (%s); logging in again", e.message)
+            await self._login()
+            assert self._tokens is not None
+            return self._tokens.access
+
+    def forget(self) -> None:
+        """Drop the cached tokens (the next call logs in)."""
+        self._tokens = None
+
+    async def _refresh(self, refresh: str) -> None:
+        data = await self._post(REFRESH_ROUTE, {"refresh": refresh})
+        fresh = Tokens.from_api(data if isinstance(data, dict) else {})
+        if not fresh.access:
+            raise ServerError("the refresh answer carried no access token", endpoint=REFRESH_ROUTE)
+        # Rotating refresh tokens come back with the access token; otherwise keep the old one.
+        self._tokens = Tokens(access=fresh.access, refresh=fresh.refresh or refresh)
+        self.refreshes += 1
+        log.debug("access token refreshed")
+
+    def _reveal(self) -> str:
+        p = self._password
+        return p if isinstance(p, str) else p.reveal()
+
+    async def _login(self) -> None:
+        if self._rejected is not None:
+            if self._clock.monotonic() - self._rejected_at < self._rejected_cooldown:
+                # The same password will be refused again: do not spend the login budget on it.
+                raise self._rejected
+            self._rejected = None
+        for attempt in range(1, self._login_attempts + 1):
+            waited = await self._bucket.acquire()
+            if waited > 0:
+                log.info(
+                    "waited %.0fs for the login pace (at most %s per minute)",
+                    waited,
+                    self._bucket.per_minute,
+                )
+            try:
+                data = await self._post(
+                    LOGIN_ROUTE, {"email": self.email, "password": self._reveal()}
+                )
+            except RateLimited as e:
+                wait = e.retry_after if e.retry_after is not None else 60.0
+                if attempt >= self._login_attempts or wait > self._max_login_wait:
+                    raise
+                log.warning("login rate-limited by Carmic; waiting %.0fs", wait)
+                self._bucket.block_for(wait)
+                continue
+            except _REJECTED as e:
+                self._tokens = None
+                self._rejected = AuthError(
+                    f"Carmic refused the login for {self.email}: {e.message}. "
+                    "Check the email and password in the [carmic] config",
+                    status=e.status,
+                    endpoint=LOGIN_ROUTE,
+                )
+                self._rejected_at = self._clock.monotonic()
+                raise self._rejected from None
+            self._accept_login(data)
+            return
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _accept_login(self, data: Any) -> None:
+        tokens = Tokens.from_api(data if isinstance(data, dict) else {})
+        if not tokens.access:
+            raise ServerError("the login answer carried no access token", endpoint=LOGIN_ROUTE)
+        self._tokens = tokens
+        self.logins += 1
+        log.info("logged in to Carmic as %s", self.email)
+        if self._on_login is not None:
+            self._on_login()
