@@ -1,17 +1,18 @@
 """PyAV helpers: sample video generation, clip cutting, JPEG thumbnails, inspection for tests.
 
 Every function here is **blocking and CPU-bound** (encoding, decoding, file I/O). Callers on an
-event loop must run them in a thread (``await asyncio.to_thread(cut_clip, ...)``); the emulator's
-request handlers and the demo do so. PyAV releases the GIL while ffmpeg works, so several such
-threads do run in parallel.
+event loop (the emulator's handlers, the pipeline) must run them in a thread, e.g.
+``await asyncio.to_thread(cut_clip, src, dst, 1.0, 9.5)``, or they stall every other task for
+the length of an encode. PyAV releases the GIL while ffmpeg works, so such threads do run in
+parallel.
 
 Outputs are written to a hidden temporary name beside the destination and renamed into place,
 so a reader (a watch folder, an HTTP client) never sees a half-written video under its final name.
 
 Pictures are drawn without numpy: a frame is moving colour bars plus a text box (a frame counter
 and an optional label) in a 5x7 bitmap font, assembled row by row from ``bytes`` slices straight
-into the YUV planes. Rows that do not change are shared, so a 640x360 frame costs a few
-microseconds of Python before the encoder sees it.
+into the YUV planes. Rows that do not change are shared, so a 640x360 frame costs about 0.15 ms
+of Python; the encoder does the rest (a 20 s 640x360 H.264 sample takes about 1 s on 2 cores).
 """
 
 from __future__ import annotations
