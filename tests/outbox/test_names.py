@@ -136,6 +136,9 @@ def test_clip_basename() -> None:
     assert clip_basename(1, "Title") == "01 - Title"
     assert clip_basename(12, "a/b: c?") == "12 - a-b- c"
     assert clip_basename(3, "") == "03 - untitled"
+    assert clip_basename(3, " ... ") == "03 - untitled"
+    assert clip_basename(4, "CON") == "04 - CON"  # not reserved once prefixed
+    assert clip_basename(5, "-") == "05 - -"
     assert clip_basename(100, "x") == "100 - x"
     long = clip_basename(1, "🎬" * 100)
     assert utf8_len(long) <= NAME_MAX - CLIP_NAME_RESERVE

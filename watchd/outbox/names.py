@@ -228,9 +228,12 @@ def unique_name(
         n += 1
 
 
-def clip_basename(rank: int, title: str) -> str:
+def clip_basename(rank: int, title: str, *, fallback: str = "untitled") -> str:
     """``"01 - Title"``: a clip's file name without extension, sanitised, leaving
     :data:`CLIP_NAME_RESERVE` bytes for a collision number and an extension."""
     prefix = f"{rank:02d} - "
-    room = NAME_MAX - CLIP_NAME_RESERVE - utf8_len(prefix)
-    return prefix + sanitize_component(title, max_bytes=room)
+    # Sanitised as a whole: the prefix already keeps it from being hidden or reserved.
+    name = sanitize_component(prefix + title, max_bytes=NAME_MAX - CLIP_NAME_RESERVE)
+    if len(name) <= len(prefix.rstrip(" -")) + 2:  # nothing of the title survived
+        name = prefix + fallback
+    return name
