@@ -64,6 +64,8 @@ class FakeApi:
         self.login_override: Route | None = None
         self.clock: FakeClock | None = None  # when set, login_times records each login
         self.login_times: list[float] = []
+        self.ticket_shape = "data"  # "data": {"data": {"ticket"}}; "bare": {"ticket"}
+        self.tickets: dict[str, bool] = {}  # ticket -> used
         self._n = 0
 
     # ---- token machinery ---------------------------------------------------------------
@@ -111,6 +113,9 @@ class FakeApi:
             return self._refresh(request)
         if key == ("GET", "/v1/health"):
             return self.routes[key](request) if key in self.routes else ok({"status": "ok"})
+        if path.endswith("/stream"):
+            # SSE is ticket-auth (EventSource cannot send headers): the route checks the ticket.
+            return self._route(key, request)
         auth = request.headers.get("Authorization", "")
         if auth.removeprefix("Bearer ") not in self.valid_access:
             return err(401, "Missing or invalid JWT")
@@ -118,10 +123,31 @@ class FakeApi:
             return self.routes[key](request) if key in self.routes else ok(self.me())
         if request.headers.get("X-Workspace-ID") not in {w["id"] for w in self.workspaces}:
             return err(403, "Workspace context required (X-Workspace-ID)")
+        if key == ("POST", "/v1/sse-ticket") and key not in self.routes:
+            return self._ticket()
+        return self._route(key, request)
+
+    def _route(self, key: tuple[str, str], request: httpx.Request) -> httpx.Response:
         handler = self.routes.get(key)
         if handler is None:
             return err(404, f"no route {key}")
         return handler(request)
+
+    def _ticket(self) -> httpx.Response:
+        self._n += 1
+        ticket = f"tk-{self._n}"
+        self.tickets[ticket] = False
+        if self.ticket_shape == "bare":
+            return httpx.Response(200, json={"ticket": ticket})
+        return ok({"ticket": ticket})
+
+    def take_ticket(self, request: httpx.Request) -> bool:
+        """Is the request's ``?ticket=`` one we issued and not used yet? (It is now used.)"""
+        ticket = request.url.params.get("ticket", "")
+        if self.tickets.get(ticket, True):
+            return False
+        self.tickets[ticket] = True
+        return True
 
     def me(self) -> dict[str, Any]:
         return {
