@@ -128,6 +128,19 @@ async def test_expired_url(storage: StorageStub, client: CarmicClient, tmp_path:
     assert "X-Amz-Signature" not in str(ei.value) and "<redacted>" in str(ei.value)
 
 
+async def test_expiry_refused_before_a_large_body_is_read_is_still_url_expired(
+    storage: StorageStub, client: CarmicClient, tmp_path: Path
+) -> None:
+    """Storage answers 403 at the headers; the client must report the answer, not the broken
+    pipe of the body it was still sending (the pipeline recreates the project on UrlExpired)."""
+    storage.expired = True
+    src = tmp_path / "a.mp4"
+    with open(src, "wb") as f:
+        f.truncate(16 << 20)
+    with pytest.raises(UrlExpired):
+        await client.upload(storage.presign("PUT", "a.mp4"), src, "video/mp4")
+
+
 async def test_signature_mismatch_is_a_transfer_error_not_expiry(
     storage: StorageStub, client: CarmicClient, tmp_path: Path
 ) -> None:

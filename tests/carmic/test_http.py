@@ -1,0 +1,96 @@
+"""The HTTP boundary: client settings, TLS, error translation, client ownership."""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+
+import certifi
+import httpx
+import pytest
+
+from tests.carmic.fakeapi import FakeApi, err, make_client, ok
+from watchd.carmic.client import CarmicClient
+from watchd.carmic.errors import NetworkError, PermanentError, ServerError
+from watchd.carmic.http import make_client as make_http
+from watchd.carmic.http import origin, ssl_context, translate_errors
+
+
+def test_tls_context_verifies_and_takes_an_extra_ca_file() -> None:
+    ctx = ssl_context()
+    assert ctx.verify_mode == ssl.CERT_REQUIRED and ctx.check_hostname
+    before = ctx.cert_store_stats()["x509_ca"]
+    extra = ssl_context(certifi.where())
+    assert extra.verify_mode == ssl.CERT_REQUIRED
+    assert extra.cert_store_stats()["x509_ca"] >= before
+
+
+def test_unreadable_ca_file_is_a_clear_permanent_error(tmp_path: Path) -> None:
+    with pytest.raises(PermanentError, match="cannot load the CA file"):
+        ssl_context(str(tmp_path / "missing.pem"))
+    bad = tmp_path / "bad.pem"
+    bad.write_text("not a certificate")
+    with pytest.raises(PermanentError, match=r"bad\.pem"):
+        ssl_context(str(bad))
+
+
+async def test_daemon_clients_are_http11_with_explicit_timeouts() -> None:
+    async with make_http() as http:
+        assert http.timeout.connect and http.timeout.read and http.timeout.write
+        assert http.timeout.pool
+        assert not http.follow_redirects
+        assert http.headers["User-Agent"] == "carmic-watchd"
+        # HTTP/2 would need the h2 package and is not offered.
+        pool = http._transport._pool  # type: ignore[attr-defined]
+        assert pool._http1 and not pool._http2
+
+
+@pytest.mark.parametrize(
+    ("exc", "cls", "text"),
+    [
+        (httpx.ConnectTimeout("x"), NetworkError, "connection timed out"),
+        (httpx.ReadTimeout("x"), NetworkError, "read timeout"),
+        (httpx.WriteTimeout("x"), NetworkError, "write timeout"),
+        (httpx.PoolTimeout("x"), NetworkError, "no free connection"),
+        (httpx.ConnectError("refused"), NetworkError, "cannot connect: refused"),
+        (httpx.RemoteProtocolError("peer closed"), NetworkError, "broke the exchange"),
+        (httpx.ReadError("reset"), NetworkError, "ReadError: reset"),
+        (httpx.UnsupportedProtocol("ftp"), PermanentError, "invalid URL"),
+        (httpx.TooManyRedirects("loop"), ServerError, "too many redirects"),
+    ],
+)
+def test_foreign_errors_are_translated_with_the_url_redacted(
+    exc: Exception, cls: type[Exception], text: str
+) -> None:
+    url = "https://r2.test/b/k?X-Amz-Signature=secret-sig"
+    with pytest.raises(cls) as ei, translate_errors("storage:PUT", url):
+        raise exc
+    msg = str(ei.value)
+    assert text in msg and "secret-sig" not in msg and "https://r2.test/b/k?<redacted>" in msg
+    assert ei.value.__cause__ is exc
+
+
+def test_origin() -> None:
+    assert origin("https://API.test/x") == ("https", "api.test", 443)
+    assert origin("http://h:8080/") == ("http", "h", 8080)
+
+
+async def test_aclose_closes_only_the_clients_it_made() -> None:
+    injected = httpx.AsyncClient(transport=httpx.MockTransport(FakeApi()))
+    client = CarmicClient("https://api.test/api", "a@b.c", "pw-123456", http=injected)
+    await client.aclose()
+    assert not injected.is_closed
+    assert client._storage.is_closed
+    await injected.aclose()
+
+
+async def test_rate_limit_hook_sees_every_429() -> None:
+    api = FakeApi()
+    answers = [err(429, "slow", **{"Retry-After": "3"})]
+    api.routes[("GET", "/v1/clips/c1/render-progress")] = lambda r: (
+        answers.pop() if answers else ok({"status": "RENDERED"})
+    )
+    seen: list[tuple[str, float | None]] = []
+    async with make_client(api, on_rate_limited=lambda e, ra: seen.append((e, ra))) as c:
+        assert (await c.render_progress("c1")).done
+    assert seen == [("/v1/clips/{id}/render-progress", 3.0)]
