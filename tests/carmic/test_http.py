@@ -13,7 +13,7 @@ from tests.carmic.fakeapi import FakeApi, err, make_client, ok
 from watchd.carmic.client import CarmicClient
 from watchd.carmic.errors import NetworkError, PermanentError, ServerError
 from watchd.carmic.http import make_client as make_http
-from watchd.carmic.http import origin, ssl_context, translate_errors
+from watchd.carmic.http import ssl_context, translate_errors
 
 
 def test_tls_context_verifies_and_takes_an_extra_ca_file() -> None:
@@ -68,11 +68,6 @@ def test_foreign_errors_are_translated_with_the_url_redacted(
     msg = str(ei.value)
     assert text in msg and "secret-sig" not in msg and "https://r2.test/b/k?<redacted>" in msg
     assert ei.value.__cause__ is exc
-
-
-def test_origin() -> None:
-    assert origin("https://API.test/x") == ("https", "api.test", 443)
-    assert origin("http://h:8080/") == ("http", "h", 8080)
 
 
 async def test_aclose_closes_only_the_clients_it_made() -> None:

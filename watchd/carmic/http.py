@@ -14,7 +14,6 @@ import ssl
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from urllib.parse import urlsplit
 
 import httpx
 
@@ -112,13 +111,6 @@ def translate_errors(endpoint: str, url: str | httpx.URL) -> Iterator[None]:
         raise NetworkError(
             f"undecodable answer from {redact_url(str(url))}: {redact(str(e))}", endpoint=endpoint
         ) from e
-
-
-def origin(url: str | httpx.URL) -> tuple[str, str, int | None]:
-    """(scheme, host, port) with default ports filled in, for same-origin checks."""
-    parts = urlsplit(str(url))
-    port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
-    return parts.scheme, (parts.hostname or "").lower(), port
 
 
 async def send(
