@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import email.utils
+import json
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from watchd.carmic.envelope import (
     Envelope,
@@ -187,3 +190,40 @@ def test_rate_limited_reads_retry_after_header_or_body() -> None:
     e = _error(429, json={"error": "slow", "retry_after": 12})
     assert e.retry_after == 12
     assert _error(429, json={"error": "slow"}).retry_after is None
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(["data", "meta", "error", "code", "detail", "message", "ticket", "x"]),
+            children,
+            max_size=4,
+        )
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    status=st.integers(min_value=200, max_value=599),
+    body=st.one_of(st.binary(max_size=200), _json_values.map(lambda v: json.dumps(v).encode())),
+    retry_after=st.one_of(st.none(), st.text(max_size=30)),
+)
+def test_decode_only_ever_returns_an_envelope_or_raises_carmic_errors(
+    status: int, body: bytes, retry_after: str | None
+) -> None:
+    headers = {"Retry-After": retry_after} if retry_after is not None else {}
+    try:
+        r = _resp(status, content=body, headers=headers)
+    except ValueError:  # a header value httpx itself refuses: not a response we can get
+        return
+    try:
+        env = decode(r, endpoint=E, now=NOW)
+    except CarmicError as e:
+        assert e.message and len(e.message) <= 400
+        assert e.status is not None
+    else:
+        assert isinstance(env, Envelope) and 200 <= status < 300
