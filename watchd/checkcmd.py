@@ -1,0 +1,337 @@
+"""``watchd check``: is this config good, and does it do what the operator thinks?
+
+Offline it validates the config and shows, for each inbox, where results go and which preset
+each folder gets, so a typo in a rule's folder shows up before a file lands in the wrong place.
+Online it also logs in, resolves the workspace and compares the caption styles in use with the
+workspace's templates. Exit codes follow the contract: 0 ok, 2 bad config, 3 cannot log in or
+reach the API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any, TextIO
+
+from watchd.carmic.errors import AuthError, CarmicError, NotFound
+from watchd.config import (
+    CAPTION_STYLES,
+    CarmicConfig,
+    Config,
+    ConfigError,
+    InboxConfig,
+    Preset,
+    Rule,
+    load_config,
+)
+from watchd.redact import redact
+from watchd.secrets import Secret
+from watchd.watching.mounts import fs_type, is_network_type
+
+EXIT_OK = 0
+EXIT_CONFIG = 2
+EXIT_API = 3
+ONLINE_TIMEOUT = 60.0
+
+# (carmic config, password) -> an object with CarmicClient's resolve_workspace(),
+# caption_templates(), templates() and aclose().
+ClientFactory = Callable[[CarmicConfig, Secret], Any]
+
+
+def check(
+    config_path: Path | str,
+    offline: bool,
+    out: TextIO | None = None,
+    *,
+    err: TextIO | None = None,
+    env: Mapping[str, str] | None = None,
+    client_factory: ClientFactory | None = None,
+    timeout: float = ONLINE_TIMEOUT,
+) -> int:
+    """Validate ``config_path`` and print what it means; online, also log in.
+
+    The report goes to ``out`` (stdout by default, looked up at call time). Returns 0 when all
+    is well, 2 for a bad config (problems go to ``err``, stderr by default), 3 when the API
+    refuses the login or cannot be reached. ``client_factory`` builds the API client (tests
+    inject one over a mock transport); ``timeout`` bounds the whole online part.
+    """
+    out = sys.stdout if out is None else out
+    errors = sys.stderr if err is None else err
+    try:
+        cfg = load_config(config_path, env=env, log_warnings=False)
+        password = None if offline else cfg.carmic.require_password()
+    except ConfigError as e:
+        errors.write(f"bad config {config_path}:\n")
+        for problem in e.problems:
+            errors.write(f"  {problem}\n")
+        return EXIT_CONFIG
+    describe(cfg, out)
+    if offline:
+        out.write("\noffline: the login and the workspace were not checked\n")
+        _write_notes(list(_offline_notes(cfg)), out)
+        out.write("config OK\n")
+        return EXIT_OK
+    assert password is not None
+    factory = client_factory or build_client
+    try:
+        code, notes = asyncio.run(_online(cfg, password, factory, out, errors, timeout))
+    except TimeoutError:
+        errors.write(
+            f"no answer from the Carmic API at {cfg.carmic.api_url} within {timeout:g} s\n"
+        )
+        return EXIT_API
+    if code != EXIT_OK:
+        return code
+    _write_notes(notes, out)
+    out.write("config OK, login OK\n")
+    return EXIT_OK
+
+
+# ---- the offline report --------------------------------------------------------------------------
+
+
+def describe(cfg: Config, out: TextIO) -> None:
+    """Print the config as the daemon will use it: connection, daemon settings, warnings, and
+    each inbox with its outbox and the folder and preset of every rule."""
+    c, d = cfg.carmic, cfg.daemon
+    out.write(f"config {cfg.path}\n")
+    out.write(f"carmic   {c.api_url} as {c.email}\n")
+    out.write(f"         password: {c.password_source or 'none found (needed to run)'}\n")
+    workspace = f'"{c.workspace}"' if c.workspace else "the user's first workspace"
+    limit = c.max_processing or "from the workspace tier"
+    out.write(
+        f"         workspace: {workspace}; updates by {c.realtime} (poll every "
+        f"{c.poll_seconds:g} s); at most {c.creates_per_minute:g} projects and "
+        f"{c.exports_per_minute:g} exports a minute; processing limit {limit}\n"
+    )
+    if c.ca_file:
+        out.write(f"         extra CA bundle: {c.ca_file}\n")
+    polling = f", poll every {d.poll_interval:g} s" if d.scan == "poll" else ""
+    out.write(
+        f"daemon   state {d.state_dir}; scan {d.scan} (settle {d.settle_seconds:g} s, rescan "
+        f"every {d.rescan_seconds:g} s{polling}); {d.max_uploads} upload(s) at once; "
+        f"{d.max_render_retries} render retries; logs {d.log_format}/{d.log_level}; "
+        f"metrics {d.metrics or 'off'}\n"
+    )
+    for warning in cfg.warnings:
+        out.write(f"warning: {warning}\n")
+    for inbox in cfg.inboxes:
+        _describe_inbox(inbox, cfg.daemon.scan, out)
+
+
+def _describe_inbox(inbox: InboxConfig, scan: str, out: TextIO) -> None:
+    out.write(f"\ninbox[{inbox.index}] {inbox.path}{_filesystem(inbox.path, scan)}\n")
+    out.write(f"  outbox  {inbox.outbox}{'' if inbox.outbox.exists() else ' (created on start)'}\n")
+    out.write(
+        f"  sources {_disposition('success', inbox.on_success)}; "
+        f"{_disposition('failure', inbox.on_failure)}\n"
+    )
+    width = max(len(_rule_label(r)) for r in inbox.rules)
+    for rule in sorted(inbox.rules, key=lambda r: r.name):
+        folder = inbox.path / rule.name if rule.name else inbox.path
+        where = f"{folder}/"
+        if rule.name == "":
+            where += " and folders without a rule"
+        elif not folder.is_dir():
+            where += " (does not exist yet)"
+        results = inbox.outbox / rule.name if rule.name else inbox.outbox
+        out.write(f"  {_rule_label(rule):<{width}}  {where}\n")
+        out.write(f"  {'':<{width}}  -> {results}/<video name>/\n")
+        out.write(f"  {'':<{width}}  {preset_summary(rule.preset)}\n")
+
+
+def _rule_label(rule: Rule) -> str:
+    return f"rule {rule.name}" if rule.name else "root"
+
+
+def _disposition(outcome: str, action: str) -> str:
+    if action == "move":
+        folder = "_done" if outcome == "success" else "_failed"
+        return f"on {outcome} moved to <inbox>/{folder}/<rule>/"
+    return f"on {outcome} {'kept' if action == 'keep' else 'deleted'}"
+
+
+def _filesystem(path: Path, scan: str) -> str:
+    try:
+        kind = fs_type(path)
+    except OSError:
+        return ""
+    if not kind:
+        return ""
+    if is_network_type(kind) and scan == "events":
+        return f" ({kind}, a network filesystem: polled, inotify cannot see other machines' writes)"
+    return f" ({kind})"
+
+
+def preset_summary(preset: Preset) -> str:
+    """One line: what a file under this preset gets, in the order the pipeline applies it."""
+    parts = [f"type {preset.video_type}"]
+    parts.append(f"language {preset.language or 'auto'}/{preset.language_mode}")
+    if preset.enable_multimodal:
+        parts.append("multimodal")
+    if preset.custom_instructions:
+        text = preset.custom_instructions
+        parts.append("instructions " + _json(text if len(text) <= 40 else text[:39] + "…"))
+    if preset.trim_start is not None or preset.trim_end is not None:
+        parts.append(f"trim {preset.trim_start or 0:g}–{_or_end(preset.trim_end)}")
+    parts.append(f"caption style {preset.caption_style or 'as the server sets it'}")
+    parts.append(_render_summary(preset))
+    parts.append("exports " + (", ".join(preset.exports) if preset.exports else "none"))
+    parts.append("SRT captions" if preset.captions else "no SRT")
+    if preset.template:
+        leaves = ", ".join(f"{k}={_json(v)}" for k, v in _leaves(preset.template))
+        parts.append(f"template {leaves}")
+    if preset.title:
+        parts.append(f"title {_json(preset.title)}")
+    return "; ".join(parts)
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _or_end(value: float | None) -> str:
+    return "end" if value is None else f"{value:g}"
+
+
+def _render_summary(preset: Preset) -> str:
+    r = preset.render
+    if r.mode != "best":
+        return f"render {r.mode}"
+    best = f"the best {r.max_clips}" if r.max_clips else "every clip"
+    score = f" with score ≥ {r.min_score:g}" if r.min_score else ""
+    return f"render {best}{score}"
+
+
+def _leaves(table: Mapping[str, Any], prefix: str = "") -> Iterable[tuple[str, Any]]:
+    for key, value in table.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            yield from _leaves(value, path + ".")
+        elif isinstance(value, tuple):
+            yield path, f"[{len(value)} item(s)]"
+        else:
+            yield path, value
+
+
+def _styles_in_use(cfg: Config) -> dict[str, list[str]]:
+    """Caption style -> where it is used (``inbox[0] rule podcasts``)."""
+    used: dict[str, list[str]] = {}
+    for inbox in cfg.inboxes:
+        for rule in inbox.rules:
+            if rule.preset.caption_style:
+                where = f"inbox[{inbox.index}] {_rule_label(rule)}"
+                used.setdefault(rule.preset.caption_style, []).append(where)
+    return used
+
+
+def _offline_notes(cfg: Config) -> Iterable[str]:
+    for style, where in _styles_in_use(cfg).items():
+        if style not in CAPTION_STYLES:
+            yield (
+                f'caption style "{style}" ({", ".join(where)}) is not a built-in style: it must '
+                "be a custom template of the workspace (checked when online)"
+            )
+
+
+def _write_notes(notes: list[str], out: TextIO) -> None:
+    for note in notes:
+        out.write(f"note: {note}\n")
+
+
+# ---- online --------------------------------------------------------------------------------------
+
+
+def build_client(carmic: CarmicConfig, password: Secret, **overrides: Any) -> Any:
+    """The CarmicClient `check` uses (``overrides`` go to its constructor: tests pass a mock
+    transport and a fake clock)."""
+    from watchd.carmic.client import CarmicClient
+    from watchd.carmic.retry import RetryPolicy
+
+    # One retry with a short pause: `check` is run by a person waiting for an answer.
+    overrides.setdefault("retry", RetryPolicy(attempts=2, base=1.0, max_retry_after=10.0))
+    return CarmicClient(
+        carmic.api_url,
+        carmic.email,
+        password,
+        workspace=carmic.workspace,
+        ca_file=carmic.ca_file,
+        **overrides,
+    )
+
+
+async def _online(
+    cfg: Config,
+    password: Secret,
+    factory: ClientFactory,
+    out: TextIO,
+    errors: TextIO,
+    timeout: float,
+) -> tuple[int, list[str]]:
+    c = cfg.carmic
+    try:
+        client = factory(c, password)
+    except CarmicError as e:  # e.g. an unusable CA bundle
+        errors.write(f"cannot set up the Carmic client: {redact(str(e))}\n")
+        return EXIT_API, []
+    try:
+        async with asyncio.timeout(timeout):
+            try:
+                workspace = await client.resolve_workspace()
+            except AuthError as e:
+                errors.write(
+                    f"cannot log in to {c.api_url} as {c.email} (password from "
+                    f"{c.password_source}): {redact(str(e))}\n"
+                )
+                return EXIT_API, []
+            except NotFound as e:
+                errors.write(f"cannot use the workspace: {redact(str(e))}\n")
+                return EXIT_API, []
+            except (CarmicError, OSError) as e:
+                errors.write(f"cannot reach the Carmic API at {c.api_url}: {redact(str(e))}\n")
+                return EXIT_API, []
+            out.write(
+                f"\nlogin OK as {c.email}; workspace {_json(workspace.name)} "
+                f"({workspace.id}), tier {workspace.tier or 'unknown'}\n"
+            )
+            notes = await _template_notes(client, cfg)
+    finally:
+        await client.aclose()
+    return EXIT_OK, notes
+
+
+async def _template_notes(client: Any, cfg: Config) -> list[str]:
+    """Notes on caption styles that are neither built in nor among the workspace's templates.
+    A failure to list templates is a note too: the login, which is what `check` vouches for,
+    has worked."""
+    used = _styles_in_use(cfg)
+    custom = {s: w for s, w in used.items() if s not in CAPTION_STYLES}
+    if not custom:
+        return []
+    try:
+        known = _names(await client.caption_templates()) | _names(await client.templates())
+    except CarmicError as e:
+        return [f"could not list the workspace's templates: {redact(str(e))}"]
+    return [
+        f'caption style "{style}" ({", ".join(where)}) is neither built in nor a template of '
+        "this workspace"
+        for style, where in custom.items()
+        if style not in known
+    ]
+
+
+def _names(items: Iterable[Any]) -> set[str]:
+    """Every name a template listing offers (the reference leaves the shape open)."""
+    names: set[str] = set()
+    for item in items:
+        if isinstance(item, str):
+            names.add(item)
+        elif isinstance(item, Mapping):
+            for key in ("name", "id", "key", "value", "caption_style", "slug"):
+                value = item.get(key)
+                if isinstance(value, str) and value:
+                    names.add(value)
+    return names
