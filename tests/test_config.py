@@ -8,6 +8,8 @@ import json
 import logging
 import os
 import pickle
+import re
+import tomllib
 import unicodedata
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -1005,3 +1007,75 @@ def test_render_choice_checks_its_mode() -> None:
         RenderChoice("some")
     with pytest.raises(ValueError):
         RenderChoice.from_json(5)
+
+
+# ---- config.example.toml -------------------------------------------------------------------------
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "config.example.toml"
+
+
+def example_doc(site: Path) -> dict[str, Any]:
+    """The example, with its machine paths pointed into ``site``."""
+    doc = tomllib.loads(EXAMPLE.read_text())
+    doc["carmic"]["password_file"] = str(site / "password")
+    doc["daemon"]["state_dir"] = str(site / "state")
+    for i, inbox in enumerate(doc["inbox"]):
+        inbox["path"] = str(site / f"inbox{i}")
+        inbox["outbox"] = str(site / f"outbox{i}")
+        (site / f"inbox{i}").mkdir()
+    return doc
+
+
+def test_example_config_loads(site: Path) -> None:
+    cfg = parse_config(example_doc(site), path=site / "config.toml", env={})
+    assert cfg.warnings == ()
+    assert cfg.carmic.password is not None
+    (inbox,) = cfg.inboxes
+    assert [r.name for r in inbox.rules] == ["", "podcasts", "clients/acme"]
+    assert inbox.rule_for("podcasts/season1").preset.render == RenderChoice("best", 70, 5)
+    acme = inbox.rule_for("clients/acme").preset
+    assert (acme.language, acme.render, acme.exports) == (None, RenderChoice("none"), ("fcpx",))
+    assert inbox.root_rule.preset == Preset(language="en")
+
+
+def test_example_config_shows_the_defaults(site: Path) -> None:
+    """Keys the example does not call examples carry their default value."""
+    doc = example_doc(site)
+    example = parse_config(doc, path=site / "config.toml", env={})
+    bare = {
+        "carmic": {"email": doc["carmic"]["email"]},
+        "inbox": [{"path": doc["inbox"][0]["path"], "outbox": doc["inbox"][0]["outbox"]}],
+    }
+    defaults = parse_config(bare, path=site / "config.toml", env={}, check_paths=False)
+    for key in config_module.DAEMON_KEYS:
+        if key != "state_dir":
+            assert getattr(example.daemon, key) == getattr(defaults.daemon, key), key
+    for key in config_module.CARMIC_KEYS:
+        if key not in ("email", "password_file", "password"):
+            assert getattr(example.carmic, key) == getattr(defaults.carmic, key), key
+    assert example.daemon.state_dir != defaults.daemon.state_dir  # pointed into the test folder
+    assert tomllib.loads(EXAMPLE.read_text())["daemon"]["state_dir"] == "/var/lib/carmic-watchd"
+    for key in ("on_success", "on_failure"):
+        assert getattr(example.inboxes[0], key) == getattr(defaults.inboxes[0], key)
+
+
+def test_example_config_documents_every_key() -> None:
+    text = EXAMPLE.read_text()
+    keys = (
+        *config_module.CARMIC_KEYS,
+        *config_module.DAEMON_KEYS,
+        *config_module.INBOX_KEYS,
+        *config_module.RULE_KEYS,
+        *config_module.SIDECAR_ONLY_KEYS,
+        *config_module.RENDER_KEYS,
+    )
+    missing = [
+        key
+        for key in keys
+        if not re.search(rf"(^|[\s{{#.\[]){key}\s*=", text, re.M) and f"[inbox.{key}." not in text
+    ]
+    assert missing == []
+    for section in ("[carmic]", "[daemon]", "[[inbox]]", "[inbox.rules."):
+        assert section in text
+    for source in ("password_file", "WATCHD_CARMIC_PASSWORD", "carmic-password"):
+        assert source in text
