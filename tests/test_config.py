@@ -1035,7 +1035,22 @@ def test_example_config_loads(site: Path) -> None:
     assert inbox.rule_for("podcasts/season1").preset.render == RenderChoice("best", 70, 5)
     acme = inbox.rule_for("clients/acme").preset
     assert (acme.language, acme.render, acme.exports) == (None, RenderChoice("none"), ("fcpx",))
+    assert acme.template == {
+        "layout": {"layoutType": "fit"},
+        "style": {"captionPosition": "bottom", "linesPerScreen": 2},
+    }
     assert inbox.root_rule.preset == Preset(language="en")
+
+
+def test_example_config_as_shipped(caplog: pytest.LogCaptureFixture) -> None:
+    """As it is in the tree (its paths are not on this machine): valid, no warnings, and no
+    password source set, so the systemd credential is what the daemon finds."""
+    with caplog.at_level(logging.WARNING):
+        cfg = load_config(EXAMPLE, env={}, check_paths=False)
+    assert cfg.warnings == ()
+    assert caplog.records == []
+    assert cfg.carmic.password is None
+    assert cfg.inboxes[0].path == Path("/srv/nas/carmic/inbox")
 
 
 def test_example_config_shows_the_defaults(site: Path) -> None:
