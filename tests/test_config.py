@@ -454,6 +454,7 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
     ("rule", {"language": 1}, "inbox[0].rules.podcasts.language: must be a string"),
     # api_url and metrics
     ("carmic", {"api_url": "ftp://x/api"}, "carmic.api_url: must be an http(s) URL"),
+    ("carmic", {"api_url": "https://[::1/api"}, "carmic.api_url: is not a valid URL"),
     ("carmic", {"api_url": "https://api.carmic.pro/api/v1"}, "carmic.api_url: must not end in /v1"),
     (
         "carmic",
@@ -605,6 +606,11 @@ def test_inbox_must_exist_and_be_a_folder(site: Path) -> None:
     assert problems(site, doc) == [f"inbox[0].path: {site / 'file'} is not a folder"]
     # status/check without paths: the NAS may be away
     assert load(site, with_(site, "inbox", path=str(site / "missing")), check_paths=False)
+    # the daemon may start with a share that is not mounted yet: that inbox waits, paused
+    cfg = load(site, with_(site, "inbox", path=str(site / "missing")), allow_missing_inboxes=True)
+    assert cfg.warnings == (
+        f"inbox[0].path: {site / 'missing'} does not exist (yet): the inbox waits until it appears",
+    )
 
 
 def deny(monkeypatch: Any, denied: Path, mode: int = os.W_OK) -> None:

@@ -1017,11 +1017,14 @@ def _creatable(path: Path) -> str | None:
     return None
 
 
-def _check_inbox_dir(inbox: InboxConfig, report: _Report) -> None:
+def _check_inbox_dir(inbox: InboxConfig, report: _Report, *, allow_missing: bool) -> None:
     where = f"inbox[{inbox.index}].path"
     path = inbox.path
     if not path.exists():
-        report.error(where, f"{path} does not exist")
+        if allow_missing:
+            report.warn(where, f"{path} does not exist (yet): the inbox waits until it appears")
+        else:
+            report.error(where, f"{path} does not exist")
         return
     if not path.is_dir():
         report.error(where, f"{path} is not a folder")
@@ -1095,7 +1098,8 @@ def _api_url(t: _Table) -> str:
         parts = urlsplit(value)
         host = parts.hostname or ""
     except ValueError:
-        t.error("api_url", f"is not a URL {t.got('api_url')}")
+        # Not quoted back: a malformed URL may still carry credentials.
+        t.error("api_url", 'is not a valid URL; e.g. "https://api.carmic.pro/api"')
         return DEFAULT_API_URL
     if parts.scheme not in ("http", "https") or not host:
         t.error("api_url", 'must be an http(s) URL such as "https://api.carmic.pro/api"')
@@ -1244,13 +1248,16 @@ def load_config(
     env: Mapping[str, str] | None = None,
     check_paths: bool = True,
     log_warnings: bool = True,
+    allow_missing_inboxes: bool = False,
 ) -> Config:
     """Read and validate the config at ``path``; raise :class:`ConfigError` listing every problem.
 
     ``check_paths=False`` skips what depends on this machine's filesystem (folders existing or
     creatable, the password file being readable): ``status`` uses it, so a paused NAS or an
-    operator who may not read the daemon's secret can still look at the ledger. Warnings are
-    logged (unless ``log_warnings`` is false: ``check`` prints them itself) and kept in
+    operator who may not read the daemon's secret can still look at the ledger.
+    ``allow_missing_inboxes=True`` turns an inbox folder that does not exist into a warning
+    (a share not mounted yet: the daemon keeps such an inbox paused). Warnings are logged
+    (unless ``log_warnings`` is false: ``check`` prints them itself) and kept in
     ``Config.warnings``.
     """
     config_path = Path(os.path.expanduser(path)).absolute()
@@ -1261,6 +1268,7 @@ def load_config(
         env=env,
         check_paths=check_paths,
         log_warnings=log_warnings,
+        allow_missing_inboxes=allow_missing_inboxes,
     )
 
 
@@ -1286,6 +1294,7 @@ def parse_config(
     env: Mapping[str, str] | None = None,
     check_paths: bool = True,
     log_warnings: bool = True,
+    allow_missing_inboxes: bool = False,
 ) -> Config:
     """Validate an already-parsed TOML document (``path`` is the file it came from: relative
     paths are taken from its folder, else from the working directory)."""
@@ -1313,7 +1322,7 @@ def parse_config(
         _check_layout(inboxes, daemon.state_dir, report)
     if check_paths:
         for inbox in inboxes:
-            _check_inbox_dir(inbox, report)
+            _check_inbox_dir(inbox, report, allow_missing=allow_missing_inboxes)
             problem = _creatable(inbox.outbox)
             if problem:
                 report.error(f"inbox[{inbox.index}].outbox", problem)
