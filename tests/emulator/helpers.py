@@ -109,7 +109,7 @@ def raw_request(url: str, request: bytes, *, body: bytes = b"", read_first: bool
         if body:
             s.sendall(body)
         chunks = [first]
-        while True:
+        while not (first and not body and _complete(first)):
             try:
                 chunk = s.recv(65536)
             except (ConnectionResetError, TimeoutError):

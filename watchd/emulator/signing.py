@@ -125,16 +125,16 @@ class Presigner:
         path, sep, query = raw_target.partition("?")
         if not sep or "X-Amz-Signature=" not in query:
             raise S3Error(403, "AccessDenied", "Access Denied: a presigned URL is required")
-        pieces = query.split("&")
-        sig_pieces = [p for p in pieces if p.startswith("X-Amz-Signature=")]
-        rest = "&".join(p for p in pieces if not p.startswith("X-Amz-Signature="))
+        # The signature is the last parameter and covers every byte before it: a client that
+        # re-orders or re-encodes the query no longer matches.
+        rest, _, given = query.rpartition("&X-Amz-Signature=")
         params = dict(parse_qsl(rest, keep_blank_values=True))
         missing = [
             name
             for name in ("X-Amz-Algorithm", "X-Amz-Credential", "X-Amz-Date", "X-Amz-Expires")
             if not params.get(name)
         ]
-        if missing or len(sig_pieces) != 1:
+        if missing or not rest:
             raise S3Error(
                 400,
                 "AuthorizationQueryParametersError",
@@ -165,7 +165,6 @@ class Presigner:
                 "The AWS Access Key Id you provided does not exist in our records.",
             )
         expected = self._signature(method.upper(), host, path, rest, date)
-        given = sig_pieces[0].removeprefix("X-Amz-Signature=")
         if not hmac.compare_digest(expected, given):
             raise S3Error(
                 403,

@@ -98,7 +98,10 @@ async def _expect_continue(request: web.Request) -> web.StreamResponse | None:
             _check_put_headers(core, request)
         except S3Error as err:
             _record(core, request, err.status)
-            return _s3_response(err, request.path)
+            response = _s3_response(err, request.path)
+            # The client holds its body back for our answer: close rather than wait for it.
+            response.force_close()
+            return response
     if request.version >= (1, 1):
         await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         request.writer.output_size = 0  # as aiohttp's own handler: the body has not started
