@@ -12,7 +12,7 @@ import asyncio
 import dataclasses
 import logging
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -85,11 +85,15 @@ class Engine:
         self.core.hub.publish(export_topic(e.id), dataclasses.replace(e))
 
     async def _ticks(
-        self, total: float, first: int, last: int, on_tick: Callable[[int], None]
+        self, start: float, total: float, first: int, last: int, on_tick: Callable[[int], None]
     ) -> None:
-        """Spend ``total`` seconds moving progress from ``first`` to ``last`` in a few ticks."""
+        """Move progress from ``first`` to ``last`` in a few ticks until ``start + total``.
+
+        Deadlines are absolute, so a clock moved in big jumps (a test's) never leaves work
+        behind, and real time does not drift.
+        """
         for k in range(1, _PROGRESS_TICKS + 1):
-            await self.core.alarm.sleep(total / _PROGRESS_TICKS)
+            await self.core.alarm.until(start + total * k / _PROGRESS_TICKS)
             on_tick(first + (last - first) * k // _PROGRESS_TICKS)
 
     # ---- ingestion ----------------------------------------------------------------------------
@@ -131,7 +135,8 @@ class Engine:
             self._processing[p.id] = self.core.spawn(self._url_ingest(p), name=f"ingest-{p.id}")
 
     async def _url_ingest(self, p: Project) -> None:
-        await self.core.alarm.sleep(self.core.settings.timings.step)
+        started = self.core.now()
+        await self.core.alarm.until(started + self.core.settings.timings.step)
         # Nothing is really downloaded: the emulated video is a minute long.
         p.media_duration = _DEFAULT_SOURCE_SECONDS
         ws = self.core.state.workspaces[p.workspace_id]
@@ -143,18 +148,21 @@ class Engine:
             self._processing.pop(p.id, None)
             self._fail(p, "FAILED_BILLING")
             return
-        await self._process(p, None, steps=PROCESS_STEPS[1:])
+        await self._process(p, None, steps=PROCESS_STEPS[1:], started=self.core.now())
 
     async def _process(
         self,
         p: Project,
         probe: mediawork.Probe | None,
         steps: tuple[tuple[str, int, str], ...] = PROCESS_STEPS,
+        started: float | None = None,
     ) -> None:
+        t0 = p.process_requested_at if started is None else started
+        assert t0 is not None
         try:
-            for status, progress, step_text in steps:
+            for i, (status, progress, step_text) in enumerate(steps, start=1):
                 self._touch_project(p, status=status, progress=progress, current_step=step_text)
-                await self.core.alarm.sleep(self.core.settings.timings.step)
+                await self.core.alarm.until(t0 + i * self.core.settings.timings.step)
                 failure = self._failure_after(status, probe)
                 if failure is not None:
                     self._fail(p, failure)
@@ -261,10 +269,11 @@ class Engine:
 
     async def _after_ready(self, p: Project) -> None:
         timings = self.core.settings.timings
-        await self.core.alarm.sleep(timings.clips_lag)
+        ready_at = p.clips_ready_at or self.core.now()
+        await self.core.alarm.until(ready_at + timings.clips_lag)
         self._publish_clips(p)
         if timings.complete_after is not None:
-            await self.core.alarm.sleep(max(0.0, timings.complete_after - timings.clips_lag))
+            await self.core.alarm.until(ready_at + timings.complete_after)
             self._complete(p)
 
     def cancel(self, p: Project, *, deleting: bool = False) -> None:
@@ -309,22 +318,27 @@ class Engine:
         def progress(value: int) -> None:
             job.progress = value
 
-        await self.core.alarm.sleep(total * 0.1)
+        started = self.core.now()
+        await self.core.alarm.until(started + total * 0.1)
         job.status = clip.status = "RENDERING"
         job.progress = 10
-        work: Awaitable[Any] | None = None
+        work: asyncio.Task[Any] | None = None
         if not fail:
-            work = asyncio.ensure_future(
-                self.core.store.put_file(key, produce, "video/mp4", self.core.now())
+            work = self.core.spawn(
+                self.core.store.put_file(key, produce, "video/mp4", self.core.now()),
+                name=f"render-work-{job.id}",
             )
         try:
             if total > 0:
-                await self._ticks(total * 0.9, 10, 95, progress)
+                await self._ticks(started + total * 0.1, total * 0.9, 10, 95, progress)
             if work is not None:
                 await work
         except Exception as e:  # a render that cannot produce a file fails like a real one
             log.warning("render %s failed: %s", job.id, e)
             fail = True
+        finally:
+            if work is not None and not work.done():
+                work.cancel()
         job.finished_at = self.core.now()
         if fail or p.deleted:
             job.status = clip.status = "FAILED_RENDER"
@@ -348,10 +362,17 @@ class Engine:
 
     async def _export(self, p: Project, clip: Clip, e: Export, fail: bool) -> None:
         total = self.core.settings.timings.export
-        await self.core.alarm.sleep(total * 0.1)
+        started = self.core.now()
+        await self.core.alarm.until(started + total * 0.1)
         self._touch_export(e, status="PROCESSING", progress=10)
         if total > 0:
-            await self._ticks(total * 0.9, 10, 95, lambda v: self._touch_export(e, progress=v))
+            await self._ticks(
+                started + total * 0.1,
+                total * 0.9,
+                10,
+                95,
+                lambda v: self._touch_export(e, progress=v),
+            )
         if fail:
             self._fail_export(e, "Export failed: the NLE packager crashed (emulated fault)")
             return
