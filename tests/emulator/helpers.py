@@ -3,12 +3,27 @@
 from __future__ import annotations
 
 import socket
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
 from watchd.emulator import Emulator
+
+T = TypeVar("T")
+
+
+def wait_for(get: Callable[[], T], done: Callable[[T], bool], timeout: float = 15.0) -> T:
+    """Call ``get`` until ``done`` holds for its value (the emulator works in the background)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = get()
+        if done(value):
+            return value
+        assert time.monotonic() < deadline, f"timed out; last {value!r}"
+        time.sleep(0.01)
 
 
 class Api:

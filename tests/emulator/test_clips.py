@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import itertools
 import random
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
 
 from tests.emulator.conftest import MakeEmu
-from tests.emulator.helpers import Api
+from tests.emulator.helpers import Api, wait_for
 from watchd.clock import FakeClock
 from watchd.emulator import Emulator, Faults, Timings, Variants
 from watchd.emulator.content import clip_count, plan_clips
@@ -23,18 +21,6 @@ from watchd.emulator.templates import (
     validate_template_config,
 )
 from watchd.media import is_playable, media_info
-
-T = TypeVar("T")
-
-
-def wait_for(get: Callable[[], T], done: Callable[[T], bool], timeout: float = 15.0) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = get()
-        if done(value):
-            return value
-        assert time.monotonic() < deadline, f"timed out; last {value!r}"
-        time.sleep(0.01)
 
 
 def _shot(start: float, end: float) -> dict[str, float]:

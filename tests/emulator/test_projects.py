@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from tests.emulator.conftest import MakeEmu
-from tests.emulator.helpers import Api
+from tests.emulator.helpers import Api, wait_for
 from watchd.clock import FakeClock
 from watchd.emulator import Emulator, Faults, Timings, Variants
 
@@ -330,7 +330,7 @@ def test_lifecycle_steps_on_the_emulator_clock(make_emu: MakeEmu, sample_video: 
             return data
 
         for _ in range(5):
-            s = _wait_for(status, lambda s: (s["status"], s["progress"]) not in seen[-1:])
+            s = wait_for(status, lambda s: (s["status"], s["progress"]) not in seen[-1:])
             seen.append((s["status"], s["progress"]))
             if s["status"] == "CLIPS_READY":
                 break
@@ -356,9 +356,9 @@ def test_clips_lag_and_complete_after(make_emu: MakeEmu, sample_video: Path) -> 
         assert project["status"] == "CLIPS_READY"
         assert project["visual_pipeline_ready"] is False and project["clips"] == []
         clock.advance(5)
-        _wait_for(lambda: api.get(f"/v1/projects/{pid}").json()["data"], lambda p: bool(p["clips"]))
+        wait_for(lambda: api.get(f"/v1/projects/{pid}").json()["data"], lambda p: bool(p["clips"]))
         clock.advance(15)
-        done = _wait_for(
+        done = wait_for(
             lambda: api.get(f"/v1/projects/{pid}/status").json()["data"],
             lambda s: s["status"] == "COMPLETED",
         )
@@ -452,15 +452,3 @@ def test_create_from_url(api: Api) -> None:
     status = api.get(f"/v1/projects/{pid}/status").json()["data"]
     assert status["status"] == "CLIPS_READY" and status["title"] == "talk"
     assert api.post("/v1/projects/create-from-url", json={"url": "ftp://x"}).status_code == 400
-
-
-def _wait_for(get: Any, done: Any, timeout: float = 10.0) -> Any:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while True:
-        value = get()
-        if done(value):
-            return value
-        assert time.monotonic() < deadline, f"timed out; last {value!r}"
-        time.sleep(0.01)
