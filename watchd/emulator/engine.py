@@ -167,15 +167,14 @@ class Engine:
                 if failure is not None:
                     self._fail(p, failure)
                     return
-            self._clips_ready(p, probe)
+            timings = self.core.settings.timings
+            # Without a lag the clips are published with CLIPS_READY: one event, not two.
+            self._clips_ready(p, probe, published=timings.clips_lag == 0)
         finally:
             self._processing.pop(p.id, None)
-        timings = self.core.settings.timings
-        if timings.clips_lag == 0 and timings.complete_after in (None, 0):
-            self._publish_clips(p)
-            if timings.complete_after == 0:
-                self._complete(p)
-        else:
+        if timings.complete_after == 0 and timings.clips_lag == 0:
+            self._complete(p)
+        elif timings.clips_lag or timings.complete_after is not None:
             self.core.spawn(self._after_ready(p), name=f"publish-{p.id}")
 
     def _failure_after(self, status: str, probe: mediawork.Probe | None) -> str | None:
@@ -200,7 +199,7 @@ class Engine:
             p, status=status, current_step="Failed", error_message=_FAILURES[status][1]
         )
 
-    def _clips_ready(self, p: Project, probe: mediawork.Probe | None) -> None:
+    def _clips_ready(self, p: Project, probe: mediawork.Probe | None, *, published: bool) -> None:
         core = self.core
         source_seconds = p.media_duration or p.duration or _DEFAULT_SOURCE_SECONDS
         start = min(p.trim_start or 0.0, source_seconds)
@@ -243,6 +242,7 @@ class Engine:
             progress=100,
             current_step="Clips ready",
             clips_ready_at=core.now(),
+            visual_pipeline_ready=published,
         )
 
     def _register_clip_media(self, p: Project, clip: Clip, src: Path | None) -> None:
@@ -258,7 +258,7 @@ class Engine:
         )
 
     def _publish_clips(self, p: Project) -> None:
-        if not p.deleted:
+        if not p.deleted and not p.visual_pipeline_ready:
             self._touch_project(p, visual_pipeline_ready=True)
 
     def _complete(self, p: Project) -> None:
