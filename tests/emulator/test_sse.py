@@ -147,44 +147,42 @@ def test_clips_ready_is_pushed_when_the_clock_gets_there(
             assert list(events) == []  # ended
 
 
-def test_keepalive_comments(make_emu: MakeEmu) -> None:
+@pytest.fixture
+def pending(make_emu: MakeEmu) -> Iterator[tuple[Api, str]]:
+    """A client and a project waiting for its upload, on an emulator with fast keepalives."""
     emu = make_emu(timings=Timings(keepalive=0.05))
     with Api(emu) as api:
         api.login()
-        pid = api.create().json()["data"]["project_id"]
-        with _stream(api, f"/v1/projects/{pid}/stream") as r:
-            lines = _lines(r)
-            assert next(lines).startswith("data: ")
-            rest = [next(lines) for _ in range(4)]
+        yield api, api.create().json()["data"]["project_id"]
+
+
+def test_keepalive_comments(pending: tuple[Api, str]) -> None:
+    api, pid = pending
+    with _stream(api, f"/v1/projects/{pid}/stream") as r:
+        lines = _lines(r)
+        assert next(lines).startswith("data: ")
+        rest = [next(lines) for _ in range(4)]
     assert ": keepalive" in rest
 
 
 @pytest.mark.parametrize("faults", [Faults(sse_cut_after=1), Faults(sse_cut_after_seconds=0.1)])
-def test_streams_can_be_cut(make_emu: MakeEmu, faults: Faults) -> None:
-    emu = make_emu(faults=faults, timings=Timings(keepalive=0.05))
-    with Api(emu) as api:
-        api.login()
-        pid = api.create().json()["data"]["project_id"]
-        received: list[str] = []
-        with (
-            pytest.raises(httpx.RemoteProtocolError),
-            _stream(api, f"/v1/projects/{pid}/stream") as r,
-        ):
-            for line in _lines(r):
-                received.append(line)
+def test_streams_can_be_cut(pending: tuple[Api, str], faults: Faults) -> None:
+    api, pid = pending
+    api.emu.update(faults=faults)
+    received: list[str] = []
+    with pytest.raises(httpx.RemoteProtocolError), _stream(api, f"/v1/projects/{pid}/stream") as r:
+        for line in _lines(r):
+            received.append(line)
     assert received[0].startswith("data: ")
 
 
-def test_a_deleted_project_ends_its_stream(make_emu: MakeEmu) -> None:
-    emu = make_emu(timings=Timings(keepalive=0.05))
-    with Api(emu) as api:
-        api.login()
-        pid = api.create().json()["data"]["project_id"]
-        with _stream(api, f"/v1/projects/{pid}/stream") as r:
-            events = _events(r)
-            assert next(events)["status"] == "PENDING_UPLOAD"
-            api.delete(f"/v1/projects/{pid}")
-            last = list(events)
+def test_a_deleted_project_ends_its_stream(pending: tuple[Api, str]) -> None:
+    api, pid = pending
+    with _stream(api, f"/v1/projects/{pid}/stream") as r:
+        events = _events(r)
+        assert next(events)["status"] == "PENDING_UPLOAD"
+        api.delete(f"/v1/projects/{pid}")
+        last = list(events)
     assert last and last[-1].get("deleted") is True
 
 
