@@ -104,7 +104,9 @@ async def test_reconnects_after_a_read_timeout() -> None:
     async with make_client(api, clock=clock) as client:
         events = await take(client.project_events("p1"), 2)
     assert [e["status"] for e in events] == ["TRANSCRIBING", "FACE_TRACKING"]
-    assert clock.sleeps == []  # a productive connection is reopened at once
+    # A productive connection is reopened without backoff; only the short pause of a stream
+    # that ended within a second (FakeClock time does not pass while it is read).
+    assert clock.sleeps == [0.25]
 
 
 async def test_stream_request_uses_the_read_timeout_setting() -> None:
@@ -231,7 +233,24 @@ async def test_a_long_quiet_connection_counts_as_healthy() -> None:
     async with make_client(api, clock=clock, stream_settings=settings) as client:
         events = await take(client.project_events("p1"), 1)
     assert events == [{"status": "CLIPS_READY"}]
-    assert clock.sleeps == []
+    assert clock.sleeps == []  # long connections: no failure, no pause
+
+
+async def test_streams_that_end_after_each_event_are_reopened_calmly() -> None:
+    """A server that closes every stream after one event: a short pause per reconnect, the
+    server's ``retry:`` when it gives one, never a failure count."""
+    api = FakeApi()
+    ticketed(
+        api,
+        [lambda: stream_of(event({"status": "PROCESSING"}))] * 3
+        + [lambda: stream_of(b"retry: 2000\n\n", event({"status": "PROCESSING"}))] * 2
+        + [lambda: stream_of(b"retry: 999999\n\n", event({"status": "CLIPS_READY"}))],
+    )
+    clock = FakeClock()
+    async with make_client(api, clock=clock, stream_settings=StreamSettings(max_failures=2)) as c:
+        events = await take(c.project_events("p1"), 6)
+    assert [e["status"] for e in events][-1] == "CLIPS_READY"
+    assert clock.sleeps == [0.25, 0.25, 0.25, 2.0, 2.0]
 
 
 def test_parse_event_directly() -> None:
@@ -248,6 +267,8 @@ def test_stream_settings_are_checked() -> None:
         StreamSettings(max_failures=0)
     with pytest.raises(ValueError):
         StreamSettings(read_timeout=0)
+    with pytest.raises(ValueError):
+        StreamSettings(reconnect_delay=-1)
 
 
 async def test_leaving_the_loop_early_like_the_pipeline_does() -> None:

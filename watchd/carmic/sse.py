@@ -46,12 +46,20 @@ class StreamSettings:
     connect_timeout: float = 10.0
     max_failures: int = 5
     healthy_after: float = 60.0
+    # A stream that brought events but ended within ``quick_end`` seconds is reopened after
+    # ``reconnect_delay`` (or the server's ``retry:``), so a server or proxy that closes every
+    # stream after one event cannot turn the loop into a storm of tickets and connections.
+    quick_end: float = 1.0
+    reconnect_delay: float = 0.25
+    max_server_retry: float = 30.0
 
     def __post_init__(self) -> None:
         if self.read_timeout <= 0 or self.connect_timeout <= 0:
             raise ValueError("SSE timeouts must be positive")
         if self.max_failures < 1:
             raise ValueError(f"max_failures must be >= 1 (got {self.max_failures})")
+        if min(self.quick_end, self.reconnect_delay, self.max_server_retry) < 0:
+            raise ValueError("SSE reconnect delays must not be negative")
 
 
 def parse_event(sse: ServerSentEvent) -> JSON | None:
@@ -102,6 +110,7 @@ async def reconnecting_events(
         pool=settings.connect_timeout,
     )
     failures = 0
+    server_retry: float | None = None  # the stream's own ``retry:`` advice, in seconds
     while True:
         productive = False
         started = clock.monotonic()
@@ -126,6 +135,8 @@ async def reconnecting_events(
                     raise _Refused(str(error))
                 with translate_errors(endpoint, request.url):
                     async for sse in EventSource(response).aiter_sse():
+                        if sse.retry is not None:
+                            server_retry = min(sse.retry / 1000, settings.max_server_retry)
                         event = parse_event(sse)
                         if event is None:
                             continue
@@ -136,8 +147,14 @@ async def reconnecting_events(
                 await response.aclose()
         except (TransientError, _Refused, SSEError) as e:
             why = str(e)
-        if productive or clock.monotonic() - started >= settings.healthy_after:
-            log.debug("%s: reconnecting (%s)", endpoint, why)
+        lasted = clock.monotonic() - started
+        if productive or lasted >= settings.healthy_after:
+            pause = server_retry
+            if pause is None:
+                pause = settings.reconnect_delay if lasted < settings.quick_end else 0.0
+            log.debug("%s: reconnecting in %.2fs (%s)", endpoint, pause, why)
+            if pause > 0:
+                await clock.sleep(pause)
             continue
         failures += 1
         if failures >= settings.max_failures:
