@@ -17,9 +17,38 @@ if TYPE_CHECKING:
     from watchd.emulator.core import Core
     from watchd.emulator.state import Clip, Project
 
-__all__ = ["Inspection", "build_snapshot"]
+__all__ = ["COUNTERS", "Inspection", "build_snapshot"]
 
 MAX_REQUESTS = 20_000
+# Every counter the emulator keeps, present (at 0) from the start so readers need no defaults.
+COUNTERS = (
+    "logins",
+    "login_failures",
+    "logouts",
+    "refreshes",
+    "registers",
+    "password_resets",
+    "creates",
+    "uploads",
+    "upload_refusals",
+    "upload_resets",
+    "processes",
+    "projects_failed",
+    "cancels",
+    "deletes",
+    "puts",
+    "renders",
+    "render_failures",
+    "exports",
+    "export_failures",
+    "sse_tickets",
+    "sse_connections",
+    "sse_events",
+    "rate_limited",
+    "tier_limited",
+    "injected_errors",
+    "commit_then_fail",
+)
 
 
 class Inspection:
@@ -27,10 +56,11 @@ class Inspection:
 
     def __init__(self) -> None:
         self.requests: deque[dict[str, Any]] = deque(maxlen=MAX_REQUESTS)
-        self.counters: Counter[str] = Counter()
+        self.counters: Counter[str] = Counter(dict.fromkeys(COUNTERS, 0))
         self.clip_log: list[dict[str, Any]] = []
 
     def count(self, name: str, n: int = 1) -> None:
+        assert name in self.counters, f"unknown counter {name!r}: add it to COUNTERS"
         self.counters[name] += n
 
     def record_request(
