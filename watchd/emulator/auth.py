@@ -11,6 +11,7 @@ import base64
 import hashlib
 import hmac
 import json
+import math
 import re
 import secrets
 from dataclasses import dataclass
@@ -97,7 +98,8 @@ class TokenIssuer:
             "token_type": token_type,
             "user_id": user_id,
             "iat": int(now),
-            "exp": int(now + ttl),
+            # Rounded up: a token never expires before the ``ttl`` it was issued for.
+            "exp": math.ceil(now + ttl),
             "jti": secrets.token_hex(16),
         }
         signing_input = ".".join(

@@ -18,7 +18,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-__all__ = ["ObjectStore", "StoredObject", "file_digests"]
+__all__ = ["BodySink", "ObjectStore", "StoredObject", "file_digests"]
 
 Producer = Callable[[Path], None]
 
@@ -58,6 +58,74 @@ def file_digests(path: Path, chunk: int = 1 << 20) -> tuple[int, str, str]:
             md5.update(block)
             size += len(block)
     return size, sha.hexdigest(), md5.hexdigest()
+
+
+class BodySink:
+    """Hashes (and, given a path, writes) a request body in a worker thread.
+
+    Chunks are batched and handed over one batch behind the network, so receiving, hashing and
+    writing overlap (hashlib and file writes release the GIL): about twice the throughput of
+    doing all three on the event loop.
+    """
+
+    BATCH = 1 << 20
+
+    def __init__(self, path: Path | None, executor: Executor) -> None:
+        self._file = path.open("wb") if path is not None else None
+        self._executor = executor
+        self._sha = hashlib.sha256()
+        self._md5 = hashlib.md5(usedforsecurity=False)
+        self._batch: list[bytes] = []
+        self._batched = 0
+        self._pending: asyncio.Future[list[None]] | None = None
+        self.size = 0
+
+    def _sha_and_write(self, chunks: list[bytes]) -> None:
+        for chunk in chunks:
+            self._sha.update(chunk)
+            if self._file is not None:
+                self._file.write(chunk)
+
+    def _md5_of(self, chunks: list[bytes]) -> None:
+        for chunk in chunks:
+            self._md5.update(chunk)
+
+    async def _hand_over(self) -> None:
+        if self._pending is not None:
+            await self._pending
+            self._pending = None
+        if self._batch:
+            batch, self._batch, self._batched = self._batch, [], 0
+            loop = asyncio.get_running_loop()
+            # Two workers: MD5 (the ETag) is the slowest of the three jobs on its own.
+            jobs = (self._sha_and_write, self._md5_of)
+            self._pending = asyncio.gather(
+                *(loop.run_in_executor(self._executor, job, batch) for job in jobs)
+            )
+
+    async def feed(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        self._batch.append(chunk)
+        self._batched += len(chunk)
+        if self._batched >= self.BATCH:
+            await self._hand_over()
+
+    async def finish(self) -> tuple[int, str, str]:
+        """Everything consumed and the file closed: (size, sha256 hex, md5 hex)."""
+        await self._hand_over()
+        await self.aclose()
+        return self.size, self._sha.hexdigest(), self._md5.hexdigest()
+
+    async def aclose(self) -> None:
+        """Wait for the worker, then close the file (also after a failure; idempotent)."""
+        if self._pending is not None:
+            try:
+                await self._pending
+            finally:
+                self._pending = None
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
 
 @dataclass(frozen=True)

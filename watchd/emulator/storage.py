@@ -9,15 +9,13 @@ disk (or only hashed) and its size and SHA-256 recorded. GET serves objects, wit
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
-from typing import IO
 
 from aiohttp import web
 
 from watchd.emulator.core import Core
 from watchd.emulator.envelope import Dropped, drop
-from watchd.emulator.objects import StoredObject
+from watchd.emulator.objects import BodySink, StoredObject
 from watchd.emulator.signing import S3Error, SignedRequest
 from watchd.emulator.state import UploadSlot
 
@@ -112,11 +110,8 @@ def _record(core: Core, request: web.Request, status: int) -> None:
     core.inspection.record_request(request, origin="storage", status=status, t=core.now())
 
 
-async def _receive(
-    core: Core, request: web.Request, length: int, sink: IO[bytes] | None
-) -> tuple[int, str, str]:
-    """Stream the body into ``sink``; (size, sha256, md5). A fault may reset the connection."""
-    sha, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
+async def _receive(core: Core, request: web.Request, length: int, sink: BodySink) -> None:
+    """Stream the body into ``sink``. A fault may reset the connection half way."""
     received = 0
     reset_at = length // 2 if core.draw(core.settings.faults.upload_reset_rate) else None
     timeout = core.settings.storage_idle_timeout
@@ -133,10 +128,7 @@ async def _receive(
         if not chunk:
             break
         received += len(chunk)
-        sha.update(chunk)
-        md5.update(chunk)
-        if sink is not None:
-            sink.write(chunk)
+        await sink.feed(chunk)
         if reset_at is not None and received >= reset_at:
             core.inspection.count("upload_resets")
             raise drop(request)
@@ -146,19 +138,18 @@ async def _receive(
             "IncompleteBody",
             "You did not provide the number of bytes specified by the Content-Length HTTP header.",
         )
-    return received, sha.hexdigest(), md5.hexdigest()
 
 
 async def _put(core: Core, request: web.Request) -> web.StreamResponse:
     signed, slot, length = _check_put_headers(core, request)
     tmp = core.store.temp_path() if core.settings.store_uploads else None
+    sink = BodySink(tmp, core.executor)
     try:
-        sink = tmp.open("wb") if tmp is not None else None
         try:
-            size, sha, md5 = await _receive(core, request, length, sink)
+            await _receive(core, request, length, sink)
+            size, sha, md5 = await sink.finish()
         finally:
-            if sink is not None:
-                sink.close()
+            await sink.aclose()
         content_type = request.headers.get("Content-Type", "").split(";")[0].strip()
         obj = core.store.commit(
             signed.key,
@@ -223,6 +214,10 @@ async def _handle(request: web.Request) -> web.StreamResponse:
         return _s3_response(err, request.path)
     except Dropped:
         return web.Response(status=499)  # never reaches the client: the transport is gone
+    except Exception:
+        log.exception("storage %s %s failed", request.method, request.path)
+        status = 500
+        return _s3_response(S3Error(500, "InternalError", "We encountered an internal error."))
     finally:
         _record(core, request, status)
 
