@@ -7,7 +7,6 @@ origins reach it through their application; the engine and the SSE streams get i
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import random
 from collections.abc import Callable, Coroutine
@@ -118,12 +117,7 @@ class Core:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    # ---- live settings ------------------------------------------------------------------------
-
-    def update(self, **changes: Any) -> EmulatorSettings:
-        """Replace live settings (already validated objects or plain values)."""
-        self.settings = dataclasses.replace(self.settings, **changes)
-        return self.settings
+    # ---- faults -------------------------------------------------------------------------------
 
     def draw(self, probability: float) -> bool:
         """A seeded coin toss for the fault knobs."""

@@ -340,6 +340,8 @@ class Engine:
             if work is not None and not work.done():
                 work.cancel()
         job.finished_at = self.core.now()
+        if p.deleted:
+            self.core.store.delete_prefix(key)  # made after the purge: purge it too
         if fail or p.deleted:
             job.status = clip.status = "FAILED_RENDER"
             job.error_message = "Render failed (worker error); retry with /retry-render"

@@ -264,7 +264,9 @@ async def create_from_url(call: Call) -> web.StreamResponse:
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ApiError(400, "url: must be an http(s) URL")
     options = _options(body)
-    _check_concurrency(call, ws, ACTIVE_AT_CREATE, None)
+    # A URL ingest starts processing at once: whichever place the limit is enforced, here.
+    at_create = core.settings.variants.tier_limit_at == "create"
+    _check_concurrency(call, ws, ACTIVE_AT_CREATE if at_create else ACTIVE_AT_PROCESS, None)
     name = PurePosixPath(parts.path).name or "video.mp4"
     project_id = core.state.new_id()
     p = Project(

@@ -9,7 +9,6 @@ runs it on the current loop instead, for ``watchd emulator`` in the foreground.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import tempfile
 import threading
@@ -28,7 +27,7 @@ from watchd.emulator.control import apply_changes
 from watchd.emulator.core import Core
 from watchd.emulator.engine import Engine
 from watchd.emulator.inspection import build_snapshot
-from watchd.emulator.settings import EmulatorSettings
+from watchd.emulator.settings import TIERS, EmulatorSettings
 from watchd.emulator.storage import build_storage_app
 
 __all__ = ["Emulator", "Registered"]
@@ -79,6 +78,7 @@ class Emulator:
         self._temp_dir: Path | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
+        self._loop_thread: threading.Thread | None = None
         self._stop: asyncio.Event | None = None
         self._ready = threading.Event()
         self._startup_error: BaseException | None = None
@@ -115,6 +115,7 @@ class Emulator:
         """Bind both origins on the running loop."""
         s = self.settings
         self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.current_thread()
         self._executor = ThreadPoolExecutor(
             _MEDIA_WORKERS, thread_name_prefix="carmic-emulator-media"
         )
@@ -254,7 +255,7 @@ class Emulator:
         """Run ``fn(core)`` on the emulator's loop (directly when already on it)."""
         loop = self._loop
         core = self.core
-        if loop is None or self._thread is None or threading.current_thread() is self._thread:
+        if loop is None or threading.current_thread() is self._loop_thread:
             return fn(core)
 
         async def run() -> T:
@@ -307,6 +308,6 @@ class Emulator:
             )
             return Registered(user.id, ws.id, user.email)
 
-        if tier is not None:
-            dataclasses.replace(self.settings, tier=tier)  # validates the tier name
+        if tier is not None and tier not in TIERS:
+            raise ValueError(f"tier must be one of {', '.join(TIERS)}, not {tier!r}")
         return self._call(add)
