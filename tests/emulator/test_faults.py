@@ -91,7 +91,13 @@ def test_update_refuses_bad_values_and_changes_nothing(emu: Emulator) -> None:
 
 def test_register_user_and_add_minutes(emu: Emulator) -> None:
     user = emu.register_user("x@example.com", "whatever", tier="BUSINESS", minutes=5)
+    user_id, workspace_id = user
+    assert (user_id, workspace_id) == (user.user_id, user.workspace_id)
     assert user.workspace_id != emu.workspace_id
+    with pytest.raises(ValueError):
+        emu.register_user("y@example.com", "whatever", tier="GOLD")
+    with pytest.raises(ValueError):
+        emu.register_user("X@example.com", "again")  # the address is taken
     assert emu.add_minutes(10, user.workspace_id) == 15
     assert emu.add_minutes(1) == 601
     billing = emu.snapshot()["billing"][user.workspace_id]

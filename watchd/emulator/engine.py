@@ -235,7 +235,9 @@ class Engine:
             mediawork.copy_file(src, dst, 2.0, title)
 
         core.store.add_lazy(p.prefix + "thumbnail.jpg", "image/jpeg", thumbnail)
-        core.store.add_lazy(p.prefix + "proxy_720p.mp4", "video/mp4", proxy)
+        # The proxy is the source itself (linked), so it carries the source's type.
+        proxy_type = p.content_type if src is not None else "video/mp4"
+        core.store.add_lazy(p.prefix + "proxy_720p.mp4", proxy_type, proxy)
         self._touch_project(
             p,
             status="CLIPS_READY",

@@ -14,9 +14,8 @@ import tempfile
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
@@ -55,13 +54,11 @@ class _AccessLogger(AbstractAccessLogger):
         return self.logger.isEnabledFor(logging.DEBUG)
 
 
-@dataclass(frozen=True)
-class Registered:
-    """A user made by :meth:`Emulator.register_user`."""
+class Registered(NamedTuple):
+    """A user made by :meth:`Emulator.register_user` (unpacks as ``user_id, workspace_id``)."""
 
     user_id: str
     workspace_id: str
-    email: str
 
 
 class Emulator:
@@ -306,7 +303,7 @@ class Emulator:
                 minutes=s.minutes if minutes is None else minutes,
                 workspace_name=workspace_name,
             )
-            return Registered(user.id, ws.id, user.email)
+            return Registered(user.id, ws.id)
 
         if tier is not None and tier not in TIERS:
             raise ValueError(f"tier must be one of {', '.join(TIERS)}, not {tier!r}")
