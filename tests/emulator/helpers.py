@@ -102,7 +102,8 @@ class Api:
     def ready_project(self, video: Path, **body: Any) -> str:
         """Create, upload and process; returns the project id (CLIPS_READY with 0 timings)."""
         created = self.create_for(video, **body)
-        r = self.upload(created["upload_url"], video.read_bytes())
+        content_type = body.get("content_type", "video/mp4")
+        r = self.upload(created["upload_url"], video.read_bytes(), content_type)
         assert r.status_code == 200, r.text
         r = self.post(f"/v1/projects/{created['project_id']}/process")
         assert r.status_code == 200, r.text

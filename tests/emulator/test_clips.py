@@ -324,3 +324,35 @@ def test_default_config_validates_and_errors_name_the_field() -> None:
         validate_template_config({"style": {"fontSize": True}})
     with pytest.raises(TemplateError, match=r"^body"):
         validate_template_config([])
+
+
+# ---- every accepted container ------------------------------------------------------------------
+
+CONTAINERS = {
+    "mov": "video/quicktime",
+    "mkv": "video/x-matroska",
+    "webm": "video/webm",
+    "avi": "video/x-msvideo",
+    "mpg": "video/mpeg",
+    "flv": "video/x-flv",
+}
+
+
+@pytest.mark.parametrize("suffix", list(CONTAINERS))
+def test_every_accepted_container_renders(make_emu: MakeEmu, tmp_path: Path, suffix: str) -> None:
+    from watchd.media import make_sample_video
+
+    source = tmp_path / f"source.{suffix}"
+    make_sample_video(source, seconds=6.0, width=160, height=90, fps=25)
+    emu = make_emu()
+    with Api(emu) as api:
+        api.login()
+        pid = api.ready_project(source, content_type=CONTAINERS[suffix])
+        assert api.get(f"/v1/projects/{pid}/status").json()["data"]["status"] == "CLIPS_READY"
+        clip = api.clips(pid)[0]
+        api.post(f"/v1/clips/{clip['id']}/render")
+        location = api.get(f"/v1/clips/{clip['id']}/video").headers["Location"]
+        rendered, preview = tmp_path / "rendered.mp4", tmp_path / "preview.mp4"
+        rendered.write_bytes(httpx.get(location).content)
+        preview.write_bytes(httpx.get(clip["video_url"]).content)
+    assert is_playable(rendered) and is_playable(preview)
