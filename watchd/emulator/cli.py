@@ -14,9 +14,8 @@ import logging
 import signal
 import sys
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from watchd.emulator.server import Emulator
 from watchd.emulator.settings import (
     TIERS,
     EmulatorSettings,
@@ -26,6 +25,9 @@ from watchd.emulator.settings import (
     merge,
     parse_assignment,
 )
+
+if TYPE_CHECKING:
+    from watchd.emulator.server import Emulator
 
 __all__ = ["DEMO_TIMINGS", "add_arguments", "build_settings", "run"]
 
@@ -162,6 +164,8 @@ def _banner(emu: Emulator, out: TextIO) -> None:
 
 
 async def _serve(settings: EmulatorSettings, out: TextIO) -> None:
+    from watchd.emulator.server import Emulator  # the heavy part, only when serving
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
