@@ -70,6 +70,8 @@ class TokenError(Exception):
 
 @dataclass(frozen=True)
 class Claims:
+    """What a verified token says."""
+
     user_id: str
     token_type: str
     exp: float

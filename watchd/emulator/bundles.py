@@ -38,6 +38,7 @@ class MediaFacts:
 
     @property
     def frames(self) -> int:
+        """The duration in whole frames (at least one)."""
         return max(1, round(self.duration * self.fps))
 
 

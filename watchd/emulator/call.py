@@ -24,6 +24,8 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 @dataclass
 class Call:
+    """The request, the emulator, the path parameters and the authenticated caller."""
+
     request: web.Request
     core: Core
     engine: Engine
@@ -33,29 +35,36 @@ class Call:
 
     @property
     def urls(self) -> Urls:
+        """Presigned URLs for the storage origin as this caller reaches it."""
         return Urls(self.core, self.core.storage_base(self.request.host))
 
     @property
     def me(self) -> User:
+        """The authenticated user (routes with Access.USER or WORKSPACE)."""
         assert self.user is not None, "route needs Access.USER"
         return self.user
 
     @property
     def ws(self) -> Workspace:
+        """The workspace of X-Workspace-ID (routes with Access.WORKSPACE)."""
         assert self.workspace is not None, "route needs Access.WORKSPACE"
         return self.workspace
 
     @property
     def ip(self) -> str:
+        """The client's address (the subject of per-IP rate limits)."""
         return self.request.remote or "unknown"
 
     def now(self) -> float:
+        """The emulator clock's time."""
         return self.core.now()
 
     async def json(self, *, required: bool = True) -> dict[str, Any]:
+        """The body as a JSON object (400 otherwise)."""
         return await read_json(self.request, required=required)
 
     def project(self, project_id: str | None = None) -> Project:
+        """The project of the path (or ``project_id``) in this workspace, else 404."""
         pid = project_id if project_id is not None else self.params["project_id"]
         p = self.core.state.project(self.ws.id, pid)
         if p is None:
@@ -63,12 +72,14 @@ class Call:
         return p
 
     def clip(self) -> tuple[Clip, Project]:
+        """The published clip of the path and its project, in this workspace, else 404."""
         c = self.core.state.clip(self.ws.id, self.params["clip_id"])
         if c is None:
             raise ApiError(404, "Clip not found")
         return c, self.project(c.project_id)
 
     def export(self) -> Export:
+        """The export of the path, in this workspace, else 404."""
         e = self.core.state.export(self.ws.id, self.params["export_id"])
         if e is None:
             raise ApiError(404, "Export not found")

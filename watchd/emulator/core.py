@@ -46,10 +46,12 @@ class Alarm:
         self._poll = poll
 
     async def until(self, deadline: float) -> None:
+        """Return once the clock reads ``deadline`` or later."""
         while (remaining := deadline - self.clock.now()) > 0:
             await asyncio.sleep(remaining if self._real else min(remaining, self._poll))
 
     async def sleep(self, seconds: float) -> None:
+        """Return once ``seconds`` have passed on the clock."""
         if seconds > 0:
             await self.until(self.clock.now() + seconds)
 
@@ -93,6 +95,7 @@ class Core:
     # ---- time and work ----------------------------------------------------------------------
 
     def now(self) -> float:
+        """The emulator clock's time (wall seconds)."""
         return self.clock.now()
 
     def spawn(self, coro: Coroutine[Any, Any, T], *, name: str) -> asyncio.Task[T]:
@@ -112,6 +115,7 @@ class Core:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
     async def cancel_tasks(self) -> None:
+        """Cancel every background job and wait for them to finish."""
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -139,11 +143,13 @@ class Core:
         return f"http://{host}:{self.storage_port}"
 
     def presign_get(self, key: str, base: str) -> str:
+        """A presigned GET of ``key`` on the storage origin ``base``."""
         return self.signer.presign(
             "GET", base, key, ttl=self.settings.download_url_ttl, now=self.now()
         )
 
     def presign_put(self, key: str, base: str) -> str:
+        """A presigned PUT of ``key`` on the storage origin ``base``."""
         return self.signer.presign(
             "PUT", base, key, ttl=self.settings.upload_url_ttl, now=self.now()
         )

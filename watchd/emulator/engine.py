@@ -46,10 +46,12 @@ _PROGRESS_TICKS = 8
 
 
 def project_topic(project_id: str) -> tuple[str, str]:
+    """The SSE hub topic of a project's status."""
     return ("project", project_id)
 
 
 def export_topic(export_id: str) -> tuple[str, str]:
+    """The SSE hub topic of an export."""
     return ("export", export_id)
 
 

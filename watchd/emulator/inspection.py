@@ -60,6 +60,7 @@ class Inspection:
         self.clip_log: list[dict[str, Any]] = []
 
     def count(self, name: str, n: int = 1) -> None:
+        """Add ``n`` to one of the :data:`COUNTERS`."""
         assert name in self.counters, f"unknown counter {name!r}: add it to COUNTERS"
         self.counters[name] += n
 

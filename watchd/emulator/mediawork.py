@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Probe:
+    """What a look at an upload found."""
+
     decodable: bool
     duration: float | None
     reason: str = ""

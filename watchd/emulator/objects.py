@@ -37,9 +37,11 @@ class StoredObject:
 
     @property
     def etag(self) -> str:
+        """S3's ETag of a single-part upload: the quoted MD5."""
         return f'"{self.md5}"'
 
     def describe(self) -> dict[str, object]:
+        """The object for the inspection state."""
         return {
             "key": self.key,
             "content_type": self.content_type,
@@ -104,6 +106,7 @@ class BodySink:
             )
 
     async def feed(self, chunk: bytes) -> None:
+        """Take the next chunk of the body."""
         self.size += len(chunk)
         self._batch.append(chunk)
         self._batched += len(chunk)
@@ -233,6 +236,7 @@ class ObjectStore:
             return await self.put_file(key, lazy.producer, lazy.content_type, now)
 
     def keys(self) -> Iterator[str]:
+        """The keys of the objects that exist."""
         yield from self._objects
 
     # ---- deleting -----------------------------------------------------------------------------

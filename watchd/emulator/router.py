@@ -18,6 +18,8 @@ H = TypeVar("H", bound=Callable[..., Awaitable[Any]])
 
 
 class Access(enum.Enum):
+    """What a route requires of its caller."""
+
     PUBLIC = "public"  # no credentials
     USER = "user"  # a valid access JWT
     WORKSPACE = "workspace"  # a valid JWT and an X-Workspace-ID the user belongs to
@@ -29,6 +31,8 @@ _PARAM = re.compile(r"\{(\w+)\}")
 
 @dataclass(frozen=True)
 class Route(Generic[H]):
+    """One entry of the table."""
+
     method: str
     template: str
     handler: H
@@ -43,6 +47,7 @@ class Router(Generic[H]):
         self.routes: list[Route[H]] = []
 
     def add(self, method: str, template: str, handler: H, access: Access) -> None:
+        """Route ``method`` on ``template`` (``{name}`` matches one path segment)."""
         regex = _PARAM.sub(r"(?P<\1>[^/]+)", template.rstrip("/"))
         pattern = re.compile(f"^{regex}/?$")
         self.routes.append(Route(method.upper(), template, handler, access, pattern))

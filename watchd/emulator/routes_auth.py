@@ -45,7 +45,7 @@ def _tokens(call: Call, user: User) -> dict[str, Any]:
     }
 
 
-async def register_user(call: Call) -> web.StreamResponse:
+async def _register_user(call: Call) -> web.StreamResponse:
     body = await call.json()
     email, password = body.get("email"), body.get("password")
     _rate_limit(call, "register", email, REGISTER_LIMIT, REGISTER_LIMIT)
@@ -69,7 +69,7 @@ async def register_user(call: Call) -> web.StreamResponse:
     return ok(_tokens(call, user))
 
 
-async def login(call: Call) -> web.StreamResponse:
+async def _login(call: Call) -> web.StreamResponse:
     body = await call.json()
     email, password = body.get("email"), body.get("password")
     _rate_limit(call, "login", email, LOGIN_IP_LIMIT, LOGIN_EMAIL_LIMIT)
@@ -95,7 +95,7 @@ def _refresh_claims(call: Call, body: dict[str, Any]) -> Any:
         raise ApiError(401, str(e)) from None
 
 
-async def refresh(call: Call) -> web.StreamResponse:
+async def _refresh(call: Call) -> web.StreamResponse:
     claims = _refresh_claims(call, await call.json())
     if claims.user_id not in call.core.state.users:
         raise ApiError(401, "User not found")
@@ -105,7 +105,7 @@ async def refresh(call: Call) -> web.StreamResponse:
     return ok({"access": access})
 
 
-async def logout(call: Call) -> web.StreamResponse:
+async def _logout(call: Call) -> web.StreamResponse:
     claims = _refresh_claims(call, await call.json())
     if claims.user_id != call.me.id:
         raise ApiError(403, "The refresh token belongs to another user")
@@ -114,7 +114,7 @@ async def logout(call: Call) -> web.StreamResponse:
     return ok({"ok": True})
 
 
-async def password_reset(call: Call) -> web.StreamResponse:
+async def _password_reset(call: Call) -> web.StreamResponse:
     body = await call.json()
     email = body.get("email")
     _rate_limit(call, "password-reset", email, RESET_LIMIT, RESET_LIMIT)
@@ -126,7 +126,7 @@ async def password_reset(call: Call) -> web.StreamResponse:
     return ok({"ok": True})
 
 
-async def password_reset_confirm(call: Call) -> web.StreamResponse:
+async def _password_reset_confirm(call: Call) -> web.StreamResponse:
     body = await call.json()
     token, new_password = body.get("token"), body.get("new_password")
     state = call.core.state
@@ -161,11 +161,11 @@ def _me(call: Call) -> dict[str, Any]:
     }
 
 
-async def get_me(call: Call) -> web.StreamResponse:
+async def _get_me(call: Call) -> web.StreamResponse:
     return ok(_me(call))
 
 
-async def patch_me(call: Call) -> web.StreamResponse:
+async def _patch_me(call: Call) -> web.StreamResponse:
     body = await call.json()
     for name in ("first_name", "last_name", "avatar_url"):
         value = opt_str(body, name, max_len=2048)
@@ -174,17 +174,17 @@ async def patch_me(call: Call) -> web.StreamResponse:
     return ok(_me(call))
 
 
-async def health(call: Call) -> web.StreamResponse:
+async def _health(call: Call) -> web.StreamResponse:
     return ok({"status": "ok", "postgres": "ok", "redis": "ok", "time": iso(call.now())})
 
 
 def register(router: Router[Handler]) -> None:
-    router.add("POST", "/v1/auth/register", register_user, Access.PUBLIC)
-    router.add("POST", "/v1/auth/login", login, Access.PUBLIC)
-    router.add("POST", "/v1/auth/refresh", refresh, Access.PUBLIC)
-    router.add("POST", "/v1/auth/logout", logout, Access.USER)
-    router.add("POST", "/v1/auth/password-reset", password_reset, Access.PUBLIC)
-    router.add("POST", "/v1/auth/password-reset/confirm", password_reset_confirm, Access.PUBLIC)
-    router.add("GET", "/v1/me", get_me, Access.USER)
-    router.add("PATCH", "/v1/me", patch_me, Access.USER)
-    router.add("GET", "/v1/health", health, Access.PUBLIC)
+    router.add("POST", "/v1/auth/register", _register_user, Access.PUBLIC)
+    router.add("POST", "/v1/auth/login", _login, Access.PUBLIC)
+    router.add("POST", "/v1/auth/refresh", _refresh, Access.PUBLIC)
+    router.add("POST", "/v1/auth/logout", _logout, Access.USER)
+    router.add("POST", "/v1/auth/password-reset", _password_reset, Access.PUBLIC)
+    router.add("POST", "/v1/auth/password-reset/confirm", _password_reset_confirm, Access.PUBLIC)
+    router.add("GET", "/v1/me", _get_me, Access.USER)
+    router.add("PATCH", "/v1/me", _patch_me, Access.USER)
+    router.add("GET", "/v1/health", _health, Access.PUBLIC)

@@ -18,7 +18,7 @@ from watchd.emulator.views import clip_detail, render_progress
 __all__ = ["register"]
 
 
-async def get_clip(call: Call) -> web.StreamResponse:
+async def _get_clip(call: Call) -> web.StreamResponse:
     clip, p = call.clip()
     variant = call.core.settings.variants.transcript_times
     return ok(clip_detail(clip, p, call.urls, transcript_times=variant))
@@ -30,7 +30,7 @@ def _custom_styles(call: Call) -> set[str]:
     return names
 
 
-async def put_clip(call: Call) -> web.StreamResponse:
+async def _put_clip(call: Call) -> web.StreamResponse:
     clip, p = call.clip()
     body = await call.json()
     try:
@@ -88,15 +88,15 @@ async def _start(call: Call, kind: str) -> web.StreamResponse:
     return ok({"render_job_id": job.id, "status": "QUEUED", "clip_id": clip.id})
 
 
-async def render(call: Call) -> web.StreamResponse:
+async def _render(call: Call) -> web.StreamResponse:
     return await _start(call, "render")
 
 
-async def retry_render(call: Call) -> web.StreamResponse:
+async def _retry_render(call: Call) -> web.StreamResponse:
     return await _start(call, "retry")
 
 
-async def progress(call: Call) -> web.StreamResponse:
+async def _progress(call: Call) -> web.StreamResponse:
     clip, _ = call.clip()
     return ok(render_progress(clip))
 
@@ -109,24 +109,24 @@ def _redirect(call: Call, key: str | None, missing: str) -> web.StreamResponse:
     return web.Response(status=302, headers={"Location": url})
 
 
-async def video(call: Call) -> web.StreamResponse:
+async def _video(call: Call) -> web.StreamResponse:
     clip, _ = call.clip()
     return _redirect(call, clip.video_key, "Clip has not been rendered yet")
 
 
-async def source_video(call: Call) -> web.StreamResponse:
+async def _source_video(call: Call) -> web.StreamResponse:
     _, p = call.clip()
     return _redirect(call, p.object_key, "Source video not found")
 
 
-async def rebuild_layout(call: Call) -> web.StreamResponse:
+async def _rebuild_layout(call: Call) -> web.StreamResponse:
     clip, _ = call.clip()
     if not clip.spatial_matrix.get("frames"):
         raise ApiError(409, "No spatial matrix for this clip yet")
     return ok({"clip_id": clip.id, "ai_suggested_layout_timeline": clip.layout_timeline})
 
 
-async def emoji_fill(call: Call) -> web.StreamResponse:
+async def _emoji_fill(call: Call) -> web.StreamResponse:
     clip, _ = call.clip()
     emojis = [
         {"emoji": "🔥", "time": round(clip.duration * f, 2), "speaker": "A"} for f in (0.2, 0.6)
@@ -149,12 +149,12 @@ def _caption_lines(clip: Clip) -> list[dict[str, Any]]:
     return lines
 
 
-async def subtitle_dry_run(call: Call) -> web.StreamResponse:
+async def _subtitle_dry_run(call: Call) -> web.StreamResponse:
     clip, _ = call.clip()
     return ok({"clip_id": clip.id, "captions": _caption_lines(clip)})
 
 
-async def generate_broll(call: Call) -> web.StreamResponse:
+async def _generate_broll(call: Call) -> web.StreamResponse:
     clip, _ = call.clip()
     suggestions = [
         {
@@ -169,12 +169,12 @@ async def generate_broll(call: Call) -> web.StreamResponse:
     return ok(suggestions)
 
 
-async def get_broll(call: Call) -> web.StreamResponse:
+async def _get_broll(call: Call) -> web.StreamResponse:
     call.clip()
     return ok([])
 
 
-async def custom_media_presign(call: Call) -> web.StreamResponse:
+async def _custom_media_presign(call: Call) -> web.StreamResponse:
     clip, p = call.clip()
     body = await call.json()
     filename = req_str(body, "filename", max_len=255)
@@ -182,7 +182,7 @@ async def custom_media_presign(call: Call) -> web.StreamResponse:
     return ok(call.presign_upload(f"{p.prefix}clips/{clip.id}/media/", filename, content_type))
 
 
-async def custom_media(call: Call) -> web.StreamResponse:
+async def _custom_media(call: Call) -> web.StreamResponse:
     clip, p = call.clip()
     prefix = f"{p.prefix}clips/{clip.id}/media/"
     store = call.core.store
@@ -196,17 +196,17 @@ async def custom_media(call: Call) -> web.StreamResponse:
 
 def register(router: Router[Handler]) -> None:
     w = Access.WORKSPACE
-    router.add("GET", "/v1/clips/{clip_id}", get_clip, w)
-    router.add("PUT", "/v1/clips/{clip_id}", put_clip, w)
-    router.add("POST", "/v1/clips/{clip_id}/render", render, w)
-    router.add("POST", "/v1/clips/{clip_id}/retry-render", retry_render, w)
-    router.add("GET", "/v1/clips/{clip_id}/render-progress", progress, w)
-    router.add("GET", "/v1/clips/{clip_id}/video", video, w)
-    router.add("GET", "/v1/clips/{clip_id}/source-video", source_video, w)
-    router.add("POST", "/v1/clips/{clip_id}/rebuild-layout", rebuild_layout, w)
-    router.add("POST", "/v1/clips/{clip_id}/emoji-fill", emoji_fill, w)
-    router.add("POST", "/v1/clips/{clip_id}/subtitle-dry-run", subtitle_dry_run, w)
-    router.add("POST", "/v1/clips/{clip_id}/generate-broll", generate_broll, w)
-    router.add("GET", "/v1/clips/{clip_id}/broll", get_broll, w)
-    router.add("POST", "/v1/clips/{clip_id}/custom-media/presign", custom_media_presign, w)
-    router.add("GET", "/v1/clips/{clip_id}/custom-media", custom_media, w)
+    router.add("GET", "/v1/clips/{clip_id}", _get_clip, w)
+    router.add("PUT", "/v1/clips/{clip_id}", _put_clip, w)
+    router.add("POST", "/v1/clips/{clip_id}/render", _render, w)
+    router.add("POST", "/v1/clips/{clip_id}/retry-render", _retry_render, w)
+    router.add("GET", "/v1/clips/{clip_id}/render-progress", _progress, w)
+    router.add("GET", "/v1/clips/{clip_id}/video", _video, w)
+    router.add("GET", "/v1/clips/{clip_id}/source-video", _source_video, w)
+    router.add("POST", "/v1/clips/{clip_id}/rebuild-layout", _rebuild_layout, w)
+    router.add("POST", "/v1/clips/{clip_id}/emoji-fill", _emoji_fill, w)
+    router.add("POST", "/v1/clips/{clip_id}/subtitle-dry-run", _subtitle_dry_run, w)
+    router.add("POST", "/v1/clips/{clip_id}/generate-broll", _generate_broll, w)
+    router.add("GET", "/v1/clips/{clip_id}/broll", _get_broll, w)
+    router.add("POST", "/v1/clips/{clip_id}/custom-media/presign", _custom_media_presign, w)
+    router.add("GET", "/v1/clips/{clip_id}/custom-media", _custom_media, w)

@@ -17,7 +17,7 @@ __all__ = ["register"]
 EXPORT_LIMIT = Limit(5, 60)
 
 
-async def create_export(call: Call) -> web.StreamResponse:
+async def _create_export(call: Call) -> web.StreamResponse:
     clip, p = call.clip()
     body = await call.json(required=False)
     fmt = body.get("target_format")
@@ -56,11 +56,11 @@ async def create_export(call: Call) -> web.StreamResponse:
     return ok({"export_id": export.id, "status": "PENDING"}, status=202)
 
 
-async def get_export(call: Call) -> web.StreamResponse:
+async def _get_export(call: Call) -> web.StreamResponse:
     return ok(export_out(call.export(), call.urls))
 
 
-async def list_exports(call: Call) -> web.StreamResponse:
+async def _list_exports(call: Call) -> web.StreamResponse:
     clip, _ = call.clip()
     urls = call.urls
     return ok([export_out(e, urls) for e in call.core.state.exports_of(clip.id)])
@@ -68,6 +68,6 @@ async def list_exports(call: Call) -> web.StreamResponse:
 
 def register(router: Router[Handler]) -> None:
     w = Access.WORKSPACE
-    router.add("POST", "/v1/clips/{clip_id}/exports", create_export, w)
-    router.add("GET", "/v1/clips/{clip_id}/exports", list_exports, w)
-    router.add("GET", "/v1/exports/{export_id}", get_export, w)
+    router.add("POST", "/v1/clips/{clip_id}/exports", _create_export, w)
+    router.add("GET", "/v1/clips/{clip_id}/exports", _list_exports, w)
+    router.add("GET", "/v1/exports/{export_id}", _get_export, w)

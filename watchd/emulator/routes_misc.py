@@ -41,7 +41,7 @@ def _ratio(value: Any, name: str = "ratio") -> str:
     return str(value)
 
 
-async def list_templates(call: Call) -> web.StreamResponse:
+async def _list_templates(call: Call) -> web.StreamResponse:
     ratio = call.request.query.get("ratio") or None
     if ratio is not None:
         _ratio(ratio)
@@ -49,7 +49,7 @@ async def list_templates(call: Call) -> web.StreamResponse:
     return ok([t for t in items if ratio is None or t["ratio"] == ratio])
 
 
-async def save_template(call: Call) -> web.StreamResponse:
+async def _save_template(call: Call) -> web.StreamResponse:
     body = await call.json()
     name = req_str(body, "name", max_len=100)
     ratio = _ratio(body.get("ratio", "9_16"))
@@ -80,12 +80,12 @@ def _template_id(call: Call) -> str:
     return tid
 
 
-async def delete_template(call: Call) -> web.StreamResponse:
+async def _delete_template(call: Call) -> web.StreamResponse:
     del call.ws.templates[_template_id(call)]
     return ok({"ok": True})
 
 
-async def regenerate_previews(call: Call) -> web.StreamResponse:
+async def _regenerate_previews(call: Call) -> web.StreamResponse:
     tid = call.params["template_id"]
     known = tid in call.ws.templates or any(t["id"] == tid for t in system_templates())
     if not known:
@@ -93,13 +93,13 @@ async def regenerate_previews(call: Call) -> web.StreamResponse:
     return ok({"ok": True, "id": tid})
 
 
-async def get_defaults(call: Call) -> web.StreamResponse:
+async def _get_defaults(call: Call) -> web.StreamResponse:
     defaults = {r: f"system-hormozi-{r}" for r in RATIOS}
     defaults.update(call.ws.defaults)
     return ok(defaults)
 
 
-async def put_default(call: Call) -> web.StreamResponse:
+async def _put_default(call: Call) -> web.StreamResponse:
     ratio = _ratio(call.params["ratio"])
     if call.ws.tier == "FREE":
         raise ApiError(402, "Custom default templates require a paid plan")
@@ -111,7 +111,7 @@ async def put_default(call: Call) -> web.StreamResponse:
     return ok({"ratio": ratio, "template_id": tid})
 
 
-async def delete_default(call: Call) -> web.StreamResponse:
+async def _delete_default(call: Call) -> web.StreamResponse:
     call.ws.defaults.pop(_ratio(call.params["ratio"]), None)
     return ok({"ok": True})
 
@@ -119,7 +119,7 @@ async def delete_default(call: Call) -> web.StreamResponse:
 # ---- storage and media ---------------------------------------------------------------------------
 
 
-async def upload_url(call: Call) -> web.StreamResponse:
+async def _upload_url(call: Call) -> web.StreamResponse:
     body = await call.json()
     filename = req_str(body, "filename", max_len=255)
     content_type = req_str(body, "content_type", max_len=255).lower()
@@ -127,7 +127,7 @@ async def upload_url(call: Call) -> web.StreamResponse:
     return ok(call.presign_upload(prefix, filename, content_type))
 
 
-async def playback_url(call: Call) -> web.StreamResponse:
+async def _playback_url(call: Call) -> web.StreamResponse:
     body = await call.json()
     key = req_str(body, "object_key", max_len=1024)
     if not key.startswith(f"workspaces/{call.ws.id}/"):
@@ -143,7 +143,7 @@ def _media_type(content_type: str) -> str:
     return kind if kind in ("image", "video", "audio", "font") else "image"
 
 
-async def list_media(call: Call) -> web.StreamResponse:
+async def _list_media(call: Call) -> web.StreamResponse:
     q = call.request.query
     kind, search = q.get("media_type") or None, (q.get("search") or "").lower()
     try:
@@ -166,7 +166,7 @@ async def list_media(call: Call) -> web.StreamResponse:
     return ok([{**m, "url": urls.get(m["object_key"])} for m in page], meta=meta)
 
 
-async def presign_media(call: Call) -> web.StreamResponse:
+async def _presign_media(call: Call) -> web.StreamResponse:
     body = await call.json()
     filename = req_str(body, "filename", max_len=255)
     content_type = req_str(body, "content_type", max_len=255).lower()
@@ -174,7 +174,7 @@ async def presign_media(call: Call) -> web.StreamResponse:
     return ok({**out, "method": "PUT", "fields": {}})
 
 
-async def confirm_media(call: Call) -> web.StreamResponse:
+async def _confirm_media(call: Call) -> web.StreamResponse:
     body = await call.json()
     key = req_str(body, "object_key", max_len=1024)
     if not key.startswith(f"workspaces/{call.ws.id}/"):
@@ -195,7 +195,7 @@ async def confirm_media(call: Call) -> web.StreamResponse:
     return ok(record, status=201)
 
 
-async def media_stats(call: Call) -> web.StreamResponse:
+async def _media_stats(call: Call) -> web.StreamResponse:
     used = sum(int(m["size"]) for m in call.ws.media.values())
     return ok(
         {
@@ -207,7 +207,7 @@ async def media_stats(call: Call) -> web.StreamResponse:
     )
 
 
-async def delete_media(call: Call) -> web.StreamResponse:
+async def _delete_media(call: Call) -> web.StreamResponse:
     record = call.ws.media.pop(call.params["media_id"], None)
     if record is None:
         raise ApiError(404, "Media not found")
@@ -229,11 +229,11 @@ def _accounts(call: Call) -> dict[str, dict[str, Any]]:
     return call.ws.social
 
 
-async def social_accounts(call: Call) -> web.StreamResponse:
+async def _social_accounts(call: Call) -> web.StreamResponse:
     return ok(list(_accounts(call).values()))
 
 
-async def social_connect(call: Call) -> web.StreamResponse:
+async def _social_connect(call: Call) -> web.StreamResponse:
     platform = _platform(call)
     state = secrets.token_urlsafe(16)
     call.ws.oauth_states[state] = platform
@@ -241,7 +241,7 @@ async def social_connect(call: Call) -> web.StreamResponse:
     return ok({"url": url, "state": state})
 
 
-async def social_callback(call: Call) -> web.StreamResponse:
+async def _social_callback(call: Call) -> web.StreamResponse:
     platform = _platform(call)
     body = await call.json()
     req_str(body, "code")
@@ -266,20 +266,20 @@ def _account(call: Call, name: str) -> dict[str, Any]:
     return account
 
 
-async def social_disconnect(call: Call) -> web.StreamResponse:
+async def _social_disconnect(call: Call) -> web.StreamResponse:
     account = _account(call, "account_id")
     del _accounts(call)[account["id"]]
     return ok({"ok": True})
 
 
-async def social_toggle(call: Call) -> web.StreamResponse:
+async def _social_toggle(call: Call) -> web.StreamResponse:
     account = _account(call, "account_id")
     body = await call.json(required=False)
     account["enabled"] = opt_bool(body, "enabled", not account["enabled"])
     return ok(account)
 
 
-async def social_refresh(call: Call) -> web.StreamResponse:
+async def _social_refresh(call: Call) -> web.StreamResponse:
     return ok({**_account(call, "platform_id"), "refreshed_at": iso(call.now())})
 
 
@@ -305,11 +305,11 @@ def _stock(call: Call, kind: str) -> list[dict[str, Any]]:
     ]
 
 
-async def stock_videos(call: Call) -> web.StreamResponse:
+async def _stock_videos(call: Call) -> web.StreamResponse:
     return ok({"videos": _stock(call, "video")})
 
 
-async def stock_search(call: Call) -> web.StreamResponse:
+async def _stock_search(call: Call) -> web.StreamResponse:
     kind = call.request.query.get("type") or "all"
     videos = _stock(call, "video") if kind in ("all", "video") else []
     images = _stock(call, "image") if kind in ("all", "image") else []
@@ -328,7 +328,7 @@ def _owned_workspace(call: Call) -> Any:
     return ws
 
 
-async def invite(call: Call) -> web.StreamResponse:
+async def _invite(call: Call) -> web.StreamResponse:
     ws = _owned_workspace(call)
     body = await call.json()
     email = body.get("email")
@@ -346,7 +346,7 @@ async def invite(call: Call) -> web.StreamResponse:
     return ok({"ok": True, "email": email, "role": role, "member": user is not None})
 
 
-async def change_member(call: Call) -> web.StreamResponse:
+async def _change_member(call: Call) -> web.StreamResponse:
     ws = _owned_workspace(call)
     uid = call.params["user_id"]
     if uid not in ws.members:
@@ -366,7 +366,7 @@ def _last_owner(ws: Any, uid: str) -> bool:
     return owners == [uid]
 
 
-async def remove_member(call: Call) -> web.StreamResponse:
+async def _remove_member(call: Call) -> web.StreamResponse:
     ws = _owned_workspace(call)
     uid = call.params["user_id"]
     if uid not in ws.members:
@@ -379,31 +379,31 @@ async def remove_member(call: Call) -> web.StreamResponse:
 
 def register(router: Router[Handler]) -> None:
     w, u, public = Access.WORKSPACE, Access.USER, Access.PUBLIC
-    router.add("GET", "/v1/templates", list_templates, w)
-    router.add("POST", "/v1/templates", save_template, w)
-    router.add("GET", "/v1/templates/defaults", get_defaults, w)
-    router.add("PUT", "/v1/templates/defaults/{ratio}", put_default, w)
-    router.add("DELETE", "/v1/templates/defaults/{ratio}", delete_default, w)
-    router.add("DELETE", "/v1/templates/{template_id}", delete_template, w)
-    router.add("POST", "/v1/templates/{template_id}/regenerate-previews", regenerate_previews, w)
-    router.add("POST", "/v1/storage/upload-url", upload_url, w)
-    router.add("POST", "/v1/storage/playback-url", playback_url, w)
-    router.add("GET", "/v1/media", list_media, w)
-    router.add("POST", "/v1/media/presign", presign_media, w)
-    router.add("POST", "/v1/media/confirm", confirm_media, w)
-    router.add("GET", "/v1/media/stats", media_stats, w)
-    router.add("DELETE", "/v1/media/{media_id}", delete_media, w)
-    router.add("POST", "/v1/workspaces/media", presign_media, w)
-    router.add("GET", "/v1/social/accounts", social_accounts, w)
-    router.add("POST", "/v1/social/connect/{platform}", social_connect, w)
-    router.add("POST", "/v1/social/callback/{platform}", social_callback, w)
-    router.add("DELETE", "/v1/social/disconnect/{account_id}", social_disconnect, w)
-    router.add("PATCH", "/v1/social/toggle/{account_id}", social_toggle, w)
-    router.add("POST", "/v1/social/refresh/{platform_id}", social_refresh, w)
-    router.add("GET", "/v1/stock-videos", stock_videos, public)
-    router.add("GET", "/v1/stock-search", stock_search, public)
-    router.add("GET", "/v1/stock-videos-pexels", stock_videos, w)
+    router.add("GET", "/v1/templates", _list_templates, w)
+    router.add("POST", "/v1/templates", _save_template, w)
+    router.add("GET", "/v1/templates/defaults", _get_defaults, w)
+    router.add("PUT", "/v1/templates/defaults/{ratio}", _put_default, w)
+    router.add("DELETE", "/v1/templates/defaults/{ratio}", _delete_default, w)
+    router.add("DELETE", "/v1/templates/{template_id}", _delete_template, w)
+    router.add("POST", "/v1/templates/{template_id}/regenerate-previews", _regenerate_previews, w)
+    router.add("POST", "/v1/storage/upload-url", _upload_url, w)
+    router.add("POST", "/v1/storage/playback-url", _playback_url, w)
+    router.add("GET", "/v1/media", _list_media, w)
+    router.add("POST", "/v1/media/presign", _presign_media, w)
+    router.add("POST", "/v1/media/confirm", _confirm_media, w)
+    router.add("GET", "/v1/media/stats", _media_stats, w)
+    router.add("DELETE", "/v1/media/{media_id}", _delete_media, w)
+    router.add("POST", "/v1/workspaces/media", _presign_media, w)
+    router.add("GET", "/v1/social/accounts", _social_accounts, w)
+    router.add("POST", "/v1/social/connect/{platform}", _social_connect, w)
+    router.add("POST", "/v1/social/callback/{platform}", _social_callback, w)
+    router.add("DELETE", "/v1/social/disconnect/{account_id}", _social_disconnect, w)
+    router.add("PATCH", "/v1/social/toggle/{account_id}", _social_toggle, w)
+    router.add("POST", "/v1/social/refresh/{platform_id}", _social_refresh, w)
+    router.add("GET", "/v1/stock-videos", _stock_videos, public)
+    router.add("GET", "/v1/stock-search", _stock_search, public)
+    router.add("GET", "/v1/stock-videos-pexels", _stock_videos, w)
     # Last: these templates would match other two- and three-segment paths.
-    router.add("POST", "/v1/{workspace_id}/invite", invite, u)
-    router.add("PATCH", "/v1/{workspace_id}/members/{user_id}", change_member, u)
-    router.add("DELETE", "/v1/{workspace_id}/members/{user_id}", remove_member, u)
+    router.add("POST", "/v1/{workspace_id}/invite", _invite, u)
+    router.add("PATCH", "/v1/{workspace_id}/members/{user_id}", _change_member, u)
+    router.add("DELETE", "/v1/{workspace_id}/members/{user_id}", _remove_member, u)

@@ -180,7 +180,7 @@ def _object_key(ws: Workspace, project_id: str, content_type: str) -> str:
     return f"workspaces/{ws.id}/projects/{project_id}/source{_KEY_SUFFIX.get(content_type, '.bin')}"
 
 
-async def create_project(call: Call) -> web.StreamResponse:
+async def _create_project(call: Call) -> web.StreamResponse:
     ws, core = call.ws, call.core
     body = await call.json()
     _throttle_create(call)
@@ -255,7 +255,7 @@ def _maybe_fail_after_commit(call: Call) -> None:
     raise ApiError(500, "Internal server error")
 
 
-async def create_from_url(call: Call) -> web.StreamResponse:
+async def _create_from_url(call: Call) -> web.StreamResponse:
     ws, core = call.ws, call.core
     body = await call.json()
     _throttle_create(call)
@@ -291,7 +291,7 @@ async def create_from_url(call: Call) -> web.StreamResponse:
 # ---- lifecycle ---------------------------------------------------------------------------------
 
 
-async def process(call: Call) -> web.StreamResponse:
+async def _process(call: Call) -> web.StreamResponse:
     p, core = call.project(), call.core
     if p.started or p.status != "PENDING_UPLOAD":
         raise ApiError(409, f"Project is already past PENDING_UPLOAD (status {p.status})")
@@ -324,11 +324,11 @@ async def process(call: Call) -> web.StreamResponse:
     return ok({**project_status(p), "message": "Processing started"})
 
 
-async def status(call: Call) -> web.StreamResponse:
+async def _status(call: Call) -> web.StreamResponse:
     return ok(project_status(call.project()))
 
 
-async def cancel(call: Call) -> web.StreamResponse:
+async def _cancel(call: Call) -> web.StreamResponse:
     p = call.project()
     if p.finished:
         raise ApiError(409, f"Project is not in progress (status {p.status})")
@@ -337,7 +337,7 @@ async def cancel(call: Call) -> web.StreamResponse:
     return ok({**project_status(p), "message": "Cancelled"})
 
 
-async def delete(call: Call) -> web.StreamResponse:
+async def _delete(call: Call) -> web.StreamResponse:
     p = call.project()
     call.engine.cancel(p, deleting=True)
     call.core.inspection.count("deletes")
@@ -360,7 +360,7 @@ def _int_param(call: Call, name: str, default: int, lo: int, hi: int) -> int:
     return value
 
 
-async def list_projects(call: Call) -> web.StreamResponse:
+async def _list_projects(call: Call) -> web.StreamResponse:
     limit = _int_param(call, "limit", 20, 1, 100)
     offset = _int_param(call, "offset", 0, 0, 10**9)
     search = call.request.query.get("search", "").strip().lower()
@@ -389,23 +389,23 @@ async def list_projects(call: Call) -> web.StreamResponse:
     )
 
 
-async def get_project(call: Call) -> web.StreamResponse:
+async def _get_project(call: Call) -> web.StreamResponse:
     return ok(project_full(call.project(), call.urls))
 
 
-async def list_caption_templates(call: Call) -> web.StreamResponse:
+async def _list_caption_templates(call: Call) -> web.StreamResponse:
     return ok(caption_templates())
 
 
 def register(router: Router[Handler]) -> None:
     w = Access.WORKSPACE
-    router.add("POST", "/v1/projects/create", create_project, w)
-    router.add("POST", "/v1/projects/create-from-url", create_from_url, w)
-    router.add("GET", "/v1/projects/caption-templates", list_caption_templates, w)
-    router.add("GET", "/v1/projects", list_projects, w)
-    router.add("POST", "/v1/projects/{project_id}/process", process, w)
-    router.add("GET", "/v1/projects/{project_id}/status", status, w)
-    router.add("POST", "/v1/projects/{project_id}/cancel", cancel, w)
-    router.add("DELETE", "/v1/projects/{project_id}/cancel", cancel, w)
-    router.add("GET", "/v1/projects/{project_id}", get_project, w)
-    router.add("DELETE", "/v1/projects/{project_id}", delete, w)
+    router.add("POST", "/v1/projects/create", _create_project, w)
+    router.add("POST", "/v1/projects/create-from-url", _create_from_url, w)
+    router.add("GET", "/v1/projects/caption-templates", _list_caption_templates, w)
+    router.add("GET", "/v1/projects", _list_projects, w)
+    router.add("POST", "/v1/projects/{project_id}/process", _process, w)
+    router.add("GET", "/v1/projects/{project_id}/status", _status, w)
+    router.add("POST", "/v1/projects/{project_id}/cancel", _cancel, w)
+    router.add("DELETE", "/v1/projects/{project_id}/cancel", _cancel, w)
+    router.add("GET", "/v1/projects/{project_id}", _get_project, w)
+    router.add("DELETE", "/v1/projects/{project_id}", _delete, w)

@@ -19,7 +19,7 @@ from watchd.emulator.views import export_out, project_status
 __all__ = ["register"]
 
 
-async def sse_ticket(call: Call) -> web.StreamResponse:
+async def _sse_ticket(call: Call) -> web.StreamResponse:
     core = call.core
     token = secrets.token_urlsafe(32)
     ttl = core.settings.timings.ticket_ttl
@@ -52,7 +52,7 @@ def _count_event(call: Call) -> None:
     call.core.inspection.count("sse_events")
 
 
-async def project_stream(call: Call) -> web.StreamResponse:
+async def _project_stream(call: Call) -> web.StreamResponse:
     ticket = _redeem(call)
     p = call.core.state.project(ticket.workspace_id, call.params["project_id"])
     if p is None:
@@ -83,7 +83,7 @@ async def project_stream(call: Call) -> web.StreamResponse:
     )
 
 
-async def export_stream(call: Call) -> web.StreamResponse:
+async def _export_stream(call: Call) -> web.StreamResponse:
     ticket = _redeem(call)
     e = call.core.state.export(ticket.workspace_id, call.params["export_id"])
     if e is None:
@@ -108,6 +108,6 @@ async def export_stream(call: Call) -> web.StreamResponse:
 
 
 def register(router: Router[Handler]) -> None:
-    router.add("POST", "/v1/sse-ticket", sse_ticket, Access.WORKSPACE)
-    router.add("GET", "/v1/projects/{project_id}/stream", project_stream, Access.TICKET)
-    router.add("GET", "/v1/exports/{export_id}/stream", export_stream, Access.TICKET)
+    router.add("POST", "/v1/sse-ticket", _sse_ticket, Access.WORKSPACE)
+    router.add("GET", "/v1/projects/{project_id}/stream", _project_stream, Access.TICKET)
+    router.add("GET", "/v1/exports/{export_id}/stream", _export_stream, Access.TICKET)

@@ -86,24 +86,29 @@ class Emulator:
 
     @property
     def core(self) -> Core:
+        """The running emulator's shared context (RuntimeError when not running)."""
         if self._core is None:
             raise RuntimeError("the emulator is not running")
         return self._core
 
     @property
     def seed_email(self) -> str:
+        """The seeded user's email."""
         return self.settings.seed_email
 
     @property
     def seed_password(self) -> str:
+        """The seeded user's password."""
         return self.settings.seed_password
 
     @property
     def workspace_id(self) -> str:
+        """The seeded workspace's id."""
         return self.core.seed_workspace.id
 
     @property
     def user_id(self) -> str:
+        """The seeded user's id."""
         return self.core.seed_user.id
 
     # ---- async life cycle -----------------------------------------------------------------------

@@ -34,6 +34,7 @@ class Hub:
             queue.put_nowait(snapshot)
 
     def subscribe(self, topic: Hashable) -> asyncio.Queue[Any]:
+        """A queue that gets every snapshot published on ``topic`` from now on."""
         queue: asyncio.Queue[Any] = asyncio.Queue()
         if self._closed:
             queue.put_nowait(_CLOSED)
@@ -41,6 +42,7 @@ class Hub:
         return queue
 
     def unsubscribe(self, topic: Hashable, queue: asyncio.Queue[Any]) -> None:
+        """Stop delivering to ``queue``."""
         subs = self._subscribers.get(topic)
         if subs is not None:
             subs.discard(queue)
@@ -48,6 +50,7 @@ class Hub:
                 del self._subscribers[topic]
 
     def subscriber_count(self, topic: Hashable) -> int:
+        """How many streams follow ``topic``."""
         return len(self._subscribers.get(topic, ()))
 
     def close(self) -> None:
@@ -60,6 +63,8 @@ class Hub:
 
 @dataclass(frozen=True)
 class StreamLimits:
+    """Keepalive period and the fault knobs that cut a stream."""
+
     keepalive: float
     cut_after_events: int = 0  # abort the connection after this many events (0: never)
     cut_after_seconds: float = 0.0  # ... or after this long (0: never)

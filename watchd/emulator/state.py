@@ -51,6 +51,8 @@ class InsufficientMinutes(Exception):
 
 @dataclass
 class User:
+    """An account; the password is kept hashed only."""
+
     id: str
     email: str
     password_hash: str = field(repr=False)
@@ -73,6 +75,8 @@ class User:
 
 @dataclass
 class Charge:
+    """Minutes taken from a workspace's pool (refunded at most once)."""
+
     id: str
     workspace_id: str
     minutes: int
@@ -96,6 +100,8 @@ class Charge:
 
 @dataclass
 class Workspace:
+    """A tier, a minute pool, members and the workspace-owned extras."""
+
     id: str
     name: str
     tier: str
@@ -116,6 +122,8 @@ class Workspace:
 
 @dataclass
 class RenderJob:
+    """One render attempt of a clip."""
+
     id: str
     clip_id: str
     attempt: int
@@ -129,6 +137,8 @@ class RenderJob:
 
 @dataclass
 class Clip:
+    """A detected clip, its editor state and its renders."""
+
     id: str
     project_id: str
     workspace_id: str
@@ -161,6 +171,8 @@ class Clip:
 
 @dataclass
 class Project:
+    """An ingestion: the upload, the processing status and the clips found."""
+
     id: str
     workspace_id: str
     user_id: str
@@ -219,6 +231,8 @@ class Project:
 
 @dataclass
 class Export:
+    """An NLE export of a clip in one format."""
+
     id: str
     clip_id: str
     project_id: str
@@ -246,6 +260,8 @@ class UploadSlot:
 
 @dataclass
 class Ticket:
+    """A single-use SSE ticket."""
+
     user_id: str
     workspace_id: str
     expires_at: float

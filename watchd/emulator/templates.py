@@ -100,6 +100,8 @@ def _is_number(value: Any) -> bool:
 
 
 def number(lo: float, hi: float, *, integer: bool = False) -> Check:
+    """A check: a finite number (not a boolean) in ``[lo, hi]``."""
+
     def check(path: str, value: Any) -> None:
         if not _is_number(value) or (integer and float(value) != int(value)):
             kind = "a whole number" if integer else "a number"
@@ -111,16 +113,20 @@ def number(lo: float, hi: float, *, integer: bool = False) -> Check:
 
 
 def boolean(path: str, value: Any) -> None:
+    """A check: true or false."""
     if not isinstance(value, bool):
         _fail(path, f"must be true or false, not {value!r}")
 
 
 def string(path: str, value: Any) -> None:
+    """A check: a string."""
     if not isinstance(value, str):
         _fail(path, f"must be a string, not {value!r}")
 
 
 def one_of(choices: Collection[str]) -> Check:
+    """A check: one of ``choices``."""
+
     def check(path: str, value: Any) -> None:
         if value not in choices:
             _fail(path, f"must be one of {', '.join(choices)}, not {value!r}")
@@ -129,6 +135,7 @@ def one_of(choices: Collection[str]) -> Check:
 
 
 def lines_per_screen(path: str, value: Any) -> None:
+    """A check: 1..6 or "auto"."""
     if value == "auto":
         return
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 6:
@@ -136,6 +143,7 @@ def lines_per_screen(path: str, value: Any) -> None:
 
 
 def object_or_null(path: str, value: Any) -> None:
+    """A check: an object or null."""
     if value is not None and not isinstance(value, dict):
         _fail(path, f"must be an object or null, not {value!r}")
 

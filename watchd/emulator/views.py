@@ -37,6 +37,8 @@ def iso(t: float | None) -> str | None:
 
 @dataclass(frozen=True)
 class Urls:
+    """Mints presigned GETs for the storage origin a caller reaches."""
+
     core: Core
     storage_base: str
 
@@ -97,6 +99,7 @@ def project_full(p: Project, urls: Urls) -> dict[str, Any]:
 
 
 def clip_summary(c: Clip, p: Project, urls: Urls) -> dict[str, Any]:
+    """A clip as listed in ``GET /projects/{id}``."""
     base = f"{p.prefix}clips/{c.id}/"
     return {
         "id": c.id,
@@ -135,6 +138,7 @@ def clip_detail(c: Clip, p: Project, urls: Urls, *, transcript_times: str) -> di
 
 
 def render_progress(c: Clip) -> dict[str, Any]:
+    """``GET /clips/{id}/render-progress``."""
     job: RenderJob | None = c.render
     if job is None:
         return {"status": c.status, "progress": 0, "render_job_id": None}
@@ -147,6 +151,7 @@ def render_progress(c: Clip) -> dict[str, Any]:
 
 
 def export_out(e: Export, urls: Urls) -> dict[str, Any]:
+    """``GET /exports/{id}`` (and each SSE event of the export stream)."""
     done = e.object_key is not None and e.status not in ("PENDING", "PROCESSING", "FAILED")
     return {
         "id": e.id,
