@@ -60,22 +60,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=0,
         help="storage origin port (default: PORT+1, or a free port when that is taken)",
     )
-    parser.add_argument("--email", default=EmulatorSettings.seed_email, help="seeded user's email")
     parser.add_argument(
-        "--password", default=EmulatorSettings.seed_password, help="seeded user's password"
+        "--email",
+        default=EmulatorSettings.seed_email,
+        help="seeded user's email (default %(default)s)",
     )
     parser.add_argument(
-        "--workspace", default=EmulatorSettings.seed_workspace, help="seeded workspace's name"
+        "--password",
+        default=EmulatorSettings.seed_password,
+        help="seeded user's password (default %(default)s)",
     )
-    parser.add_argument("--tier", choices=TIERS, default=EmulatorSettings.tier, help="tier")
     parser.add_argument(
-        "--minutes", type=int, default=EmulatorSettings.minutes, help="processing minute pool"
+        "--workspace",
+        default=EmulatorSettings.seed_workspace,
+        help="seeded workspace's name (default %(default)s)",
+    )
+    parser.add_argument(
+        "--tier",
+        choices=TIERS,
+        default=EmulatorSettings.tier,
+        help="the workspace's tier (default %(default)s)",
+    )
+    parser.add_argument(
+        "--minutes",
+        type=int,
+        default=EmulatorSettings.minutes,
+        help="processing minute pool (default %(default)s)",
     )
     parser.add_argument(
         "--access-ttl",
         type=int,
         default=EmulatorSettings.access_ttl,
-        help="access token lifetime in seconds",
+        help="access token lifetime in seconds (default %(default)s)",
     )
     parser.add_argument(
         "--inspect",
@@ -101,8 +117,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--speed",
         type=float,
         default=None,
-        help="simulate work at a demo pace divided by SPEED (1: ~10 s to clips); "
-        "default: work finishes inside the request",
+        help="make simulated work take time: SPEED times the demo pace (1: about 10 s from "
+        "/process to CLIPS_READY); without it work finishes inside the request that starts it",
     )
     assignments = (
         ("--timing", "NAME=SECONDS", f"set one timing ({_names(Timings)})"),
