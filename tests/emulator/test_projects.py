@@ -180,7 +180,7 @@ def test_tier_concurrency_limit_at_create(make_emu: MakeEmu, tier: str, allowed:
     assert codes == [200] * allowed
     assert refused.status_code == 429
     assert "concurrent" in refused.json()["error"].lower()
-    assert refused.headers.get("Retry-After")
+    assert refused.headers["Retry-After"] == "5"  # the slot waits for an upload: a guess
 
 
 def test_enterprise_is_unlimited(make_emu: MakeEmu) -> None:
@@ -212,6 +212,8 @@ def test_tier_limit_at_process(make_emu: MakeEmu, sample_video: Path) -> None:
         assert api.post(f"/v1/projects/{a['project_id']}/process").status_code == 200
         r = api.post(f"/v1/projects/{b['project_id']}/process")
         assert r.status_code == 409 and "concurrent" in r.json()["error"].lower()
+        # Four 60 s steps of the first project are left: that is the hint.
+        assert 230 <= int(r.headers["Retry-After"]) <= 240
         # Still waiting for upload-to-process: the refused project can be processed later.
         assert api.post(f"/v1/projects/{a['project_id']}/cancel").status_code == 200
         assert api.post(f"/v1/projects/{b['project_id']}/process").status_code == 200

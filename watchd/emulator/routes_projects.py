@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import PurePosixPath
 from typing import Any
@@ -10,7 +11,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from watchd.emulator.call import Call, Handler
-from watchd.emulator.engine import minutes_for
+from watchd.emulator.engine import PROCESS_STEPS, minutes_for
 from watchd.emulator.envelope import (
     ApiError,
     drop,
@@ -36,6 +37,7 @@ from watchd.emulator.views import project_full, project_out, project_status
 __all__ = ["CONTENT_TYPES", "MAX_FILESIZE", "VIDEO_TYPES", "register"]
 
 MAX_FILESIZE = 5 * 1024**3
+_PENDING_GUESS = 5.0  # Retry-After when the slot is held by a project waiting for its upload
 CREATE_LIMIT = Limit(5, 60)
 # Accepted content types (§3.3): the short names of the reference and their MIME types.
 CONTENT_TYPES = {
@@ -157,16 +159,27 @@ def _check_concurrency(
     if limit is None:
         return
     active = call.core.state.active_projects(ws.id, statuses, exclude=exclude)
-    if active >= limit:
+    if len(active) >= limit:
         call.core.inspection.count("tier_limited")
-        status = call.core.settings.variants.tier_limit_status
-        headers = {"Retry-After": "30"} if status == 429 else None
         raise ApiError(
-            status,
+            call.core.settings.variants.tier_limit_status,
             f"Concurrent processing limit reached: the {ws.tier} tier allows {limit} "
             f"concurrent video{'s' if limit != 1 else ''} per workspace",
-            headers=headers,
+            headers={"Retry-After": str(_slot_wait(call, active))},
         )
+
+
+def _slot_wait(call: Call, active: list[Project]) -> int:
+    """Seconds until the first of ``active`` should be done (a hint: Retry-After)."""
+    step, now = call.core.settings.timings.step, call.now()
+    waits = [
+        # Waiting for the client's upload and /process: nobody knows; a short guess.
+        _PENDING_GUESS
+        if p.process_requested_at is None
+        else p.process_requested_at + len(PROCESS_STEPS) * step - now
+        for p in active
+    ]
+    return max(1, math.ceil(min(waits)))
 
 
 def _throttle_create(call: Call) -> None:

@@ -365,16 +365,16 @@ class State:
 
     def active_projects(
         self, workspace_id: str, statuses: frozenset[str], *, exclude: str | None = None
-    ) -> int:
-        """How many of the workspace's live projects are in ``statuses``."""
-        return sum(
-            1
+    ) -> list[Project]:
+        """The workspace's live projects in ``statuses`` (the tier limit counts them)."""
+        return [
+            p
             for p in self.projects.values()
             if p.workspace_id == workspace_id
             and not p.deleted
             and p.status in statuses
             and p.id != exclude
-        )
+        ]
 
     # ---- billing ------------------------------------------------------------------------------
 
