@@ -974,21 +974,15 @@ def test_preset_from_json_tolerates_extra_and_missing_keys() -> None:
     )
 
 
-def test_stored_render_matches_the_pipeline_reading() -> None:
-    """The pipeline reads the stored preset with selection.RenderRule: same meaning."""
-    selection = pytest.importorskip("watchd.pipeline.selection")
+def test_stored_render_round_trips() -> None:
+    """The pipeline reads the stored preset's render with RenderChoice.from_json."""
     for render in (
         RenderChoice("all"),
         RenderChoice("none"),
         RenderChoice("best", 70, 5),
         RenderChoice("best", 0, None),
     ):
-        rule = selection.RenderRule.parse(render.to_json())
-        assert (rule.mode, rule.min_score, rule.max_clips) == (
-            render.mode,
-            render.min_score,
-            render.max_clips,
-        )
+        assert RenderChoice.from_json(render.to_json()) == render
 
 
 def test_merge_tables() -> None:

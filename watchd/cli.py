@@ -5,24 +5,105 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from watchd import __version__
+
+DEFAULT_CONFIG = "/etc/carmic-watchd/config.toml"
+
+EPILOG = f"""\
+CONFIG defaults to $WATCHD_CONFIG, else {DEFAULT_CONFIG}.
+Exit codes: 0 ok; 1 unknown job id (retry/forget); 2 bad config; 3 cannot log in or reach the API.
+"""
+
+
+def _config_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "-c",
+        "--config",
+        type=Path,
+        default=None,
+        metavar="CONFIG",
+        help=f"config file (default: $WATCHD_CONFIG, else {DEFAULT_CONFIG})",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="watchd",
-        description="Watch folders that feed the Carmic Pro video-clipping API.",
+        description="Watch folders that feed the Carmic Pro video-clipping API: drop a video into "
+        "an inbox folder, get rendered clips, captions and NLE exports in the outbox.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--version", action="version", version=f"watchd {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
-    sub.add_parser("run", help="run the daemon in the foreground")
-    sub.add_parser("check", help="validate the config, log in, list inboxes and rules")
-    sub.add_parser("status", help="show the ledger")
-    sub.add_parser("retry", help="put failed or parked jobs back in the queue")
-    sub.add_parser("forget", help="drop finished jobs from the ledger")
-    sub.add_parser("emulator", help="run the bundled Carmic API emulator")
-    sub.add_parser("demo", help="run the whole pipeline against the bundled emulator")
+
+    run = sub.add_parser(
+        "run",
+        help="run the daemon in the foreground until SIGTERM/SIGINT",
+        description="Run the daemon in the foreground. SIGTERM/SIGINT stop intake, checkpoint "
+        "in-flight work in the ledger and exit within 10 s; SIGHUP reloads the config. "
+        "Exit 0 on a clean stop, 2 on a bad config, 3 when the Carmic login is refused.",
+    )
+    _config_arg(run)
+
+    check = sub.add_parser(
+        "check",
+        help="validate the config, log in, resolve the workspace, list inboxes and rules",
+        description="Validate the config, log in, resolve the workspace and list each inbox and "
+        "rule with the folder it maps to. Exit 0 ok, 2 bad config, 3 cannot log in/reach the API.",
+    )
+    _config_arg(check)
+    check.add_argument("--offline", action="store_true", help="skip the network checks")
+
+    status = sub.add_parser(
+        "status",
+        help="show the ledger: one row per source file",
+        description="Show the ledger: one row per source file (id, path, rule, state, progress, "
+        "project id, error, updated).",
+    )
+    _config_arg(status)
+    status.add_argument("--json", action="store_true", help="print a JSON array")
+    status.add_argument("--watch", action="store_true", help="refresh the table every 2 s")
+
+    retry = sub.add_parser(
+        "retry",
+        help="put failed or parked jobs back in the queue",
+        description="Put failed or parked jobs back in the queue at the stage they stopped at. "
+        "Exit 1 if an ID is unknown.",
+    )
+    _config_arg(retry)
+    retry.add_argument("ids", nargs="+", metavar="ID")
+
+    forget = sub.add_parser(
+        "forget",
+        help="drop finished jobs from the ledger so the same file can be taken again",
+        description="Drop finished (delivered or failed) jobs from the ledger so that the same "
+        "file can be taken again. Exit 1 if an ID is unknown.",
+    )
+    _config_arg(forget)
+    forget.add_argument("ids", nargs="+", metavar="ID")
+
+    emu = sub.add_parser(
+        "emulator",
+        help="run the bundled Carmic API emulator",
+        description="Run the bundled Carmic API emulator: the API at http://HOST:PORT/api, its "
+        "storage origin on another port, one seeded user (printed at start).",
+    )
+    from watchd.emulator.cli import add_arguments as add_emulator_arguments
+
+    add_emulator_arguments(emu)
+
+    demo = sub.add_parser(
+        "demo",
+        help="run the whole pipeline against the bundled emulator on a generated sample video",
+        description="Run the whole pipeline against the bundled emulator in a temporary folder, "
+        "with a generated sample video, and print where the results landed.",
+    )
+    demo.add_argument(
+        "--dir", type=Path, default=None, help="work in this folder (kept afterwards)"
+    )
     return p
 
 
@@ -32,5 +113,123 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
-    print(f"watchd {args.command}: not implemented yet", file=sys.stderr)
-    return 2
+    handler = COMMANDS[args.command]
+    return handler(args)
+
+
+def _path(args: argparse.Namespace) -> Path:
+    from watchd.config import default_config_path
+
+    return args.config if args.config is not None else default_config_path()
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from watchd.daemon import run_daemon
+
+    return run_daemon(_path(args))
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from watchd.checkcmd import check
+
+    return check(_path(args), offline=args.offline)
+
+
+def _open_ledger(args: argparse.Namespace, *, readonly: bool = False) -> tuple[object, int]:
+    """The ledger named by the config (paths need not exist: a paused NAS must not stop
+    `status`). Returns (ledger or None, exit code)."""
+    from watchd.config import ConfigError, load_config
+    from watchd.ledger.db import DB_NAME, Ledger
+
+    path = _path(args)
+    try:
+        cfg = load_config(path, check_paths=False, log_warnings=False)
+    except ConfigError as e:
+        print(f"watchd: bad config {path}: {e}", file=sys.stderr)
+        return None, 2
+    db = cfg.daemon.state_dir / DB_NAME
+    if not db.exists():
+        return None, 0
+    return Ledger(db, readonly=readonly), 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from watchd.ledger.db import Ledger
+    from watchd.status_view import show
+
+    ledger, code = _open_ledger(args, readonly=True)
+    if code:
+        return code
+    if ledger is None:
+        if args.json:
+            print("[]")
+        else:
+            print("no ledger yet: the daemon has not run with this config")
+        return 0
+    assert isinstance(ledger, Ledger)
+    try:
+        return show(ledger, sys.stdout, as_json=args.json, watch=args.watch)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        ledger.close()
+
+
+def _each_job(args: argparse.Namespace, action: str) -> int:
+    from watchd.ledger.db import Ledger, LedgerError
+
+    ledger, code = _open_ledger(args)
+    if code:
+        return code
+    if ledger is None:
+        for jid in args.ids:
+            print(f"watchd {action}: unknown job {jid}", file=sys.stderr)
+        return 1
+    assert isinstance(ledger, Ledger)
+    rc = 0
+    try:
+        for jid in args.ids:
+            try:
+                if action == "retry":
+                    job = ledger.retry(jid)
+                    print(f"{jid}: back in the queue at {job.state}")
+                else:
+                    ledger.forget(jid)
+                    print(f"{jid}: forgotten")
+            except LedgerError as e:
+                print(f"watchd {action}: {e}", file=sys.stderr)
+                rc = 1
+    finally:
+        ledger.close()
+    return rc
+
+
+def cmd_retry(args: argparse.Namespace) -> int:
+    return _each_job(args, "retry")
+
+
+def cmd_forget(args: argparse.Namespace) -> int:
+    return _each_job(args, "forget")
+
+
+def cmd_emulator(args: argparse.Namespace) -> int:
+    from watchd.emulator.cli import run as run_emulator
+
+    return run_emulator(args)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from watchd.demo import run_demo
+
+    return run_demo(workdir=args.dir)
+
+
+COMMANDS = {
+    "run": cmd_run,
+    "check": cmd_check,
+    "status": cmd_status,
+    "retry": cmd_retry,
+    "forget": cmd_forget,
+    "emulator": cmd_emulator,
+    "demo": cmd_demo,
+}

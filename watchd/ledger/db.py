@@ -254,7 +254,11 @@ def _m1_initial(db: sqlite_utils.Database) -> None:
     )
 
 
-MIGRATIONS: Sequence[Callable[[sqlite_utils.Database], None]] = (_m1_initial,)
+def _m2_meta(db: sqlite_utils.Database) -> None:
+    db.executescript("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);")
+
+
+MIGRATIONS: Sequence[Callable[[sqlite_utils.Database], None]] = (_m1_initial, _m2_meta)
 
 
 def new_job_id() -> str:
@@ -701,6 +705,24 @@ class Ledger:
 
     def inboxes(self) -> list[InboxRow]:
         return [_row(InboxRow, r) for r in self._select("SELECT * FROM inboxes ORDER BY path")]
+
+    # ---- daemon heartbeat ------------------------------------------------------------------
+
+    def heartbeat(self, pid: int) -> None:
+        """Record that the daemon is alive (and prove the ledger is writable)."""
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO meta (key, value) VALUES ('heartbeat', ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (json.dumps({"at": self.clock.now(), "pid": pid}),),
+            )
+
+    def last_heartbeat(self) -> dict[str, Any] | None:
+        rows = self._select("SELECT value FROM meta WHERE key = 'heartbeat'")
+        if not rows:
+            return None
+        value = json.loads(rows[0]["value"])
+        return value if isinstance(value, dict) else None
 
     def counts_by_state(self) -> dict[str, int]:
         with self._lock:

@@ -1,0 +1,402 @@
+"""The last stages: write results into the outbox, or write down why there are none.
+
+Order matters and is the same after any crash: every file goes in under a temporary name and is
+renamed when complete; ``manifest.json`` goes in last; the delivery is verified on disk; only then
+is the source moved or deleted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any
+
+from watchd.carmic.errors import CarmicError, NotFound
+from watchd.carmic.models import Word
+from watchd.ledger.db import ClipRow, JobRow
+from watchd.ledger.states import Stage
+from watchd.outbox import atomic, bundles, delivery, manifest, names, srt
+from watchd.pipeline.identity import sha256_file
+from watchd.pipeline.outcomes import Fail, RetryLater
+from watchd.pipeline.render import _renders
+
+if TYPE_CHECKING:
+    from watchd.pipeline.runner import Pipeline
+
+
+@dataclass(frozen=True)
+class Target:
+    inbox: Path
+    outbox: Path
+    on_success: str
+    on_failure: str
+
+
+def target_of(job: JobRow) -> Target:
+    d = job.preset_dict.get("_delivery") or {}
+    inbox = Path(d.get("inbox") or job.inbox)
+    return Target(
+        inbox=inbox,
+        outbox=Path(d.get("outbox") or inbox.parent / "outbox"),
+        on_success=str(d.get("on_success", "move")),
+        on_failure=str(d.get("on_failure", "move")),
+    )
+
+
+def _folder(p: Pipeline, job: JobRow, t: Target) -> Path:
+    """The job's outbox folder: chosen (and reserved by mkdir) once, then remembered."""
+    if job.outbox_dir:
+        folder = Path(job.outbox_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+    rel = PurePosixPath(job.rel_path)
+    folder = delivery.choose_outbox_folder(t.outbox, rel.parent, Path(rel.name).stem)
+    p.ledger.update(job.id, outbox_dir=str(folder))
+    return folder
+
+
+def _now_iso(p: Pipeline) -> str:
+    return datetime.fromtimestamp(p.clock.now(), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+async def _source_sha256(job: JobRow) -> str | None:
+    if job.sha256:
+        return job.sha256
+    path = Path(job.path)
+    if not path.exists():
+        return None
+    return await asyncio.to_thread(sha256_file, path)
+
+
+def _words(clip: ClipRow) -> list[Word]:
+    if not clip.words:
+        return []
+    return [Word(str(t), float(s), float(e)) for t, s, e in json.loads(clip.words)]
+
+
+def _base_names(clips: list[ClipRow]) -> dict[str, str]:
+    """``NN - Title`` per clip in score order: computed from the ledger, never from what is on
+    disk, so a resumed delivery gives every clip the same name it had before."""
+    taken: set[str] = set()
+    out: dict[str, str] = {}
+    for n, clip in enumerate(clips, start=1):
+        base = names.unique_name(taken, names.clip_basename(n, clip.title))
+        taken.add(base)
+        out[clip.clip_id] = base
+    return out
+
+
+def _file_ok(folder: Path, rel: str | None, size: int | None) -> bool:
+    if not rel:
+        return False
+    try:
+        return (
+            (folder / rel).stat().st_size == size if size is not None else (folder / rel).exists()
+        )
+    except OSError:
+        return False
+
+
+async def handle_delivering(p: Pipeline, job: JobRow) -> None:
+    t = target_of(job)
+    folder = _folder(p, job, t)
+    await asyncio.to_thread(atomic.clean_stale_temps, folder)
+    with contextlib.suppress(FileNotFoundError):
+        (folder / delivery.FAILED_TXT).unlink()
+    preset = job.preset_dict
+    renders = _renders(job)
+    chosen = p.ledger.clips(job.id, selected_only=True)
+    failed_renders = [c for c in chosen if renders and c.state == "failed"]
+    delivered = [c for c in chosen if (c.state == "rendered" or c.file) or not renders]
+    delivered = [c for c in delivered if c not in failed_renders]
+    bases = _base_names(delivered)
+    skipped: list[dict[str, str]] = []
+    entries: list[dict[str, Any]] = []
+    total = max(1, len(delivered))
+    for i, clip in enumerate(delivered):
+        p.ledger.update(
+            job.id, progress=round(100.0 * i / total, 1), step=f"delivering {i + 1}/{total}"
+        )
+        entries.append(
+            await _deliver_clip(
+                p,
+                job,
+                clip,
+                bases[clip.clip_id],
+                folder,
+                skipped,
+                captions=bool(preset.get("captions", True)),
+                renders=renders,
+            )
+        )
+    for c in failed_renders:
+        skipped.append({"what": f"render {c.title}", "reason": c.error or "render failed"})
+    status = "partial" if failed_renders else "delivered"
+    doc = manifest.build_manifest(
+        status=status,
+        source={"name": job.name, "size": job.size, "sha256": await _source_sha256(job)},
+        rule=job.rule,
+        project_id=job.project_id,
+        clips=entries,
+        skipped=skipped,
+        error=None,
+        completed_at=_now_iso(p),
+        job_id=job.id,
+    )
+    manifest.write_manifest(folder, doc)
+    problems = await asyncio.to_thread(delivery.verify_delivery, folder, doc)
+    if problems:
+        for c in delivered:
+            p.ledger.update_clip(job.id, c.clip_id, file=None)
+        raise RetryLater("delivery did not verify: " + "; ".join(problems[:3]))
+    disposed = _dispose(p, job, t, kind="done")
+    p.advance(
+        job,
+        Stage.DELIVERED,
+        kind="delivered",
+        detail={"status": status, "clips": len(entries), "folder": str(folder)},
+        progress=100,
+        step=None,
+        disposed_to=disposed,
+        outbox_dir=str(folder),
+    )
+    p.job_log(job).info(
+        "delivered %s: %d clip(s) in %s (%s)", job.name, len(entries), folder, status
+    )
+
+
+async def _deliver_clip(
+    p: Pipeline,
+    job: JobRow,
+    clip: ClipRow,
+    base: str,
+    folder: Path,
+    skipped: list[dict[str, str]],
+    *,
+    captions: bool,
+    renders: bool,
+) -> dict[str, Any]:
+    detail = None
+    entry: dict[str, Any] = {
+        "id": clip.clip_id,
+        "title": clip.title,
+        "start_time": clip.start_time,
+        "end_time": clip.end_time,
+        "virality_score": clip.virality_score,
+        "reasoning": clip.reasoning,
+        "file": None,
+        "captions": None,
+        "sha256": None,
+        "exports": [],
+    }
+    if renders:
+        mp4 = f"{base}.mp4"
+        if not (clip.file == mp4 and clip.sha256 and _file_ok(folder, mp4, clip.size)):
+            res = await p.client.download_clip_video(clip.clip_id, folder / mp4)
+            p.ledger.update_clip(job.id, clip.clip_id, file=mp4, size=res.size, sha256=res.sha256)
+            clip = _reload(p, job, clip)
+        entry["file"] = mp4
+        entry["sha256"] = clip.sha256
+    words = _words(clip)
+    if captions or clip.thumbnail_url or not clip.words:
+        with contextlib.suppress(NotFound):
+            detail = await p.client.get_clip(clip.clip_id)
+        if detail is not None:
+            words = list(detail.words) or words
+    if captions:
+        rel_words = srt.to_clip_relative(words, clip.start_time, clip.end_time)
+        text = srt.words_to_srt(rel_words)
+        if text:
+            name = f"{base}.srt"
+            await asyncio.to_thread(atomic.atomic_write_text, folder / name, text)
+            entry["captions"] = name
+            p.ledger.update_clip(job.id, clip.clip_id, captions=name)
+        else:
+            skipped.append(
+                {"what": f"captions {clip.title}", "reason": "the transcript has no words"}
+            )
+    thumb_url = (detail.thumbnail_url if detail is not None else None) or clip.thumbnail_url
+    if thumb_url:
+        jpg = f"{base}.jpg"
+        try:
+            if not _file_ok(folder, clip.thumbnail, None) or clip.thumbnail != jpg:
+                await p.client.download(thumb_url, folder / jpg)
+                p.ledger.update_clip(job.id, clip.clip_id, thumbnail=jpg)
+            entry["thumbnail"] = jpg
+        except (CarmicError, OSError) as err:
+            skipped.append({"what": f"thumbnail {clip.title}", "reason": str(err)})
+    for ex in p.ledger.exports(job.id):
+        if ex.clip_id != clip.clip_id:
+            continue
+        what = f"export {ex.format} of {clip.title}"
+        if ex.state == "skipped":
+            skipped.append({"what": what, "reason": ex.reason or "skipped"})
+            continue
+        rel_dir = f"exports/{base}/{ex.format}/"
+        if ex.state != "delivered" or not (folder / rel_dir).is_dir():
+            try:
+                left_out = await _deliver_export(p, job, ex.export_id, folder, rel_dir)
+            except (bundles.BundleError, CarmicError) as err:
+                p.ledger.put_export(job.id, ex.clip_id, ex.format, state="skipped", reason=str(err))
+                skipped.append({"what": what, "reason": str(err)})
+                continue
+            p.ledger.put_export(job.id, ex.clip_id, ex.format, state="delivered", path=rel_dir)
+            for m in left_out:
+                skipped.append({"what": f"{what}: member {m.name}", "reason": m.reason})
+        entry["exports"].append({"format": ex.format, "path": rel_dir})
+    return entry
+
+
+async def _deliver_export(
+    p: Pipeline, job: JobRow, export_id: str | None, folder: Path, rel_dir: str
+) -> list[bundles.SkippedMember]:
+    """Download an export's zip next to the delivery and unpack it safely into ``rel_dir``;
+    returns the members left out (links, paths escaping the folder, ...)."""
+    assert export_id
+    info = await p.client.get_export(export_id)
+    if not info.download_url:
+        raise bundles.BundleError(f"export {export_id} has no download URL ({info.status})")
+    tmp_zip = atomic.tmp_path_for(folder / f"{export_id}.zip")
+    try:
+        await p.client.download(info.download_url, tmp_zip, expected_size=info.file_size)
+        result = await asyncio.to_thread(bundles.extract_bundle, tmp_zip, folder / rel_dir)
+        return list(result.skipped)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp_zip.unlink()
+
+
+def _reload(p: Pipeline, job: JobRow, clip: ClipRow) -> ClipRow:
+    for c in p.ledger.clips(job.id):
+        if c.clip_id == clip.clip_id:
+            return c
+    return clip
+
+
+def _dispose(p: Pipeline, job: JobRow, t: Target, *, kind: str) -> str | None:
+    """Move/delete/keep the source per the inbox's policy (never before verification)."""
+    src = Path(job.path)
+    if not src.exists():
+        return job.disposed_to
+    mode = t.on_success if kind == "done" else t.on_failure
+    new = delivery.dispose_source(src, t.inbox, job.rule, mode, kind)
+    if new is not None and new != src:
+        p.ledger.update(job.id, path=str(new))
+    return str(new) if new is not None else None
+
+
+async def fail_job(p: Pipeline, job: JobRow, f: Fail) -> None:
+    """Record the failure where a person will see it: the log, the ledger (``watchd status``) and
+    the outbox (``FAILED.txt`` and a manifest with status ``failed``); then the source goes per
+    ``on_failure``."""
+    jl = p.job_log(job)
+    jl.error("%s failed [%s]: %s%s", job.name, f.code, f.message, f" — {f.hint}" if f.hint else "")
+    t = target_of(job)
+    folder_str = job.outbox_dir
+    disposed = job.disposed_to
+    if f.code != "source_missing":
+        try:
+            folder = _folder(p, job, t)
+            folder_str = str(folder)
+            delivery.write_failed_txt(
+                folder,
+                source_name=job.name,
+                error_code=f.code,
+                message=f.message,
+                hint=f.hint,
+                job_id=job.id,
+            )
+            doc = manifest.build_manifest(
+                status="failed",
+                source={"name": job.name, "size": job.size, "sha256": job.sha256},
+                rule=job.rule,
+                project_id=job.project_id,
+                clips=[],
+                skipped=[],
+                error={"code": f.code, "message": f.message},
+                completed_at=_now_iso(p),
+                job_id=job.id,
+            )
+            manifest.write_manifest(folder, doc)
+            disposed = _dispose(p, job, t, kind="failed")
+        except OSError as e:
+            jl.error("could not write the failure into the outbox: %s", e)
+    resume = f.resume or job.stage
+    if resume in (Stage.FAILED, Stage.DELIVERED, Stage.PARKED):
+        resume = Stage.QUEUED
+    p.ledger.transition(
+        job.id,
+        Stage.FAILED,
+        kind="failed",
+        detail={"code": f.code, "message": f.message},
+        error_code=f.code,
+        error=f.message + (f" — {f.hint}" if f.hint else ""),
+        resume_stage=resume.value,
+        outbox_dir=folder_str,
+        disposed_to=disposed,
+        next_attempt_at=0,
+    )
+
+
+async def handle_duplicate(p: Pipeline, job: JobRow) -> None:
+    orig = p.ledger.get(job.duplicate_of or "")
+    if orig is None:
+        p.advance(job, Stage.QUEUED, kind="duplicate_orphaned", duplicate_of=None)
+        return
+    if orig.stage is Stage.FAILED:
+        raise Fail(
+            "duplicate_of_failed",
+            f"same content as {orig.rel_path} (job {orig.id}), which failed: {orig.error}",
+            hint=f"Fix and run `watchd retry {orig.id}`; this copy was not sent again.",
+            resume=Stage.DUPLICATE,
+        )
+    if orig.stage is not Stage.DELIVERED:
+        raise RetryLater(
+            f"same content as job {orig.id} ({orig.state}); waiting for it",
+            delay=max(2.0, p.settings.poll_seconds / 2),
+            count=False,
+        )
+    t = target_of(job)
+    folder = _folder(p, job, t)
+    first = Path(orig.outbox_dir) if orig.outbox_dir else None
+    where = os.path.relpath(first, t.outbox) if first else "(unknown)"
+    doc = manifest.build_manifest(
+        status="delivered",
+        source={
+            "name": job.name,
+            "size": job.size,
+            "sha256": await _source_sha256(orig) or orig.sha256,
+        },
+        rule=job.rule,
+        project_id=orig.project_id,
+        clips=[],
+        skipped=[
+            {
+                "what": "duplicate",
+                "reason": f"same content as {orig.rel_path}, already delivered to {where}",
+            }
+        ],
+        error=None,
+        completed_at=_now_iso(p),
+        job_id=job.id,
+        duplicate_of={"job_id": orig.id, "source": orig.rel_path, "outbox_folder": where},
+    )
+    manifest.write_manifest(folder, doc)
+    disposed = _dispose(p, job, t, kind="done")
+    p.advance(
+        job,
+        Stage.DELIVERED,
+        kind="delivered_duplicate",
+        detail={"of": orig.id},
+        disposed_to=disposed,
+        outbox_dir=str(folder),
+        project_id=orig.project_id,
+    )
+    p.job_log(job).info(
+        "%s is a duplicate of %s (job %s); pointed to %s", job.name, orig.rel_path, orig.id, where
+    )

@@ -1,0 +1,53 @@
+"""A source file's identity: what it is on disk and a cheap fingerprint of its content.
+
+The fingerprint (size + SHA-256 of the first and last MiB) recognises the same video dropped
+again under another name, or seen again after a remount with new inode numbers, without reading
+a multi-GB file twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+EDGE = 1 << 20
+
+
+@dataclass(frozen=True)
+class FileIdentity:
+    size: int
+    mtime_ns: int
+    ino: int
+    dev: int
+
+    @classmethod
+    def of(cls, path: Path) -> FileIdentity:
+        st = os.stat(path)
+        return cls(st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev)
+
+    def same_content_as(self, other: FileIdentity) -> bool:
+        """Size and mtime unchanged (inodes change across remounts; they are not compared)."""
+        return (self.size, self.mtime_ns) == (other.size, other.mtime_ns)
+
+
+def fingerprint(path: Path, size: int | None = None) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        if size is None:
+            size = os.fstat(f.fileno()).st_size
+        h.update(str(size).encode())
+        h.update(f.read(EDGE))
+        if size > EDGE:
+            f.seek(max(EDGE, size - EDGE))
+            h.update(f.read(EDGE))
+    return h.hexdigest()
+
+
+def sha256_file(path: Path, chunk: int = 4 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()

@@ -1,0 +1,569 @@
+"""Stages from a settled file to Carmic's clips: probe, create, upload, process, follow.
+
+The rule that matters most here: exactly one billed project per file. The create intent (with the
+job's unique marker, which goes into the project title) is on disk before the POST; whenever the
+answer to a create may have been lost, the marker is searched for before anything is created again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, urlsplit
+
+from watchd.carmic.errors import (
+    ConcurrencyLimited,
+    Conflict,
+    NotFound,
+    RateLimited,
+    SourceChanged,
+    TransferError,
+    TransientError,
+    UrlExpired,
+)
+from watchd.carmic.models import Project, ProjectStatus
+from watchd.ledger.db import JobRow
+from watchd.ledger.states import Stage
+from watchd.pipeline.identity import FileIdentity, fingerprint
+from watchd.pipeline.outcomes import Fail, Park, RetryLater, SourceMissing
+from watchd.pipeline.selection import choose_clips, render_choice
+
+if TYPE_CHECKING:
+    from watchd.pipeline.runner import Pipeline
+
+# How long to wait after an ambiguous create before searching for its marker: the service may
+# still be committing the project when our request timed out.
+AMBIGUOUS_CREATE_WAIT = 5.0
+MAX_PROCESS_CONFLICTS = 4
+
+
+# ---- queued: check, dedupe, probe ----------------------------------------------------------------
+
+
+async def handle_queued(p: Pipeline, job: JobRow) -> None:
+    path = p.source_path(job)
+    current = _stat_or_missing(path, job)
+    recorded = FileIdentity(job.size, job.mtime_ns, job.inode, job.dev)
+    if not current.same_content_as(recorded):
+        # Written to again after it settled: record the new identity and let it settle again.
+        fp = await asyncio.to_thread(fingerprint, path, current.size)
+        p.ledger.update(
+            job.id,
+            size=current.size,
+            mtime_ns=current.mtime_ns,
+            inode=current.ino,
+            dev=current.dev,
+            fingerprint=fp,
+        )
+        p.ledger.record_event(job.id, "source_changed", {"size": current.size})
+        raise RetryLater(
+            "the file changed after it settled; waiting for it to settle again",
+            delay=max(2.0, p.settings.poll_seconds / 2),
+            count=False,
+        )
+
+    original = _original_of(p, job)
+    if original is not None:
+        p.advance(
+            job,
+            Stage.DUPLICATE,
+            kind="duplicate",
+            detail={"of": original.id},
+            duplicate_of=original.id,
+        )
+        return
+
+    from watchd.probe import ProbeError
+
+    try:
+        result = await p.probe_fn(
+            path, timeout=p.settings.probe_timeout, max_bytes=p.settings.max_bytes
+        )
+    except ProbeError as e:
+        if e.code == "timeout":
+            raise RetryLater(f"probing timed out ({e.message})") from e
+        raise Fail(
+            f"probe_{e.code}", e.message, hint=_probe_hint(e.code), resume=Stage.QUEUED
+        ) from e
+    p.advance(
+        job,
+        Stage.PROBED,
+        kind="probed",
+        detail={"duration": result.duration, "content_type": result.content_type},
+        duration=float(result.duration),
+        content_type=result.content_type,
+    )
+
+
+def _probe_hint(code: str) -> str:
+    return {
+        "empty": "The copy probably failed: copy the file into the inbox again.",
+        "truncated": "The copy is incomplete or the file is damaged: copy it again.",
+        "too_large": "Split or compress the video below 5 GB, then drop it again.",
+        "not_video": "Only video files are taken (.mp4 .mov .avi .webm .mkv .mpeg .mpg .flv).",
+        "unsupported": "Convert the file to MP4 (H.264/AAC) and drop it again.",
+    }.get(code, "Fix the file and drop it into the inbox again.")
+
+
+def _original_of(p: Pipeline, job: JobRow) -> JobRow | None:
+    """An earlier job with the same content that this one should point to instead of billing
+    again. An earlier job that failed before any project existed does not count: nothing was
+    billed, so the new drop is processed on its own."""
+    for other in p.ledger.find_by_fingerprint(job.fingerprint, exclude=job.id):
+        if (other.created_at, other.id) >= (job.created_at, job.id):
+            continue
+        if other.size != job.size:
+            continue
+        if other.stage is Stage.FAILED and not other.project_id:
+            continue
+        if other.duplicate_of:
+            root = p.ledger.get(other.duplicate_of)
+            if root is not None:
+                return root
+        return other
+    return None
+
+
+def _stat_or_missing(path: Path, job: JobRow) -> FileIdentity:
+    try:
+        return FileIdentity.of(path)
+    except FileNotFoundError as e:
+        raise SourceMissing(str(path)) from e
+
+
+# ---- creating: one billed project per file ------------------------------------------------------
+
+
+def project_title(job: JobRow) -> str:
+    preset = job.preset_dict
+    title = preset.get("title") or Path(job.name).stem
+    return f"{title} [{job.marker}]"
+
+
+def _create_fields(job: JobRow) -> dict[str, Any]:
+    preset = job.preset_dict
+    fields: dict[str, Any] = {
+        "filename": job.name,
+        "filesize": job.size,
+        "content_type": job.content_type or "video/mp4",
+        "duration": job.duration,
+        "title": project_title(job),
+    }
+    for key in (
+        "video_type",
+        "language",
+        "language_mode",
+        "enable_multimodal",
+        "custom_instructions",
+        "trim_start",
+        "trim_end",
+    ):
+        value = preset.get(key)
+        if value is not None and value != "":
+            fields[key] = value
+    return fields
+
+
+async def _reconcile_lost_create(p: Pipeline, job: JobRow) -> bool:
+    """Find projects our lost create may have made. Returns True when the job was moved on."""
+    found = [
+        d
+        for d in await p.client.find_projects(job.marker)
+        if job.marker in str(d.get("title", "")) and not d.get("deleted")
+    ]
+    jl = p.job_log(job)
+    for d in found:
+        pid = str(d.get("id") or d.get("project_id"))
+        status = str(d.get("status", "")).upper()
+        upload_url = d.get("upload_url")
+        if upload_url and status in ("PENDING_UPLOAD", ""):
+            p.advance(
+                job,
+                Stage.UPLOADING,
+                kind="create_recovered",
+                detail={"project_id": pid},
+                project_id=pid,
+                upload_url=str(upload_url),
+                object_key=d.get("object_key"),
+            )
+            return True
+        if status and status != "PENDING_UPLOAD":
+            # Processing already started (we must have uploaded it): adopt it.
+            p.advance(
+                job,
+                Stage.UPLOADING,
+                kind="create_recovered",
+                detail={"project_id": pid, "status": status},
+                project_id=pid,
+                upload_url=None,
+            )
+            return True
+        # The create answer (and with it the presigned URL) was lost and the project is still
+        # waiting for its upload: delete it (it was never processed, so it is not billed) and
+        # create a fresh one.
+        with contextlib.suppress(NotFound):
+            await p.client.delete_project(pid)
+        p.ledger.record_event(
+            job.id,
+            "orphan_deleted",
+            {"project_id": pid, "reason": "create answer lost; no upload URL"},
+        )
+        jl.warning("deleted project %s whose create answer was lost; creating afresh", pid)
+    return False
+
+
+async def handle_creating(p: Pipeline, job: JobRow) -> None:
+    fresh = job.id in p.fresh_intents
+    p.fresh_intents.discard(job.id)
+    if not fresh and await _reconcile_lost_create(p, job):
+        return
+    try:
+        created = await p.client.create_project(**_create_fields(job))
+    except (RateLimited, ConcurrencyLimited) as e:
+        # Nothing was created: give the slot back and wait.
+        if isinstance(e, ConcurrencyLimited):
+            p.limit.learn(p.in_flight() - 1)
+        delay = e.retry_after if e.retry_after is not None else 30.0
+        p.ledger.transition(
+            job.id,
+            Stage.PROBED,
+            expect=Stage.CREATING,
+            kind="create_deferred",
+            detail={"reason": str(e)},
+            next_attempt_at=p.clock.now() + delay,
+            error=str(e),
+        )
+        p.job_log(job).info("create deferred %.0fs: %s", delay, e)
+        return
+    except TransientError as e:
+        # The answer is lost, not the request: the project may exist. Search before creating.
+        raise RetryLater(
+            f"create answer lost ({e}); will look for the project before creating again",
+            delay=AMBIGUOUS_CREATE_WAIT,
+        ) from e
+    p.advance(
+        job,
+        Stage.UPLOADING,
+        kind="created",
+        detail={"project_id": created.project_id, "object_key": created.object_key},
+        project_id=created.project_id,
+        upload_url=created.upload_url,
+        object_key=created.object_key,
+    )
+
+
+# ---- uploading ----------------------------------------------------------------------------------
+
+
+def presigned_expiry(url: str) -> float | None:
+    """When an S3-style presigned URL stops working (X-Amz-Date + X-Amz-Expires), if it says."""
+    try:
+        q = parse_qs(urlsplit(url).query)
+        date = q.get("X-Amz-Date", [None])[0]
+        expires = q.get("X-Amz-Expires", [None])[0]
+        if date and expires:
+            t = time.strptime(date, "%Y%m%dT%H%M%SZ")
+            import calendar
+
+            return calendar.timegm(t) + float(expires)
+        exp = q.get("Expires", [None])[0]
+        return float(exp) if exp else None
+    except (ValueError, TypeError):
+        return None
+
+
+async def _restart_project(p: Pipeline, job: JobRow, reason: str) -> None:
+    """The project can no longer take our upload: delete it (it was never processed, so nothing is
+    billed) and go back for a fresh one."""
+    assert job.project_id
+    with contextlib.suppress(NotFound):
+        await p.client.delete_project(job.project_id)
+    p.advance(
+        job,
+        Stage.PROBED,
+        kind="project_restarted",
+        detail={"reason": reason, "old_project_id": job.project_id},
+        project_id=None,
+        upload_url=None,
+        object_key=None,
+        bytes_uploaded=0,
+        progress=0,
+    )
+    p.job_log(job).warning(
+        "deleted project %s and will create a fresh one: %s", job.project_id, reason
+    )
+
+
+async def handle_uploading(p: Pipeline, job: JobRow) -> None:
+    assert job.project_id
+    if not job.upload_url:
+        status = await p.client.project_status(job.project_id)
+        if status.status == "PENDING_UPLOAD":
+            await _restart_project(p, job, "no upload URL known for the project")
+        else:
+            p.advance(job, Stage.UPLOADED, kind="upload_found_done")
+        return
+    expiry = presigned_expiry(job.upload_url)
+    if expiry is not None and expiry - p.clock.now() < 60:
+        await _expired(p, job)
+        return
+    path = p.source_path(job)
+    current = _stat_or_missing(path, job)
+    if not current.same_content_as(FileIdentity(job.size, job.mtime_ns, job.inode, job.dev)):
+        await _source_changed(p, job, current)
+        return
+    jl = p.job_log(job)
+    async with p.upload_slots:
+        p.ledger.update(job.id, step="uploading", progress=0, bytes_uploaded=0)
+        reporter = _ProgressReporter(p, job)
+        started = time.monotonic()
+        try:
+            result = await p.client.upload(
+                job.upload_url,
+                path,
+                job.content_type or "video/mp4",
+                expect=current,
+                progress=reporter,
+            )
+        except UrlExpired:
+            await _expired(p, job)
+            return
+        except SourceChanged:
+            await _source_changed(p, job, _stat_or_missing(path, job))
+            return
+        except TransferError as e:
+            if job.attempts + 1 >= 5:
+                await _restart_project(p, job, f"upload refused {job.attempts + 1} times: {e}")
+                return
+            raise RetryLater(f"upload failed: {e}; it will start again from the beginning") from e
+    secs = max(1e-6, time.monotonic() - started)
+    jl.info("uploaded %s (%d bytes, %.1f MB/s)", job.name, result.size, result.size / secs / 1e6)
+    p.on_event("uploaded", {"job_id": job.id, "bytes": result.size, "seconds": secs})
+    p.advance(
+        job,
+        Stage.UPLOADED,
+        kind="uploaded",
+        detail={"sha256": result.sha256, "bytes": result.size},
+        sha256=result.sha256,
+        bytes_uploaded=result.size,
+        progress=100,
+        step=None,
+    )
+
+
+class _ProgressReporter:
+    """Upload progress into the ledger (throttled) and the log (every 25 %)."""
+
+    def __init__(self, p: Pipeline, job: JobRow) -> None:
+        self.p = p
+        self.job = job
+        self.last_write = 0.0
+        self.last_logged = -1
+
+    def __call__(self, sent: int, total: int) -> None:
+        now = time.monotonic()
+        pct = 100.0 * sent / total if total else 100.0
+        if now - self.last_write >= 0.5 or sent == total:
+            self.last_write = now
+            with contextlib.suppress(Exception):
+                self.p.ledger.update(self.job.id, bytes_uploaded=sent, progress=round(pct, 1))
+        quarter = int(pct // 25)
+        if quarter > self.last_logged:
+            self.last_logged = quarter
+            self.p.job_log(self.job).info("uploading %s: %d%%", self.job.name, quarter * 25)
+
+
+async def _expired(p: Pipeline, job: JobRow) -> None:
+    assert job.project_id
+    status = await p.client.project_status(job.project_id)
+    if status.status == "PENDING_UPLOAD":
+        await _restart_project(p, job, "the presigned upload URL expired")
+    else:
+        p.advance(job, Stage.UPLOADED, kind="upload_found_done")
+
+
+async def _source_changed(p: Pipeline, job: JobRow, current: FileIdentity) -> None:
+    """The source changed after it was taken: the project was made for other bytes. Delete it and
+    take the file again from the start once it settles."""
+    if job.project_id:
+        with contextlib.suppress(NotFound):
+            await p.client.delete_project(job.project_id)
+    fp = await asyncio.to_thread(fingerprint, p.source_path(job), current.size)
+    p.advance(
+        job,
+        Stage.QUEUED,
+        kind="source_changed",
+        detail={"old_project_id": job.project_id, "size": current.size},
+        project_id=None,
+        upload_url=None,
+        object_key=None,
+        size=current.size,
+        mtime_ns=current.mtime_ns,
+        inode=current.ino,
+        dev=current.dev,
+        fingerprint=fp,
+        bytes_uploaded=0,
+        progress=0,
+        sha256=None,
+    )
+
+
+# ---- uploaded: start processing ------------------------------------------------------------------
+
+
+async def handle_uploaded(p: Pipeline, job: JobRow) -> None:
+    assert job.project_id
+    try:
+        await p.client.process_project(job.project_id)
+    except ConcurrencyLimited as e:
+        p.limit.learn(p.in_flight() - 1)
+        raise RetryLater(
+            f"workspace processing limit reached: {e.message}",
+            delay=e.retry_after or 30.0,
+            count=False,
+        ) from e
+    except Conflict as e:
+        status = await p.client.project_status(job.project_id)
+        if status.status == "PENDING_UPLOAD":
+            if job.attempts + 1 >= MAX_PROCESS_CONFLICTS:
+                p.advance(
+                    job,
+                    Stage.UPLOADING,
+                    kind="reupload",
+                    detail={"reason": "the storage does not have the upload"},
+                )
+                return
+            raise RetryLater("Carmic has not registered the upload yet", delay=5.0) from e
+        # Already past PENDING_UPLOAD: a previous /process went through.
+    p.advance(job, Stage.PROCESSING, kind="processing", progress=0, step="queued")
+
+
+# ---- processing: follow until the clips are there ------------------------------------------------
+
+FAILED_HINTS = {
+    "FAILED_NO_SPEECH": "Carmic found no speech in this video; clips are cut from speech.",
+    "FAILED_CORRUPT_VIDEO": (
+        "Carmic could not decode the upload: re-export the video and drop it again."
+    ),
+    "FAILED_DOWNLOAD": "Carmic could not fetch the upload: `watchd retry` the job.",
+    "FAILED_BILLING": (
+        "The workspace ran out of processing minutes: top up, then `watchd retry` the job."
+    ),
+}
+
+
+async def handle_processing(p: Pipeline, job: JobRow) -> None:
+    assert job.project_id
+    status = await _follow(p, job)
+    if status.failed:
+        reason = status.raw.get("error") or status.raw.get("error_message") or status.current_step
+        if status.status == "FAILED_BILLING":
+            raise Park(f"billing: project {status.status}", resume=Stage.PROBED)
+        raise Fail(
+            status.status.lower(),
+            f"Carmic processing ended in {status.status}" + (f": {reason}" if reason else ""),
+            hint=FAILED_HINTS.get(status.status, ""),
+            resume=None,
+        )
+    project = await _wait_for_clips(p, job)
+    if not project.clips:
+        raise Fail(
+            "no_clips",
+            "Carmic found no clips in this video",
+            hint="Nothing to deliver; try another video_type or custom_instructions.",
+        )
+    rule = render_choice(job.preset_dict.get("render", "all"))
+    rows = [
+        {
+            "clip_id": c.id,
+            "rank": rank,
+            "title": c.title,
+            "start_time": c.start_time,
+            "end_time": c.end_time,
+            "virality_score": c.virality_score,
+            "reasoning": c.reasoning,
+            "thumbnail_url": c.thumbnail_url,
+            "selected": int(picked),
+        }
+        for c, rank, picked in choose_clips(project.clips, rule)
+    ]
+    p.ledger.put_clips(job.id, rows)
+    p.advance(
+        job,
+        Stage.CLIPS_READY,
+        kind="clips_ready",
+        detail={"clips": len(rows), "chosen": sum(r["selected"] for r in rows)},
+        progress=100,
+        step="clips ready",
+    )
+
+
+async def _follow(p: Pipeline, job: JobRow) -> ProjectStatus:
+    """Until the project is ready or failed: SSE first when configured, polling as the fallback."""
+    assert job.project_id
+    pid = job.project_id
+    tracker = _StepTracker(p, job)
+    if p.settings.realtime == "sse":
+        try:
+            status = await p.client.project_status(pid)
+            tracker(status)
+            if status.ready or status.failed:
+                return status
+            async for event in p.client.project_events(pid):
+                st = ProjectStatus.from_api({"id": pid, **event})
+                if not st.status:
+                    continue
+                tracker(st)
+                if st.ready or st.failed:
+                    return st
+        except TransientError as e:
+            p.job_log(job).warning(
+                "progress stream unavailable (%s); polling every %.0fs", e, p.settings.poll_seconds
+            )
+    while True:
+        status = await p.client.project_status(pid)
+        tracker(status)
+        if status.ready or status.failed:
+            return status
+        await p.clock.sleep(p.settings.poll_seconds)
+
+
+class _StepTracker:
+    def __init__(self, p: Pipeline, job: JobRow) -> None:
+        self.p = p
+        self.job = job
+        self.last: tuple[str, str, int] | None = None
+
+    def __call__(self, st: ProjectStatus) -> None:
+        key = (st.status, st.current_step, int(st.progress))
+        if key == self.last:
+            return
+        if self.last is None or self.last[:2] != key[:2]:
+            self.p.job_log(self.job).info(
+                "processing: %s %s (%d%%)", st.status, st.current_step, st.progress
+            )
+        self.last = key
+        step = st.current_step or st.status
+        with contextlib.suppress(Exception):
+            self.p.ledger.update(self.job.id, progress=float(st.progress), step=step)
+
+
+async def _wait_for_clips(p: Pipeline, job: JobRow) -> Project:
+    """Clips are only listed once ``visual_pipeline_ready`` is true, which may lag CLIPS_READY."""
+    assert job.project_id
+    delay = min(1.0, p.settings.poll_seconds)
+    while True:
+        project = await p.client.get_project(job.project_id)
+        if project.failed:
+            raise Fail(
+                project.status.lower(),
+                f"Carmic processing ended in {project.status}",
+                hint=FAILED_HINTS.get(project.status, ""),
+            )
+        if project.visual_pipeline_ready and (project.clips or project.clip_count == 0):
+            return project
+        await p.clock.sleep(delay)
+        delay = min(p.settings.poll_seconds, delay * 2)

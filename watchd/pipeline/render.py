@@ -1,0 +1,265 @@
+"""Stages after the clips are known: apply the preset, render, export.
+
+Renders bill processing minutes, so a render request is recorded (clip state
+``render_requested``) before it is sent, and after a crash ``render-progress`` is asked before
+anything is sent again. Exports are idempotent on (clip, format) in the API, so re-sending one
+after a lost answer is safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import TYPE_CHECKING
+
+from watchd.carmic.errors import (
+    BillingRequired,
+    Conflict,
+    PermanentError,
+    RateLimited,
+    TransientError,
+)
+from watchd.carmic.models import RENDER_DONE, RENDER_FAILED, ClipDetail
+from watchd.ledger.db import ClipRow, JobRow
+from watchd.ledger.states import Stage
+from watchd.pipeline.outcomes import Fail, Park, RetryLater
+from watchd.pipeline.selection import apply_preset, render_choice, renders
+
+if TYPE_CHECKING:
+    from watchd.pipeline.runner import Pipeline
+
+RENDER_ACTIVE = frozenset(
+    {"QUEUED", "RENDERING", "PROCESSING", "IN_PROGRESS", "STARTED", "PENDING"}
+)
+EXPORT_FORMATS = ("premiere", "davinci", "fcpx", "after_effects")
+
+
+def _renders(job: JobRow) -> bool:
+    return renders(render_choice(job.preset_dict.get("render", "all")))
+
+
+def _exports(job: JobRow) -> list[str]:
+    return [f for f in job.preset_dict.get("exports", []) if f in EXPORT_FORMATS]
+
+
+async def handle_clips_ready(p: Pipeline, job: JobRow) -> None:
+    chosen = p.ledger.clips(job.id, selected_only=True)
+    if chosen and _renders(job):
+        p.advance(job, Stage.RENDERING, kind="rendering", progress=0, step="applying preset")
+    elif chosen and _exports(job):
+        p.advance(job, Stage.EXPORTING, kind="exporting", progress=0, step="exporting")
+    else:
+        p.advance(job, Stage.DELIVERING, kind="delivering", progress=0, step="delivering")
+
+
+def words_json(detail: ClipDetail) -> str:
+    return json.dumps([[w.text, w.start, w.end] for w in detail.words])
+
+
+async def configure_clip(p: Pipeline, job: JobRow, clip: ClipRow) -> None:
+    """Read the clip's editor state, merge the rule's caption style and template into it, and
+    save it only when that changes something."""
+    detail = await p.client.get_clip(clip.clip_id)
+    preset = job.preset_dict
+    merged, changed = apply_preset(
+        detail.template_config,
+        caption_style=preset.get("caption_style"),
+        template=preset.get("template") or {},
+    )
+    if changed:
+        await p.client.put_clip(clip.clip_id, merged)
+    p.ledger.update_clip(
+        job.id,
+        clip.clip_id,
+        state="configured",
+        words=words_json(detail),
+        thumbnail_url=detail.thumbnail_url or clip.thumbnail_url,
+    )
+
+
+async def _request_render(p: Pipeline, job: JobRow, clip: ClipRow) -> None:
+    # The intent goes to disk first: after a crash, render-progress is asked before re-sending.
+    p.ledger.update_clip(job.id, clip.clip_id, state="render_requested")
+    try:
+        await p.client.render_clip(clip.clip_id)
+    except BillingRequired:
+        p.ledger.update_clip(job.id, clip.clip_id, state="configured")
+        raise
+    except Conflict:
+        pass  # already rendering or rendered: the progress poll will tell
+    p.ledger.update_clip(
+        job.id, clip.clip_id, state="rendering", render_attempts=clip.render_attempts + 1
+    )
+
+
+async def _poll_render(p: Pipeline, job: JobRow, clip: ClipRow) -> str:
+    """One render-progress poll; returns the clip's new state."""
+    prog = await p.client.render_progress(clip.clip_id)
+    status = prog.status
+    if status == RENDER_DONE:
+        p.ledger.update_clip(job.id, clip.clip_id, state="rendered", progress=100, error=None)
+        return "rendered"
+    if status == RENDER_FAILED or (status.startswith("FAILED") and status != ""):
+        if clip.render_attempts <= p.settings.max_render_retries:
+            p.ledger.update_clip(job.id, clip.clip_id, state="render_requested", error=prog.error)
+            try:
+                await p.client.retry_render(clip.clip_id)
+            except Conflict:
+                pass
+            except BillingRequired:
+                p.ledger.update_clip(job.id, clip.clip_id, state="failed_render_waiting")
+                raise
+            p.ledger.update_clip(
+                job.id, clip.clip_id, state="rendering", render_attempts=clip.render_attempts + 1
+            )
+            p.job_log(job).warning(
+                "render of clip %s failed (%s); retry %d of %d",
+                clip.clip_id,
+                prog.error or status,
+                clip.render_attempts,
+                p.settings.max_render_retries,
+            )
+            return "rendering"
+        reason = prog.error or f"render ended in {status}"
+        p.ledger.update_clip(job.id, clip.clip_id, state="failed", error=reason)
+        p.job_log(job).error("clip %s could not be rendered: %s", clip.clip_id, reason)
+        return "failed"
+    if status in RENDER_ACTIVE:
+        p.ledger.update_clip(job.id, clip.clip_id, progress=float(prog.progress))
+        return "rendering"
+    return "not_started"
+
+
+async def handle_rendering(p: Pipeline, job: JobRow) -> None:
+    jl = p.job_log(job)
+    # 1. Preset and render requests, clip by clip (cheap calls; order kept for the log).
+    for clip in p.ledger.clips(job.id, selected_only=True):
+        if clip.state == "pending":
+            await configure_clip(p, job, clip)
+            clip = _reload(p, job, clip)
+        if clip.state == "failed_render_waiting":
+            p.ledger.update_clip(job.id, clip.clip_id, state="rendering")
+            clip = _reload(p, job, clip)
+        if clip.state == "render_requested":
+            # Did the request we recorded get through before the crash/timeout?
+            state = await _poll_render(p, job, clip)
+            if state == "not_started":
+                await _request_render(p, job, _reload(p, job, clip))
+            continue
+        if clip.state == "configured":
+            try:
+                await _request_render(p, job, clip)
+            except BillingRequired as e:
+                raise Park(f"billing: {e.message}", resume=Stage.RENDERING) from e
+    # 2. Follow every render until it ends.
+    while True:
+        active = [c for c in p.ledger.clips(job.id, selected_only=True) if c.state == "rendering"]
+        if not active:
+            break
+        try:
+            states = await asyncio.gather(*(_poll_render(p, job, c) for c in active))
+        except BillingRequired as e:
+            raise Park(f"billing: {e.message}", resume=Stage.RENDERING) from e
+        lost = [c for c, s in zip(active, states, strict=True) if s == "not_started"]
+        for c in lost:
+            # The service does not know of the render we asked for: ask again next round (the
+            # progress check before re-sending keeps this from billing twice).
+            p.ledger.update_clip(job.id, c.clip_id, state="render_requested")
+        if lost:
+            raise RetryLater(
+                "a render request was not registered yet", delay=p.settings.poll_seconds
+            )
+        clips = p.ledger.clips(job.id, selected_only=True)
+        done = sum(1 for c in clips if c.state in ("rendered", "failed"))
+        total_progress = sum(
+            100.0 if c.state in ("rendered", "failed") else c.progress for c in clips
+        )
+        p.ledger.update(
+            job.id,
+            progress=round(total_progress / max(1, len(clips)), 1),
+            step=f"rendering {done}/{len(clips)}",
+        )
+        if any(c.state == "rendering" for c in clips):
+            await p.clock.sleep(p.settings.poll_seconds)
+    clips = p.ledger.clips(job.id, selected_only=True)
+    rendered = [c for c in clips if c.state == "rendered"]
+    if not rendered:
+        reasons = "; ".join(f"{c.title}: {c.error}" for c in clips if c.error)
+        raise Fail(
+            "render_failed",
+            f"no clip could be rendered ({reasons or 'no reason given'})",
+            hint="Check the rule's template settings, then `watchd retry` the job.",
+            resume=Stage.RENDERING,
+        )
+    jl.info("rendered %d of %d clips", len(rendered), len(clips))
+    if _exports(job):
+        p.advance(job, Stage.EXPORTING, kind="exporting", progress=0, step="exporting")
+    else:
+        p.advance(job, Stage.DELIVERING, kind="delivering", progress=0, step="delivering")
+
+
+def _reload(p: Pipeline, job: JobRow, clip: ClipRow) -> ClipRow:
+    for c in p.ledger.clips(job.id):
+        if c.clip_id == clip.clip_id:
+            return c
+    return clip
+
+
+async def handle_exporting(p: Pipeline, job: JobRow) -> None:
+    formats = _exports(job)
+    renders = _renders(job)
+    targets = [
+        c
+        for c in p.ledger.clips(job.id, selected_only=True)
+        if (c.state == "rendered" or not renders)
+    ]
+    existing = {(e.clip_id, e.format): e for e in p.ledger.exports(job.id)}
+    for c in targets:
+        for fmt in formats:
+            if (c.clip_id, fmt) not in existing:
+                p.ledger.put_export(job.id, c.clip_id, fmt, state="pending")
+    tier_refusal: str | None = None
+    for e in p.ledger.exports(job.id):
+        if e.state != "pending":
+            continue
+        if tier_refusal:
+            p.ledger.put_export(job.id, e.clip_id, e.format, state="skipped", reason=tier_refusal)
+            continue
+        try:
+            ex = await p.client.create_export(e.clip_id, e.format)
+        except BillingRequired as err:
+            # Exports are a tier feature: one refusal answers for all of them.
+            tier_refusal = f"the workspace's plan does not include NLE exports ({err.message})"
+            p.ledger.put_export(job.id, e.clip_id, e.format, state="skipped", reason=tier_refusal)
+            continue
+        except RateLimited as err:
+            raise RetryLater(
+                f"export rate limit: {err.message}", delay=err.retry_after or 15.0, count=False
+            ) from err
+        except TransientError as err:
+            raise RetryLater(f"export request failed: {err}") from err
+        except PermanentError as err:
+            p.ledger.put_export(job.id, e.clip_id, e.format, state="skipped", reason=str(err))
+            continue
+        p.ledger.put_export(job.id, e.clip_id, e.format, export_id=ex.export_id, state="requested")
+    # Follow the requested exports by polling (SSE would only save a little latency here).
+    while True:
+        pending = [e for e in p.ledger.exports(job.id) if e.state == "requested"]
+        if not pending:
+            break
+        for e in pending:
+            assert e.export_id
+            info = await p.client.get_export(e.export_id)
+            if info.done:
+                p.ledger.put_export(job.id, e.clip_id, e.format, state="done")
+            elif info.failed:
+                p.ledger.put_export(
+                    job.id,
+                    e.clip_id,
+                    e.format,
+                    state="skipped",
+                    reason=info.error_message or f"export ended in {info.status}",
+                )
+        if any(e.state == "requested" for e in p.ledger.exports(job.id)):
+            await p.clock.sleep(p.settings.poll_seconds)
+    p.advance(job, Stage.DELIVERING, kind="delivering", progress=0, step="delivering")

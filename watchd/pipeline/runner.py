@@ -1,0 +1,378 @@
+"""The pipeline runner: drives each job's state machine, one stage at a time.
+
+Each job is advanced by one asyncio task that runs stage handlers until the job is terminal,
+parked, or has to wait (``next_attempt_at`` in the future). Handlers only ever move a job forward
+through :meth:`Ledger.transition`; failures come back as exceptions and are turned into exactly one
+ledger write here, so the retry/park/fail policy lives in one place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from watchd.carmic.errors import (
+    AuthError,
+    BillingRequired,
+    CarmicError,
+    ConcurrencyLimited,
+    PermanentError,
+    TransientError,
+)
+from watchd.carmic.retry import RetryPolicy
+from watchd.clock import Clock, SystemClock
+from watchd.ledger.db import JobRow, Ledger
+from watchd.ledger.states import HOLDS_PROCESSING_SLOT, TERMINAL, Stage
+from watchd.pipeline.outcomes import Fail, Park, RetryLater, SourceMissing
+from watchd.pipeline.scheduler import FairPicker, ProcessingLimit
+
+if TYPE_CHECKING:
+    from watchd.carmic.client import CarmicClient
+
+log = logging.getLogger("watchd.pipeline")
+
+Handler = Callable[["Pipeline", JobRow], Awaitable[None]]
+ProbeFn = Callable[..., Awaitable[Any]]
+
+
+# A job's own retries (a stage that failed transiently) back off much further than one HTTP
+# call's: a network outage or a NAS hiccup can last hours, and nothing is lost by waiting.
+JOB_BACKOFF = RetryPolicy(attempts=1_000_000, base=2.0, factor=2.0, max_delay=300.0, jitter=0.2)
+
+
+@dataclass
+class PipelineSettings:
+    realtime: str = "sse"  # sse | poll
+    poll_seconds: float = 10.0
+    max_uploads: int = 2
+    max_render_retries: int = 2
+    probe_timeout: float = 120.0
+    max_bytes: int = 5_000_000_000
+    park_retry_seconds: float = 900.0  # billing/tier waits are re-checked this often
+    missing_source_grace: float = 60.0
+    backoff: RetryPolicy = JOB_BACKOFF
+    max_unexpected_errors: int = 8
+
+
+class Pipeline:
+    def __init__(
+        self,
+        ledger: Ledger,
+        client: CarmicClient,
+        *,
+        settings: PipelineSettings | None = None,
+        clock: Clock | None = None,
+        probe_fn: ProbeFn | None = None,
+        limit: ProcessingLimit | None = None,
+        on_event: Callable[[str, dict[str, Any]], None] | None = None,
+    ) -> None:
+        self.ledger = ledger
+        self.client = client
+        self.settings = settings or PipelineSettings()
+        self.clock: Clock = clock or SystemClock()
+        if probe_fn is None:
+            from watchd.probe import probe as default_probe
+
+            probe_fn = default_probe
+        self.probe_fn: ProbeFn = probe_fn
+        self.limit = limit or ProcessingLimit()
+        self.picker = FairPicker()
+        self.upload_slots = asyncio.Semaphore(max(1, self.settings.max_uploads))
+        self.paused_inboxes: set[str] = set()
+        self.fresh_intents: set[str] = set()  # CREATING jobs whose POST this process has not sent
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+        self.on_event = on_event or (lambda kind, data: None)
+        self.rng = random.Random()
+        self._stopping = False
+        self._unexpected: dict[str, int] = {}
+        from watchd.pipeline import deliver, ingest, render
+
+        self.handlers: dict[Stage, Handler] = {
+            Stage.QUEUED: ingest.handle_queued,
+            Stage.CREATING: ingest.handle_creating,
+            Stage.UPLOADING: ingest.handle_uploading,
+            Stage.UPLOADED: ingest.handle_uploaded,
+            Stage.PROCESSING: ingest.handle_processing,
+            Stage.CLIPS_READY: render.handle_clips_ready,
+            Stage.RENDERING: render.handle_rendering,
+            Stage.EXPORTING: render.handle_exporting,
+            Stage.DELIVERING: deliver.handle_delivering,
+            Stage.DUPLICATE: deliver.handle_duplicate,
+        }
+        self._fail_job = deliver.fail_job
+
+    # ---- scheduling ------------------------------------------------------------------------
+
+    def schedule(self, now: float) -> list[str]:
+        """Start a task for every due job that has none; grant project creation to PROBED jobs
+        while the processing limit allows, fairly across inboxes and rules. Returns the ids
+        started."""
+        if self._stopping:
+            return []
+        started: list[str] = []
+        due = self.ledger.due_jobs(now)
+        waiting_create: list[JobRow] = []
+        for job in due:
+            if job.id in self.tasks:
+                continue
+            if job.stage is Stage.PROBED:
+                if job.inbox in self.paused_inboxes:
+                    continue
+                waiting_create.append(job)
+                continue
+            self._start(job.id)
+            started.append(job.id)
+        if waiting_create:
+            limit = self.limit.effective()
+            in_flight = self.in_flight()
+            capacity = None if limit is None else limit - in_flight
+            for job in self.picker.pick(waiting_create, capacity):
+                # Recording the intent is what claims the slot: the count is derived from the
+                # ledger, so a restart sees exactly the same number of slots in use.
+                self.ledger.transition(
+                    job.id, Stage.CREATING, expect=Stage.PROBED, kind="create_intent"
+                )
+                self.fresh_intents.add(job.id)
+                self._start(job.id)
+                started.append(job.id)
+        return started
+
+    def in_flight(self) -> int:
+        return sum(
+            n
+            for state, n in self.ledger.counts_by_state().items()
+            if Stage(state) in HOLDS_PROCESSING_SLOT
+        )
+
+    def _start(self, job_id: str) -> None:
+        task = asyncio.create_task(self.run_job(job_id), name=f"job-{job_id}")
+        self.tasks[job_id] = task
+        task.add_done_callback(functools.partial(self._done, job_id))
+
+    def _done(self, job_id: str, task: asyncio.Task[None]) -> None:
+        if self.tasks.get(job_id) is task:
+            del self.tasks[job_id]
+        if not task.cancelled() and task.exception() is not None:
+            log.error("job %s: task crashed: %r", job_id, task.exception())
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Stop starting work; cancel running tasks. The ledger already holds every job's last
+        completed stage, so cancelling loses at most the step in flight, which is redone."""
+        self._stopping = True
+        tasks = list(self.tasks.values())
+        for t in tasks:
+            t.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout)
+
+    # ---- one job ---------------------------------------------------------------------------
+
+    async def run_job(self, job_id: str) -> None:
+        while not self._stopping:
+            job = self.ledger.get(job_id)
+            if job is None or job.stage in TERMINAL:
+                return
+            if job.next_attempt_at > self.clock.now():
+                return
+            stage = job.stage
+            if stage is Stage.PARKED:
+                resume = Stage(job.resume_stage or Stage.QUEUED.value)
+                self.ledger.transition(
+                    job_id, resume, kind="unpark", detail={"reason": job.park_reason}
+                )
+                self.job_log(job).info("resuming at %s after waiting (%s)", resume, job.park_reason)
+                continue
+            if stage is Stage.PROBED:
+                return  # creation waits for a slot from schedule()
+            handler = self.handlers[stage]
+            try:
+                await handler(self, job)
+                self._unexpected.pop(job_id, None)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                await self.handle_error(job, exc)
+
+    async def handle_error(self, job: JobRow, exc: BaseException) -> None:
+        jl = self.job_log(job)
+        stage = job.stage
+        now = self.clock.now()
+        if isinstance(exc, RetryLater):
+            attempts = job.attempts + (1 if exc.count else 0)
+            delay = exc.delay if exc.delay is not None else self.backoff(attempts)
+            self.ledger.update(
+                job.id, attempts=attempts, next_attempt_at=now + delay, error=exc.reason
+            )
+            jl.info("%s: %s; next try in %.0fs", stage, exc.reason, delay)
+        elif isinstance(exc, Park):
+            delay = exc.delay if exc.delay is not None else self.settings.park_retry_seconds
+            self.ledger.transition(
+                job.id,
+                Stage.PARKED,
+                kind="parked",
+                detail={"reason": exc.reason},
+                resume_stage=exc.resume.value,
+                park_reason=exc.reason,
+                error=exc.reason,
+                next_attempt_at=now + delay,
+            )
+            jl.warning(
+                "parked: %s (re-checked every %.0fs, or run `watchd retry %s`)",
+                exc.reason,
+                delay,
+                job.id,
+            )
+        elif isinstance(exc, Fail):
+            await self._fail_job(self, job, exc)
+        elif isinstance(exc, SourceMissing):
+            if job.inbox in self.paused_inboxes:
+                self.ledger.update(
+                    job.id, next_attempt_at=now + 30, error="inbox paused; source not reachable"
+                )
+            elif job.attempts < 2:
+                # A NAS hiccup looks the same as a deletion for a moment: look again later.
+                grace = self.settings.missing_source_grace
+                self.ledger.update(
+                    job.id,
+                    attempts=job.attempts + 1,
+                    next_attempt_at=now + grace,
+                    error=f"source file not found: {exc.path}; looking again in {grace:.0f}s",
+                )
+            else:
+                await self._fail_job(
+                    self,
+                    job,
+                    Fail(
+                        "source_missing",
+                        f"{job.name} disappeared from the inbox before it was uploaded",
+                        hint="Drop the file into the inbox again.",
+                        resume=Stage.QUEUED,
+                    ),
+                )
+        elif isinstance(exc, BillingRequired):
+            await self.handle_error(
+                job, Park(f"billing: {exc.message}", resume=_resume_after_billing(stage))
+            )
+        elif isinstance(exc, ConcurrencyLimited | TransientError):
+            attempts = job.attempts + 1
+            delay = max(exc.retry_after or 0.0, self.backoff(attempts))
+            self.ledger.update(
+                job.id, attempts=attempts, next_attempt_at=now + delay, error=str(exc)
+            )
+            jl.warning("%s: %s; retrying in %.0fs", stage, exc, delay)
+        elif isinstance(exc, AuthError):
+            # The service account cannot log in (password changed?): every job waits; none fails.
+            attempts = job.attempts + 1
+            delay = max(60.0, self.backoff(attempts))
+            self.ledger.update(
+                job.id, attempts=attempts, next_attempt_at=now + delay, error=str(exc)
+            )
+            jl.error("%s: cannot log in to Carmic: %s; retrying in %.0fs", stage, exc, delay)
+        elif isinstance(exc, PermanentError | CarmicError):
+            await self._fail_job(
+                self,
+                job,
+                Fail(
+                    exc.code,
+                    f"Carmic refused the request: {exc}",
+                    hint=_hint_for(exc),
+                    resume=stage,
+                ),
+            )
+        elif isinstance(exc, OSError):
+            # Local disk trouble (outbox unwritable, disk full, NAS hiccup): nothing is lost by
+            # waiting, and the operator sees the error in `watchd status`.
+            attempts = job.attempts + 1
+            delay = self.backoff(attempts)
+            self.ledger.update(
+                job.id, attempts=attempts, next_attempt_at=now + delay, error=f"{exc}"
+            )
+            jl.error("%s: local I/O error: %s; retrying in %.0fs", stage, exc, delay)
+        else:
+            n = self._unexpected.get(job.id, 0) + 1
+            self._unexpected[job.id] = n
+            jl.exception("%s: unexpected error (%d): %r", stage, n, exc, exc_info=exc)
+            if n >= self.settings.max_unexpected_errors:
+                await self._fail_job(
+                    self,
+                    job,
+                    Fail(
+                        "internal_error",
+                        f"watchd hit an internal error: {exc!r}",
+                        hint="Please report it with `watchd status --json` output.",
+                        resume=stage,
+                    ),
+                )
+            else:
+                delay = self.backoff(n)
+                self.ledger.update(
+                    job.id, next_attempt_at=now + delay, error=f"internal error: {exc!r}"
+                )
+
+    # ---- helpers for stage handlers --------------------------------------------------------
+
+    def backoff(self, attempts: int) -> float:
+        return self.settings.backoff.delay(max(1, attempts), self.rng)
+
+    def job_log(self, job: JobRow) -> logging.LoggerAdapter[logging.Logger]:
+        return logging.LoggerAdapter(
+            log,
+            {
+                "job_id": job.id,
+                "project_id": job.project_id,
+                "rule": job.rule,
+                "state": job.state,
+                "source_path": job.path,
+            },
+        )
+
+    def advance(
+        self, job: JobRow, to: Stage, *, kind: str = "transition", detail: Any = None, **fields: Any
+    ) -> JobRow:
+        """Move ``job`` on, resetting its retry counters, and log the change at INFO."""
+        new = self.ledger.transition(
+            job.id,
+            to,
+            expect=job.stage,
+            kind=kind,
+            detail=detail,
+            attempts=0,
+            next_attempt_at=0,
+            error=None,
+            **fields,
+        )
+        self.job_log(new).info("%s -> %s", job.state, to)
+        self.on_event("transition", {"job_id": job.id, "from": job.state, "to": to.value})
+        return new
+
+    def source_path(self, job: JobRow) -> Path:
+        return Path(job.path)
+
+
+def _resume_after_billing(stage: Stage) -> Stage:
+    # A 402 at create means nothing was created: resume by asking for a slot again.
+    return Stage.PROBED if stage is Stage.CREATING else stage
+
+
+def _hint_for(exc: CarmicError) -> str:
+    status = exc.status
+    if status == 413:
+        return "The file is larger than Carmic accepts (5 GB): split or compress it, drop it again."
+    if status == 415:
+        return "Carmic does not accept this container type: convert it to MP4 and drop it again."
+    if status in (400, 422):
+        return "Check the rule's settings (and any sidecar .toml), then `watchd retry` the job."
+    if status == 403:
+        return "The service user lacks access: check [carmic] workspace and the user's role."
+    if status == 404:
+        return (
+            "The project or clip no longer exists on Carmic (deleted in the web app?): "
+            "`watchd forget` the job and drop the file again."
+        )
+    return "See the error above; fix the cause, then run `watchd retry` with the job id."
