@@ -1,0 +1,217 @@
+"""End-to-end harness: the real emulator (in this process, over loopback) and ``watchd run`` as a
+subprocess, with real files and a real SQLite ledger. Nothing of ours is mocked."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import tomli_w
+
+from watchd.emulator import Emulator
+
+T = TypeVar("T")
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def wait_for(
+    predicate: Callable[[], T], *, timeout: float = 60.0, interval: float = 0.05, what: str = ""
+) -> T:
+    """Poll ``predicate`` until it returns something truthy; fail with ``what`` on timeout."""
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(
+        f"timed out after {timeout}s waiting for {what or predicate!r} (last: {last!r})"
+    )
+
+
+@dataclass
+class Env:
+    root: Path
+    emu: Emulator
+    inbox: Path = field(init=False)
+    outbox: Path = field(init=False)
+    state: Path = field(init=False)
+    config_path: Path = field(init=False)
+    proc: subprocess.Popen[bytes] | None = None
+    log_path: Path = field(init=False)
+    runs: int = 0
+
+    def __post_init__(self) -> None:
+        self.inbox = self.root / "inbox"
+        self.outbox = self.root / "outbox"
+        self.state = self.root / "state"
+        self.config_path = self.root / "config.toml"
+        self.log_path = self.root / "daemon.log"
+        for d in (self.inbox, self.outbox, self.state):
+            d.mkdir(parents=True, exist_ok=True)
+
+    # ---- config ---------------------------------------------------------------------------
+
+    def write_config(
+        self,
+        rules: dict[str, dict[str, Any]] | None = None,
+        *,
+        carmic: dict[str, Any] | None = None,
+        daemon: dict[str, Any] | None = None,
+        inbox: dict[str, Any] | None = None,
+    ) -> Path:
+        secret = self.root / "password"
+        secret.write_text(self.emu.seed_password + "\n")
+        os.chmod(secret, 0o600)
+        cfg: dict[str, Any] = {
+            "carmic": {
+                "api_url": self.emu.api_url,
+                "email": self.emu.seed_email,
+                "password_file": str(secret),
+                "realtime": "sse",
+                "poll_seconds": 0.2,
+                **(carmic or {}),
+            },
+            "daemon": {
+                "state_dir": str(self.state),
+                "settle_seconds": 0.5,
+                "scan": "events",
+                "rescan_seconds": 5,
+                "max_uploads": 2,
+                "poll_interval": 0.2,
+                **(daemon or {}),
+            },
+            "inbox": [
+                {
+                    "path": str(self.inbox),
+                    "outbox": str(self.outbox),
+                    "on_success": "move",
+                    "on_failure": "move",
+                    **(inbox or {}),
+                    "rules": rules or {},
+                }
+            ],
+        }
+        self.config_path.write_bytes(tomli_w.dumps(cfg).encode())
+        return self.config_path
+
+    # ---- the daemon -----------------------------------------------------------------------
+
+    def start(self) -> subprocess.Popen[bytes]:
+        assert self.proc is None or self.proc.poll() is not None, "daemon already running"
+        self.runs += 1
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "WATCHD_CONFIG": str(self.config_path)}
+        env.pop("NOTIFY_SOCKET", None)
+        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
+        log.write(f"\n===== run {self.runs} =====\n".encode())
+        log.flush()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "watchd", "run", "-c", str(self.config_path)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=self.root,
+        )
+        log.close()
+        return self.proc
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError(f"daemon did not exit within {timeout}s of signal {sig}") from None
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def cli(self, *args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "watchd", *args, "-c", str(self.config_path)]
+            if args and args[0] in ("status", "retry", "forget", "check")
+            else [sys.executable, "-m", "watchd", *args],
+            capture_output=True,
+            text=True,
+            check=check,
+            cwd=self.root,
+            timeout=60,
+        )
+
+    def status(self) -> list[dict[str, Any]]:
+        r = self.cli("status", "--json")
+        assert r.returncode == 0, r.stderr
+        data = json.loads(r.stdout)
+        assert isinstance(data, list)
+        return data
+
+    def wait_states(
+        self, expected: dict[str, str] | int, *, timeout: float = 90.0, terminal: bool = True
+    ) -> list[dict[str, Any]]:
+        """Wait until every job is terminal (and, given a dict, each rel source is in its state)."""
+
+        def check() -> list[dict[str, Any]] | None:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise AssertionError(
+                    f"daemon exited with {self.proc.returncode}:\n{self.log()[-4000:]}"
+                )
+            jobs = self.status()
+            if isinstance(expected, int):
+                if len(jobs) < expected:
+                    return None
+            else:
+                by_source = {j["source"]: j["state"] for j in jobs}
+                if any(by_source.get(k) != v for k, v in expected.items()):
+                    return None
+            if terminal and any(j["state"] not in ("delivered", "failed") for j in jobs):
+                return None
+            return jobs
+
+        try:
+            return wait_for(check, timeout=timeout, interval=0.2, what=f"jobs {expected}")
+        except AssertionError as e:
+            raise AssertionError(f"{e}\n--- daemon log ---\n{self.log()[-6000:]}") from None
+
+    # ---- files ----------------------------------------------------------------------------
+
+    def drop(self, src: Path, rel: str) -> Path:
+        """Copy ``src`` into the inbox at ``rel`` (a plain copy, as a person would)."""
+        dest = self.inbox / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dest)
+        return dest
+
+    def outbox_files(self) -> list[str]:
+        return sorted(
+            str(p.relative_to(self.outbox)) for p in self.outbox.rglob("*") if p.is_file()
+        )
+
+    def manifest(self, rel_folder: str) -> dict[str, Any]:
+        data = json.loads((self.outbox / rel_folder / "manifest.json").read_text())
+        assert isinstance(data, dict)
+        return data
+
+
+def iter_manifests(outbox: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
+    for m in sorted(outbox.rglob("manifest.json")):
+        yield m.parent, json.loads(m.read_text())
