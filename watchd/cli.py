@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -123,7 +124,14 @@ def _path(args: argparse.Namespace) -> Path:
     return args.config if args.config is not None else default_config_path()
 
 
+def _exit_cleanly(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    # A stop that arrives while we are still starting (imports, config) is a clean stop too; the
+    # event loop installs its own handlers once it runs.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     from watchd.daemon import run_daemon
 
     return run_daemon(_path(args))

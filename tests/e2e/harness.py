@@ -215,3 +215,63 @@ class Env:
 def iter_manifests(outbox: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
     for m in sorted(outbox.rglob("manifest.json")):
         yield m.parent, json.loads(m.read_text())
+
+
+def billed_projects(snapshot: dict[str, Any]) -> dict[str, list[str]]:
+    """Project title marker (``[wd-…]``) -> ids of its projects whose ingest charge stands."""
+    charged = {
+        ch["project_id"]
+        for ws in snapshot["billing"].values()
+        for ch in ws["charges"]
+        if ch["kind"] == "ingest" and not ch["refunded"]
+    }
+    out: dict[str, list[str]] = {}
+    for p in snapshot["projects"]:
+        if p["id"] not in charged:
+            continue
+        title = str(p["title"])
+        marker = title[title.rfind("[") + 1 : title.rfind("]")] if "[" in title else title
+        out.setdefault(marker, []).append(p["id"])
+    return out
+
+
+class OutboxWatcher:
+    """Walks the outbox over and over while a test runs and remembers every size it saw for
+    every file under a final (non-temporary) name: a file seen with two sizes was visible
+    before it was complete."""
+
+    def __init__(self, outbox: Path) -> None:
+        import threading
+
+        self.outbox = outbox
+        self.sizes: dict[str, set[int]] = {}
+        self.scans = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="outbox-watcher", daemon=True)
+
+    def __enter__(self) -> OutboxWatcher:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for dirpath, dirnames, filenames in os.walk(self.outbox):
+                dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+                for name in filenames:
+                    if name.startswith("."):
+                        continue  # hidden temporaries are not final names
+                    p = Path(dirpath) / name
+                    try:
+                        size = p.stat().st_size
+                    except OSError:
+                        continue
+                    self.sizes.setdefault(str(p.relative_to(self.outbox)), set()).add(size)
+            self.scans += 1
+            self._stop.wait(0.01)
+
+    def partial_files(self) -> list[str]:
+        return sorted(k for k, v in self.sizes.items() if len(v) > 1)
