@@ -70,7 +70,7 @@ def test_sigterm_stops_within_10s_and_restart_continues(
 @pytest.mark.slow
 def test_sigkill_at_random_moments_never_double_bills(env: Env, sample_videos: list[Path]) -> None:
     rng = random.Random(20261129)
-    env.emu.update(timings=Timings(step=0.15, render=0.2, export=0.1, keepalive=1))
+    env.emu.update(timings=Timings(step=0.3, render=0.5, export=0.2, keepalive=1))
     env.write_config(RULES, daemon={"settle_seconds": 0.3})
     files = ["podcasts/a.mp4", "podcasts/b.mp4", "tutorials/c.mp4", "tutorials/d.mp4"]
     with OutboxWatcher(env.outbox) as watcher:
@@ -78,13 +78,13 @@ def test_sigkill_at_random_moments_never_double_bills(env: Env, sample_videos: l
             env.drop(sample_videos[i], f)
         kills = 0
         in_flight: list[list[str]] = []
-        while kills < 6:
+        while kills < 8:
             env.start()
             # Let it get somewhere (the log says when it is up), then pull the plug.
             wait_for(
                 lambda: "ready" in env.log().rsplit("===== run", 1)[-1], timeout=30, what="ready"
             )
-            time.sleep(rng.uniform(0.2, 2.5))  # the random moment is the point of this test
+            time.sleep(rng.uniform(0.3, 1.5))  # the random moment is the point of this test
             env.kill()
             kills += 1
             in_flight.append(sorted(j["state"] for j in env.status()))
@@ -99,4 +99,4 @@ def test_sigkill_at_random_moments_never_double_bills(env: Env, sample_videos: l
     _assert_exactly_once(env, files)
     # The kills really landed mid-pipeline (not all after the work was done).
     busy = [s for s in in_flight if any(x not in ("delivered", "failed") for x in s)]
-    assert len(busy) >= 3, in_flight
+    assert len(busy) >= 5, in_flight
