@@ -1,7 +1,76 @@
-from watchd.cli import build_parser
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from watchd.cli import COMMANDS, build_parser
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_every_contract_command_is_in_help() -> None:
     help_text = build_parser().format_help()
     for cmd in ("run", "check", "status", "retry", "forget", "emulator", "demo"):
         assert cmd in help_text
+    assert set(COMMANDS) == {"run", "check", "status", "retry", "forget", "emulator", "demo"}
+
+
+def test_readme_documents_every_command_and_the_two_quickstart_commands() -> None:
+    readme = (REPO / "README.md").read_text()
+    for cmd in COMMANDS:
+        assert re.search(rf"`watchd {cmd}\b", readme), cmd
+    quick = readme.split("## Quickstart", 1)[1].split("##", 1)[0]
+    assert "make demo" in quick and "make test" in quick
+
+
+def test_contract_flags_parse() -> None:
+    p = build_parser()
+    assert p.parse_args(["status", "-c", "x.toml", "--json"]).json
+    assert p.parse_args(["check", "--offline"]).offline
+    assert p.parse_args(["retry", "a", "b"]).ids == ["a", "b"]
+    args = p.parse_args(
+        [
+            "emulator",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--email",
+            "e@x",
+            "--password",
+            "Pw-12345",
+        ]
+    )
+    assert args.port == 0
+
+
+def test_status_without_ledger_prints_empty_json(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    (tmp_path / "in").mkdir()
+    cfg.write_text(
+        f'[carmic]\napi_url = "http://127.0.0.1:1/api"\nemail = "a@b.c"\n'
+        f'[daemon]\nstate_dir = "{tmp_path / "state"}"\n'
+        f'[[inbox]]\npath = "{tmp_path / "in"}"\noutbox = "{tmp_path / "out"}"\n'
+    )
+    r = subprocess.run(
+        [sys.executable, "-m", "watchd", "status", "--json", "-c", str(cfg)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]"
+    r = subprocess.run(
+        [sys.executable, "-m", "watchd", "retry", "jnope", "-c", str(cfg)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert r.returncode == 1 and "unknown job" in r.stderr
+
+
+def test_run_with_a_bad_config_exits_2(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[carmic]\nrealtime = 'push'\n")
+    r = subprocess.run(
+        [sys.executable, "-m", "watchd", "run", "-c", str(cfg)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert r.returncode == 2
+    assert "carmic.realtime" in r.stderr
