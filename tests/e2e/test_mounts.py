@@ -1,0 +1,61 @@
+"""An inbox that vanishes or suddenly empties pauses; a remount starts nothing twice."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from tests.e2e.harness import Env, wait_for
+
+
+def _paused(env: Env) -> bool:
+    return "PAUSED" in env.cli("status").stdout
+
+
+def test_unmounted_share_pauses_and_remount_starts_nothing_twice(
+    env: Env, sample_videos: list[Path]
+) -> None:
+    env.write_config(
+        {"podcasts": {"render": {"max_clips": 1}}},
+        inbox={"on_success": "keep"},
+        daemon={"rescan_seconds": 1},
+    )
+    env.drop(sample_videos[0], "podcasts/a.mp4")
+    env.drop(sample_videos[1], "b.mp4")
+    env.start()
+    env.wait_states({"podcasts/a.mp4": "delivered", "b.mp4": "delivered"})
+    creates = env.emu.snapshot()["counters"]["creates"]
+
+    # "Unmount": the share's files disappear and an empty mount point stays behind.
+    away = env.root / "share-offline"
+    env.inbox.rename(away)
+    env.inbox.mkdir()
+    wait_for(lambda: _paused(env), timeout=30, what="inbox paused")
+    assert "suddenly empty" in env.cli("status").stdout
+    assert all(j["state"] == "delivered" for j in env.status())
+
+    # "Remount" as a new filesystem would: same names, sizes and mtimes, new inodes.
+    env.inbox.rmdir()
+    shutil.copytree(away, env.inbox, copy_function=shutil.copy2)
+    wait_for(lambda: not _paused(env), timeout=30, what="inbox resumed")
+    # A rescan or two later, still nothing new.
+    env.drop(sample_videos[2], "podcasts/new.mp4")
+    env.wait_states({"podcasts/new.mp4": "delivered"})
+    jobs = env.status()
+    assert sorted(j["source"] for j in jobs) == ["b.mp4", "podcasts/a.mp4", "podcasts/new.mp4"]
+    assert env.emu.snapshot()["counters"]["creates"] == creates + 1
+    assert env.stop() == 0
+
+
+def test_missing_inbox_at_start_pauses_instead_of_failing(
+    env: Env, sample_videos: list[Path]
+) -> None:
+    env.write_config({})
+    env.inbox.rmdir()
+    env.start()
+    wait_for(lambda: _paused(env), timeout=30, what="inbox paused")
+    assert "missing" in env.cli("status").stdout
+    env.inbox.mkdir()
+    env.drop(sample_videos[3], "late.mp4")
+    env.wait_states({"late.mp4": "delivered"})
+    assert env.stop() == 0
