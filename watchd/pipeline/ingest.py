@@ -30,6 +30,7 @@ from watchd.ledger.states import Stage
 from watchd.pipeline.identity import FileIdentity, fingerprint
 from watchd.pipeline.outcomes import Fail, Park, RetryLater, SourceMissing
 from watchd.pipeline.selection import choose_clips, render_choice
+from watchd.watching.openfiles import is_open_for_write
 
 if TYPE_CHECKING:
     from watchd.pipeline.runner import Pipeline
@@ -315,6 +316,9 @@ async def handle_uploading(p: Pipeline, job: JobRow) -> None:
     if not current.same_content_as(FileIdentity(job.size, job.mtime_ns, job.inode, job.dev)):
         await _source_changed(p, job, current)
         return
+    # The last look before the bytes leave: nobody may be writing to it now.
+    if await asyncio.to_thread(is_open_for_write, path):
+        raise RetryLater("a local process has the file open for writing", delay=5.0, count=False)
     jl = p.job_log(job)
     async with p.upload_slots:
         p.ledger.update(job.id, step="uploading", progress=0, bytes_uploaded=0)
