@@ -65,9 +65,20 @@ class Inspection:
         self.counters[name] += n
 
     def record_request(
-        self, request: web.BaseRequest, *, origin: str, status: int, t: float
+        self,
+        request: web.BaseRequest,
+        *,
+        origin: str,
+        status: int,
+        t: float,
+        started: float | None = None,
+        first_byte: float | None = None,
     ) -> None:
-        """One request (its path without the query string; 0 for a dropped connection)."""
+        """One request (its path without the query string; 0 for a dropped connection).
+
+        ``t`` is when it ended; ``started`` when its handler began and ``first_byte`` when the
+        first byte of its body arrived, where the origin tracks them (storage PUTs do): latency
+        benchmarks measure from a file's close to its first uploaded byte."""
         headers = request.headers
         path, _, query = request.raw_path.partition("?")
         length = headers.get("Content-Length")
@@ -85,6 +96,8 @@ class Inspection:
                 "content_length": int(length) if length and length.isdigit() else None,
                 "transfer_encoding": headers.get("Transfer-Encoding"),
                 "expect": headers.get("Expect"),
+                "started": started,
+                "first_byte": first_byte,
             }
         )
 
@@ -146,6 +159,9 @@ def _project(p: Project) -> dict[str, Any]:
         "refunded": bool(p.charge and p.charge.refunded),
         "deleted": p.deleted,
         "created_at": p.created_at,
+        "process_requested_at": p.process_requested_at,
+        "clips_ready_at": p.clips_ready_at,
+        "completed_at": p.completed_at,
         "visual_pipeline_ready": p.visual_pipeline_ready,
         "clips": [_clip(c) for c in p.clips],
     }

@@ -106,8 +106,19 @@ async def _expect_continue(request: web.Request) -> web.StreamResponse | None:
     return None
 
 
+_STARTED = web.RequestKey("started", float)
+_FIRST_BYTE = web.RequestKey("first_byte", float)
+
+
 def _record(core: Core, request: web.Request, status: int) -> None:
-    core.inspection.record_request(request, origin="storage", status=status, t=core.now())
+    core.inspection.record_request(
+        request,
+        origin="storage",
+        status=status,
+        t=core.now(),
+        started=request.get(_STARTED),
+        first_byte=request.get(_FIRST_BYTE),
+    )
 
 
 async def _receive(core: Core, request: web.Request, length: int, sink: BodySink) -> None:
@@ -127,6 +138,8 @@ async def _receive(core: Core, request: web.Request, length: int, sink: BodySink
             ) from None
         if not chunk:
             break
+        if not received:
+            request[_FIRST_BYTE] = core.now()
         received += len(chunk)
         await sink.feed(chunk)
         if reset_at is not None and received >= reset_at:
@@ -195,6 +208,7 @@ async def _get(core: Core, request: web.Request) -> web.StreamResponse:
 
 async def _handle(request: web.Request) -> web.StreamResponse:
     core = request.app[CORE]
+    request[_STARTED] = core.now()
     status = 0
     try:
         if core.settings.faults.slow_seconds:
