@@ -298,3 +298,15 @@ def test_non_loopback_when_explicitly_allowed(metrics: Metrics) -> None:
             assert conn.getresponse().status == 200
         finally:
             conn.close()
+
+
+def test_probe_counters_are_read_at_scrape_time() -> None:
+    m = Metrics()
+    assert sample(m, "watchd_probe_stuck") == 0
+    assert sample(m, "watchd_probe_timeouts_total") == 0
+    counts = {"stuck": 1, "timeouts": 3}
+    m.watch_probes(lambda: counts["stuck"], lambda: counts["timeouts"])
+    assert sample(m, "watchd_probe_stuck") == 1
+    counts["stuck"], counts["timeouts"] = 0, 4
+    assert sample(m, "watchd_probe_stuck") == 0
+    assert sample(m, "watchd_probe_timeouts_total") == 4

@@ -21,7 +21,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.exposition import choose_encoder
-from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from watchd import __version__
@@ -61,6 +61,30 @@ class _JobsByState(Collector):
         for state in [s.value for s in Stage] + sorted(set(counts) - {s.value for s in Stage}):
             family.add_metric([state], counts.get(state, 0))
         yield family
+
+
+class _ProbeStats(Collector):
+    """``watchd_probe_stuck`` and ``watchd_probe_timeouts_total``, read from the probe module at
+    scrape time (they are process-wide counts it keeps itself); 0 until :meth:`watch` is called."""
+
+    def __init__(self) -> None:
+        self._stuck: Callable[[], int] = lambda: 0
+        self._timeouts: Callable[[], int] = lambda: 0
+
+    def watch(self, stuck: Callable[[], int], timeouts: Callable[[], int]) -> None:
+        self._stuck, self._timeouts = stuck, timeouts
+
+    def collect(self) -> Iterable[Metric]:
+        yield GaugeMetricFamily(
+            "watchd_probe_stuck",
+            "Probes that timed out and whose thread is still blocked (a share that hangs?)",
+            value=self._stuck(),
+        )
+        yield CounterMetricFamily(
+            "watchd_probe_timeouts",
+            "Local probes of an input that timed out",
+            value=self._timeouts(),
+        )
 
 
 class Metrics:
@@ -117,6 +141,8 @@ class Metrics:
             ["inbox"],
             registry=r,
         )
+        self._probes = _ProbeStats()
+        r.register(self._probes)
         Info("watchd_build", "carmic-watchd version", registry=r).info({"version": __version__})
         self._endpoints: set[str] = set()
         self._endpoints_lock = threading.Lock()
@@ -163,6 +189,11 @@ class Metrics:
     def set_inbox_paused(self, inbox: str, paused: bool) -> None:
         """Whether an inbox is paused."""
         self._paused.labels(inbox).set(1 if paused else 0)
+
+    def watch_probes(self, stuck: Callable[[], int], timeouts: Callable[[], int]) -> None:
+        """Report the probe module's counters (``watchd.probe.stuck_probes``/``probe_timeouts``)
+        at every scrape."""
+        self._probes.watch(stuck, timeouts)
 
     def _endpoint(self, endpoint: str) -> str:
         with self._endpoints_lock:
