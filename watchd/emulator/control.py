@@ -23,6 +23,8 @@ LIVE_SETTINGS = frozenset(
         "strict_media",
         "store_uploads",
         "auth_rate_limits",
+        "creates_per_minute",
+        "exports_per_minute",
         "storage_idle_timeout",
         "new_user_tier",
     }

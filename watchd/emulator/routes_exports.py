@@ -28,10 +28,12 @@ async def _create_export(call: Call) -> web.StreamResponse:
     include_proxy = opt_bool(body, "include_proxy")
     if call.ws.tier == "FREE":
         raise ApiError(402, "NLE export requires a Pro plan: upgrade the workspace to export")
-    call.throttle(
-        [("export", call.ws.id, EXPORT_LIMIT)],
-        "Rate limit exceeded: at most 5 NLE exports per minute per workspace",
-    )
+    per_minute = call.core.settings.exports_per_minute
+    if per_minute:
+        call.throttle(
+            [("export", call.ws.id, Limit(per_minute, EXPORT_LIMIT.window))],
+            f"Rate limit exceeded: at most {per_minute} NLE exports per minute per workspace",
+        )
     core = call.core
     existing = next((e for e in core.state.exports_of(clip.id) if e.target_format == fmt), None)
     if existing is not None:

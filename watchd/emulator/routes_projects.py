@@ -183,9 +183,12 @@ def _slot_wait(call: Call, active: list[Project]) -> int:
 
 
 def _throttle_create(call: Call) -> None:
+    per_minute = call.core.settings.creates_per_minute
+    if not per_minute:
+        return
     call.throttle(
-        [("create", call.ws.id, CREATE_LIMIT)],
-        "Rate limit exceeded: at most 5 project creations per minute per workspace",
+        [("create", call.ws.id, Limit(per_minute, CREATE_LIMIT.window))],
+        f"Rate limit exceeded: at most {per_minute} project creations per minute per workspace",
     )
 
 

@@ -170,6 +170,10 @@ class EmulatorSettings:
     faults: Faults = field(default_factory=Faults)
     variants: Variants = field(default_factory=Variants)
     auth_rate_limits: bool = True
+    # The reference's per-workspace limits on project creations and NLE exports (0: none, for
+    # load tests that measure the client rather than the limits).
+    creates_per_minute: int = 5
+    exports_per_minute: int = 5
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -182,7 +186,7 @@ class EmulatorSettings:
                 raise ValueError(f"{name} must be a TCP port (0 picks a free one), not {port}")
         if self.port and self.port == self.storage_port:
             raise ValueError("the API and the storage origin need two different ports")
-        for name in ("minutes", "storage_idle_timeout"):
+        for name in ("minutes", "storage_idle_timeout", "creates_per_minute", "exports_per_minute"):
             _non_negative(name, getattr(self, name))
         for name in ("access_ttl", "refresh_ttl", "upload_url_ttl", "download_url_ttl"):
             if getattr(self, name) <= 0:
