@@ -3,6 +3,11 @@
 Only :meth:`Daemon.run` reads the real clock; :meth:`Daemon.tick` takes ``now``. Watchdog's event
 handlers run on watchdog's thread and only enqueue paths; a full rescan at start and every
 ``rescan_seconds`` is the source of truth, so a missed event costs latency, never a file.
+
+Under systemd (``Type=notify``) it reports ``READY=1`` once it has logged in and finished its
+first scan, keeps ``STATUS=`` current, pings ``WATCHDOG=1`` from a task on the main loop only
+while :meth:`Daemon.alive` holds, wraps reloads in ``RELOADING=1``/``READY=1`` and sends
+``STOPPING=1`` on the way out.
 """
 
 from __future__ import annotations
@@ -13,10 +18,10 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, TypeVar
 
 from watchd.carmic.errors import AuthError, CarmicError, TransientError
 from watchd.clock import Clock, SystemClock
@@ -27,6 +32,7 @@ from watchd.pipeline.identity import fingerprint
 from watchd.pipeline.outcomes import Fail
 from watchd.pipeline.runner import Pipeline, PipelineSettings
 from watchd.pipeline.scheduler import ProcessingLimit, tier_limit
+from watchd.redact import redact
 from watchd.watching.ignore import is_candidate, nfc
 from watchd.watching.inbox import InboxMonitor
 from watchd.watching.observer import InboxObserver
@@ -35,11 +41,38 @@ from watchd.watching.settle import SettleTracker
 
 log = logging.getLogger("watchd.daemon")
 
+T = TypeVar("T")
+
 EXIT_OK = 0
 EXIT_CONFIG = 2
 EXIT_AUTH = 3
-HEARTBEAT = 1.0  # the loop wakes at least this often (schedule, watchdog ping, stop checks)
+HEARTBEAT = 1.0  # the loop wakes at least this often (schedule, stop checks)
 PAUSED_RESCAN = 5.0  # how often a paused inbox is scanned to see whether it is back
+LEDGER_HEARTBEAT = 5.0  # how often the ledger records that we are alive (`watchd status` reads it)
+STALL_LIMIT = 10.0  # the event loop is unresponsive when its keepalive task is this late
+# One tick stuck this long (a scan or a fingerprint blocked in a thread on a hung share) means
+# the daemon does nothing: stop the watchdog pings and let systemd restart it. Generous, because
+# a full rescan of a large share over SMB can legitimately take minutes.
+TICK_STALL_LIMIT = 600.0
+MAX_FAILED_TICKS = 3  # consecutive failed steps of the main loop before alive() says no
+LOGIN_RETRY_FIRST = 2.0
+LOGIN_RETRY_MAX = 60.0
+METRICS_REFRESH = 1.0  # derived gauges (jobs by state, oldest age) at most this often
+
+# Settings a reload cannot change in a running daemon: they shape objects built at start.
+RESTART_ONLY = {
+    "carmic": (
+        "api_url",
+        "email",
+        "workspace",
+        "password_source",
+        "creates_per_minute",
+        "exports_per_minute",
+        "max_processing",
+        "ca_file",
+    ),
+    "daemon": ("state_dir", "scan", "poll_interval", "max_uploads", "metrics"),
+}
 
 
 @dataclass
@@ -70,6 +103,13 @@ def preset_record(inbox: InboxConfig, preset: Any) -> dict[str, Any]:
 
 
 class Daemon:
+    """The running daemon. ``notifier`` (sd_notify) and ``metrics`` are built from the
+    environment and the config when not given; ``client`` and ``probe_fn`` are seams for tests.
+
+    The limits ``stall_limit``, ``tick_stall_limit``, ``ledger_heartbeat`` and
+    ``tick_retry_base`` are attributes so that tests can shrink them.
+    """
+
     def __init__(
         self,
         config: Config,
@@ -94,9 +134,19 @@ class Daemon:
 
             metrics = Metrics()
         self.metrics = metrics
-        self._metrics_server: Any = None
-        self._last_ping = 0.0
-        self._last_heartbeat = 0.0
+        self.metrics_server: Any = None
+        self.stall_limit = STALL_LIMIT
+        self.tick_stall_limit = TICK_STALL_LIMIT
+        self.ledger_heartbeat = LEDGER_HEARTBEAT
+        self.tick_retry_base = 2.0  # first pause after a failed step of the main loop
+        self.keepalive_rounds = 0  # how often the keepalive task has run (tests wait on it)
+        self.watchdog_pings = 0
+        self._beat = self.clock.monotonic()
+        self._tick_started: float | None = None
+        self._last_heartbeat: float | None = None
+        self._last_alive: tuple[bool, str] = (True, "ok")
+        self._next_metrics = 0.0
+        self._upload_seen: dict[str, int] = {}
         self.ledger: Ledger | None = None
         self.pipeline: Pipeline | None = None
         self.inboxes: dict[str, InboxRuntime] = {}
@@ -104,41 +154,57 @@ class Daemon:
         self.known: dict[tuple[str, str], set[tuple[int, int]]] = {}
         self._pending_paths: set[Path] = set()
         self._wake: asyncio.Event | None = None
+        self._stopped: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop_requested = False
         self._reload_requested = False
         self._next_rescan = 0.0
         self._last_status = ""
         self._ledger_ok = True
+        self._failed_ticks = 0
         self.ready = False
 
     # ---- lifecycle -------------------------------------------------------------------------
 
     def request_stop(self) -> None:
+        """SIGTERM/SIGINT: finish the current step, checkpoint, exit (call on the loop)."""
         self._stop_requested = True
-        if self._wake is not None:
-            self._wake.set()
+        for event in (self._wake, self._stopped):
+            if event is not None:
+                event.set()
 
     def request_reload(self) -> None:
+        """SIGHUP: re-read the config at the next tick (call on the loop)."""
         self._reload_requested = True
         if self._wake is not None:
             self._wake.set()
 
+    def _events(self) -> None:
+        if self._wake is None:
+            self._wake = asyncio.Event()
+        if self._stopped is None:
+            self._stopped = asyncio.Event()
+            if self._stop_requested:
+                self._stopped.set()
+
     async def start(self) -> None:
-        """Open the ledger, log in, start watching. Raises CarmicError/LedgerError."""
+        """Open the ledger, log in, start watching, scan once. Raises CarmicError/LedgerError."""
         self._loop = asyncio.get_running_loop()
-        self._wake = asyncio.Event()
+        self._events()
         cfg = self.config
         self.ledger = Ledger.open(cfg.daemon.state_dir, clock=self.clock)
         self.known = self.ledger.known_identities()
         if self.metrics is not None and cfg.daemon.metrics:
-            self._metrics_server = self.metrics.serve(
+            self.metrics_server = self.metrics.serve(
                 cfg.daemon.metrics, self.healthy, allow_non_loopback=True
             )
-            log.info("metrics on %s/metrics", self._metrics_server.url)
+            # MetricsServer logs its real URL, also when the config asked for any free port.
+            from watchd.probe import probe_timeouts, stuck_probes
+
+            self.metrics.watch_probes(stuck_probes, probe_timeouts)
         client = self._client or _build_client(cfg, self.clock, self.metrics)
         self._client = client
-        self.notifier.status("logging in to Carmic")
+        self.notifier.status(f"logging in to Carmic at {cfg.carmic.api_url}")
         workspace = await _login_with_retry(
             client, self.clock, lambda: self._stop_requested, self.notifier
         )
@@ -168,6 +234,7 @@ class Daemon:
             workspace.tier or "unknown",
             limit.effective() or "none",
         )
+        self.notifier.status("scanning the inboxes")
         self._setup_inboxes(cfg)
         await self.rescan(self.clock.now())
         self.ready = True
@@ -181,6 +248,8 @@ class Daemon:
                 gone = self.inboxes.pop(key)
                 if gone.observer:
                     gone.observer.stop()
+                if self.pipeline is not None:
+                    self.pipeline.paused_inboxes.discard(key)
                 log.info("inbox %s removed from the config; no longer watched", key)
         for key, inbox in wanted.items():
             existing = self.inboxes.get(key)
@@ -202,15 +271,17 @@ class Daemon:
             log.info("watching %s (%s) -> %s", inbox.path, rt.observer.effective_mode, inbox.outbox)
 
     async def stop(self) -> None:
-        self.notifier.stopping()
-        if self._metrics_server is not None:
-            await asyncio.to_thread(self._metrics_server.close)
-            self._metrics_server = None
+        """Stop taking work, cancel the pipeline's steps (the ledger has their checkpoints),
+        stop the observers and the metrics server, close the client and the ledger."""
+        self.notifier.stopping("stopping: checkpointing in-flight work")
         if self.pipeline:
             await self.pipeline.stop(timeout=5.0)
         for rt in self.inboxes.values():
             if rt.observer:
                 await asyncio.to_thread(rt.observer.stop)
+        if self.metrics_server is not None:
+            await asyncio.to_thread(self.metrics_server.close)
+            self.metrics_server = None
         if self._client is not None:
             with contextlib.suppress(Exception):
                 await self._client.aclose()
@@ -218,32 +289,80 @@ class Daemon:
             self.ledger.close()
 
     async def run(self) -> int:
+        """Start, then tick until SIGTERM/SIGINT. Returns the process exit code."""
         loop = asyncio.get_running_loop()
+        self._loop = loop
+        self._events()
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signal.SIGTERM, self.request_stop)
             loop.add_signal_handler(signal.SIGINT, self.request_stop)
             loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+        keepalive = asyncio.create_task(self._keepalive(), name="watchd-keepalive")
         try:
-            await self.start()
-        except AuthError as e:
-            log.error("cannot log in to Carmic: %s", e)
-            await self.stop()
-            return EXIT_AUTH
-        except _Stopped:
-            await self.stop()
-            return EXIT_OK
-        self.notifier.ready(self.status_line())
-        log.info("ready: %s", self.status_line())
-        try:
-            while not self._stop_requested:
-                now = self.clock.now()
-                await self.tick(now)
-                await self._sleep_until_next(now)
+            try:
+                await self._unless_stopped(self.start())
+            except AuthError as e:
+                log.error("cannot log in to Carmic: %s", e)
+                await self.stop()
+                return EXIT_AUTH
+            except _Stopped:
+                log.info("stopped while starting")
+                await self.stop()
+                return EXIT_OK
+            self.notifier.ready(self.status_line())
+            log.info("ready: %s", self.status_line())
+            try:
+                while not self._stop_requested:
+                    now = self.clock.now()
+                    try:
+                        await self.tick(now)
+                        self._failed_ticks = 0
+                    except Exception:
+                        # A locked or full ledger, a NAS error we did not foresee: log it and
+                        # try again, backing off; alive() turns false if it keeps failing.
+                        self._failed_ticks += 1
+                        log.exception(
+                            "a step of the main loop failed (%d in a row)", self._failed_ticks
+                        )
+                        await self._wait_stop(
+                            min(30.0, self.tick_retry_base * 2 ** (self._failed_ticks - 1))
+                        )
+                        continue
+                    await self._sleep_until_next(now)
+            finally:
+                log.info("stopping: checkpointing in-flight work")
+                await self.stop()
         finally:
-            log.info("stopping: checkpointing in-flight work")
-            await self.stop()
+            keepalive.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keepalive
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                    loop.remove_signal_handler(sig)
         log.info("stopped")
         return EXIT_OK
+
+    async def _wait_stop(self, seconds: float) -> None:
+        assert self._stopped is not None
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopped.wait(), seconds)
+
+    async def _unless_stopped(self, work: Awaitable[T]) -> T:
+        """``await work`` unless a stop is requested first (then cancel it, raise _Stopped):
+        a login that hangs or waits out an outage must not hold up SIGTERM."""
+        assert self._stopped is not None
+        task = asyncio.ensure_future(work)
+        stopper = asyncio.ensure_future(self._stopped.wait())
+        try:
+            await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopper.cancel()
+        if task.done():
+            return task.result()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+        raise _Stopped()
 
     async def _sleep_until_next(self, now: float) -> None:
         assert self._wake is not None
@@ -260,46 +379,100 @@ class Daemon:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout)
 
+    # ---- liveness --------------------------------------------------------------------------
+
+    async def _keepalive(self) -> None:
+        """On the main loop, every half ``WatchdogSec`` (or HEARTBEAT): note that the loop runs,
+        record the ledger heartbeat (which also proves the ledger writable), and ping systemd's
+        watchdog only while :meth:`alive` holds. Being a task on the loop is the point: a blocked
+        loop sends nothing, and systemd restarts us."""
+        interval = self.notifier.watchdog_interval()
+        period = min(HEARTBEAT, interval) if interval else HEARTBEAT
+        last_ping: float | None = None
+        while True:
+            mono = self.clock.monotonic()
+            self._beat = mono
+            self._ledger_heartbeat(mono)
+            ok, reason = self.alive()
+            if ok != self._last_alive[0]:
+                if ok:
+                    log.warning("healthy again; systemd watchdog pings resume")
+                else:
+                    log.error("unhealthy (%s): no systemd watchdog pings until it recovers", reason)
+            self._last_alive = (ok, reason)
+            if interval and ok and (last_ping is None or mono - last_ping >= interval - 0.001):
+                self.notifier.watchdog()
+                self.watchdog_pings += 1
+                last_ping = mono
+            self.keepalive_rounds += 1
+            await asyncio.sleep(period)
+
+    def _ledger_heartbeat(self, mono: float) -> None:
+        if self.ledger is None:
+            return
+        if self._last_heartbeat is not None and mono - self._last_heartbeat < self.ledger_heartbeat:
+            return
+        self._last_heartbeat = mono
+        try:
+            self.ledger.heartbeat(os.getpid())
+        except Exception as e:
+            if self._ledger_ok:
+                log.error("the ledger is not writable: %s", e)
+            self._ledger_ok = False
+        else:
+            if not self._ledger_ok:
+                log.warning("the ledger is writable again")
+            self._ledger_ok = True
+
+    def alive(self) -> tuple[bool, str]:
+        """Liveness (what the watchdog ping stands for): the event loop responds, the ledger
+        is writable, every observer of an inbox that is not paused runs, and no step of the
+        main loop has been stuck for ``tick_stall_limit``. Safe to call from any thread."""
+        mono = self.clock.monotonic()
+        late = mono - self._beat
+        if late > self.stall_limit:
+            return False, f"the event loop has not responded for {late:.0f}s"
+        if not self._ledger_ok:
+            return False, "the ledger is not writable"
+        for rt in list(self.inboxes.values()):
+            if rt.paused:
+                continue
+            if rt.observer is not None and not rt.observer.alive():
+                return False, f"the observer for {rt.key} is dead"
+        if self._failed_ticks >= MAX_FAILED_TICKS:
+            return False, f"the last {self._failed_ticks} steps of the main loop failed"
+        started = self._tick_started
+        if started is not None and mono - started > self.tick_stall_limit:
+            return False, f"the main loop has been stuck in one step for {mono - started:.0f}s"
+        return True, "ok"
+
+    def healthy(self) -> tuple[bool, str]:
+        """Readiness, for ``/healthz``: started (logged in, first scan done) and alive."""
+        if not self.ready:
+            return False, "starting"
+        return self.alive()
+
     # ---- the loop body ---------------------------------------------------------------------
 
     async def tick(self, now: float) -> None:
         assert self.pipeline is not None and self.ledger is not None
-        if self._reload_requested:
-            self._reload_requested = False
-            self.reload()
-        paths, self._pending_paths = self._pending_paths, set()
-        for path in paths:
-            self._observe(path, now)
-        if now >= self._next_rescan:
-            await self.rescan(now)
-        for settled in self.tracker.due(now):
-            await self.intake(settled.path, settled.stat)
-        self._check_observers()
-        self.pipeline.schedule(now)
-        self._publish_status()
-        self._keepalive()
-
-    def _keepalive(self) -> None:
-        """WATCHDOG=1 from the loop itself, and only while it is healthy: a stuck loop, a dead
-        observer or an unwritable ledger stops the pings and systemd restarts us."""
-        assert self.ledger is not None
-        mono = self.clock.monotonic()
-        if mono - self._last_heartbeat >= 5.0:
-            try:
-                self.ledger.heartbeat(os.getpid())
-                self._ledger_ok = True
-            except Exception as e:
-                self._ledger_ok = False
-                log.error("the ledger is not writable: %s", e)
-            self._last_heartbeat = mono
-        interval = self.notifier.watchdog_interval()
-        if interval is not None and mono - self._last_ping >= interval:
-            ok, reason = self.healthy()
-            if ok:
-                self.notifier.watchdog()
-                self._last_ping = mono
-            else:
-                log.warning("not pinging the systemd watchdog: %s", reason)
+        self._tick_started = self.clock.monotonic()
+        try:
+            if self._reload_requested:
+                self._reload_requested = False
+                self.reload()
+            paths, self._pending_paths = self._pending_paths, set()
+            for path in paths:
+                self._observe(path, now)
+            if now >= self._next_rescan:
+                await self.rescan(now)
+            for settled in self.tracker.due(now):
+                await self.intake(settled.path, settled.stat)
+            self._check_observers()
+            self.pipeline.schedule(now)
+            self._publish_status(now)
+        finally:
+            self._tick_started = None
 
     def _enqueue_threadsafe(self, path: Path) -> None:
         loop = self._loop
@@ -337,6 +510,8 @@ class Daemon:
         self._next_rescan = now + self.config.daemon.rescan_seconds
         for rt in list(self.inboxes.values()):
             result = await asyncio.to_thread(scan_inbox, rt.config.path)
+            if self.inboxes.get(rt.key) is not rt:
+                continue  # removed by a reload while it was being scanned
             health = rt.monitor.check(result, now)
             if rt.paused and not health.paused and rt.observer is not None:
                 # The share is back (possibly a new mount): watch the new directory.
@@ -412,7 +587,12 @@ class Daemon:
             rel,
             rule_name,
             job.id,
-            extra={"job_id": job.id, "rule": rule_name, "source_path": str(path)},
+            extra={
+                "job_id": job.id,
+                "rule": rule_name,
+                "state": job.state,
+                "source_path": str(path),
+            },
         )
         if problem is not None:
             await self.pipeline.handle_error(
@@ -437,75 +617,142 @@ class Daemon:
     # ---- reload ----------------------------------------------------------------------------
 
     def reload(self) -> bool:
-        """Re-read the config (SIGHUP). In-flight jobs keep the preset they started with; an
-        invalid new config is refused and the old one stays in force."""
+        """Re-read the config (SIGHUP). Inboxes and rules added, changed or removed take effect
+        at once; in-flight jobs keep the preset the ledger stored for them; an invalid new
+        config is refused with the reason logged, and the old one stays in force."""
         path = self.config.path
         if path is None:
+            log.warning("reload requested, but the config was not read from a file")
             return False
-        self.notifier.reloading()
+        self.notifier.reloading(f"reloading {path}")
         try:
             new = load_config(path, allow_missing_inboxes=True)
         except ConfigError as e:
             log.error("reload refused, keeping the running config: %s", e)
             self.notifier.ready(self.status_line())
             return False
-        self.config = new
+        except OSError as e:
+            log.error("reload refused, cannot read %s (%s); keeping the running config", path, e)
+            self.notifier.ready(self.status_line())
+            return False
+        old, self.config = self.config, new
+        for name in restart_only_changes(old, new):
+            log.warning("%s changed: it takes effect at the next restart", name)
         self.tracker.settle_seconds = new.daemon.settle_seconds
+        if self.pipeline is not None:
+            s = self.pipeline.settings
+            s.realtime = new.carmic.realtime
+            s.poll_seconds = new.carmic.poll_seconds
+            s.max_render_retries = new.daemon.max_render_retries
         self._setup_inboxes(new)
         self._next_rescan = 0.0
         from watchd.service.logsetup import setup_logging
 
         setup_logging(new.daemon.log_format, new.daemon.log_level)
-        log.info("config reloaded from %s: %d inbox(es)", path, len(new.inboxes))
+        log.info(
+            "config reloaded from %s: %d inbox(es), %d rule(s)",
+            path,
+            len(new.inboxes),
+            sum(len(i.rules) for i in new.inboxes),
+        )
         self.notifier.ready(self.status_line())
         return True
 
     # ---- status ----------------------------------------------------------------------------
 
     def status_line(self) -> str:
+        """The one-line summary systemd shows (``STATUS=``), e.g. ``3 queued, 1 uploading 42%,
+        2 processing, 0 rendering/delivering, 1 parked (billing), 0 failed, 7 delivered``."""
         assert self.ledger is not None
         counts = self.ledger.counts_by_state()
-        waiting = counts.get("queued", 0) + counts.get("probed", 0)
+        waiting = counts.get("queued", 0) + counts.get("probed", 0) + counts.get("duplicate", 0)
         uploading = counts.get("uploading", 0)
         processing = sum(counts.get(s, 0) for s in ("creating", "uploaded", "processing"))
         working = sum(
             counts.get(s, 0) for s in ("clips_ready", "rendering", "exporting", "delivering")
         )
         parked = counts.get("parked", 0)
-        failed = counts.get("failed", 0)
-        paused = [k for k, rt in self.inboxes.items() if rt.paused]
+        up = f"{uploading} uploading"
+        if uploading:
+            jobs = self.ledger.jobs([Stage.UPLOADING])
+            sent = sum(j.bytes_uploaded for j in jobs)
+            total = sum(j.size for j in jobs)
+            up += f" {100 * sent // max(1, total)}%"
+        park = f"{parked} parked"
+        if parked:
+            reasons = sorted(
+                {_reason_kind(j.park_reason) for j in self.ledger.jobs([Stage.PARKED])} - {""}
+            )
+            if reasons:
+                park += f" ({', '.join(reasons)})"
         line = (
-            f"{waiting} queued, {uploading} uploading, {processing} processing, "
-            f"{working} rendering/delivering, {parked} parked, {failed} failed, "
+            f"{waiting} queued, {up}, {processing} processing, "
+            f"{working} rendering/delivering, {park}, {counts.get('failed', 0)} failed, "
             f"{counts.get('delivered', 0)} delivered"
         )
+        paused = [k for k, rt in self.inboxes.items() if rt.paused]
         if paused:
             line += f"; {len(paused)} inbox(es) paused"
         return line
 
-    def _publish_status(self) -> None:
+    def _publish_status(self, now: float) -> None:
         line = self.status_line()
         if line != self._last_status:
             self._last_status = line
             self.notifier.status(line)
-            if self.metrics and self.ledger:
-                self.metrics.set_jobs_by_state(self.ledger.counts_by_state())
+        mono = self.clock.monotonic()
+        if self.metrics is not None and mono >= self._next_metrics:
+            self._next_metrics = mono + METRICS_REFRESH
+            self._refresh_metrics(now)
+
+    def _refresh_metrics(self, now: float) -> None:
+        assert self.ledger is not None and self.metrics is not None
+        self.metrics.set_jobs_by_state(self.ledger.counts_by_state())
+        waiting = [j.created_at for j in self.ledger.active_jobs()]
+        self.metrics.set_oldest_waiting_age(now - min(waiting) if waiting else 0.0)
+        # Bytes sent so far, from the progress the upload writes to the ledger: the counter
+        # moves during a long upload, not only when it completes.
+        uploading = {j.id: j.bytes_uploaded for j in self.ledger.jobs([Stage.UPLOADING])}
+        for job_id, sent in uploading.items():
+            seen = self._upload_seen.get(job_id, 0)
+            if sent < seen:
+                seen = 0  # the upload started again from the first byte
+            if sent > seen:
+                self.metrics.add_uploaded_bytes(sent - seen)
+            self._upload_seen[job_id] = sent
+        for job_id in set(self._upload_seen) - set(uploading):
+            del self._upload_seen[job_id]
 
     def _on_pipeline_event(self, kind: str, data: dict[str, Any]) -> None:
-        if self.metrics and kind == "uploaded":
+        if kind == "uploaded" and self.metrics is not None:
+            seen = self._upload_seen.pop(data["job_id"], 0)
+            self.metrics.add_uploaded_bytes(data["bytes"] - seen)
             self.metrics.observe_upload(data["bytes"], data["seconds"])
+        if kind == "transition" and self._wake is not None:
+            self._wake.set()  # a job moved: bring STATUS= up to date now, not at the next beat
 
-    def healthy(self) -> tuple[bool, str]:
-        if not self.ready:
-            return False, "starting"
-        if not self._ledger_ok:
-            return False, "the ledger is not writable"
-        for rt in self.inboxes.values():
-            if rt.paused:
-                continue
-            if rt.observer is not None and not rt.observer.alive():
-                return False, f"observer for {rt.key} is dead"
-        return True, "ok"
+
+def restart_only_changes(old: Config, new: Config) -> list[str]:
+    """The ``section.key`` names whose change a reload cannot apply (see RESTART_ONLY)."""
+    out = []
+    for section, keys in RESTART_ONLY.items():
+        a, b = getattr(old, section), getattr(new, section)
+        for key in keys:
+            if getattr(a, key) != getattr(b, key):
+                out.append(f"[{section}] {key}")
+    a_pw, b_pw = old.carmic.password, new.carmic.password
+    if (a_pw is None) != (b_pw is None) or (
+        a_pw is not None and b_pw is not None and a_pw.reveal() != b_pw.reveal()
+    ):
+        out.append("[carmic] password")
+    return out
+
+
+def _reason_kind(reason: str | None) -> str:
+    """``"billing: Insufficient processing minutes"`` -> ``"billing"``."""
+    if not reason:
+        return ""
+    return reason.split(":", 1)[0].strip()[:40]
 
 
 class _EmptyPreset:
@@ -522,8 +769,10 @@ async def _login_with_retry(
 ) -> Any:
     """Log in and resolve the workspace; network trouble at boot is waited out (telling systemd
     so, and extending its start timeout), bad credentials are not (AuthError propagates)."""
-    delay = 2.0
+    delay = LOGIN_RETRY_FIRST
+    attempt = 0
     while True:
+        attempt += 1
         try:
             return await client.resolve_workspace()
         except AuthError:
@@ -531,11 +780,15 @@ async def _login_with_retry(
         except (TransientError, OSError) as e:
             if stopping():
                 raise _Stopped() from e
-            log.warning("cannot reach Carmic yet (%s); retrying in %.0fs", e, delay)
-            notifier.status(f"waiting for the Carmic API: {e}")
+            reason = redact(str(e))
+            log.warning("cannot reach Carmic yet (%s); retrying in %.0fs", reason, delay)
+            notifier.status(
+                f"waiting for the Carmic API (attempt {attempt}, next in {delay:.0f}s): {reason}"
+            )
+            # Time for the wait plus the next attempt's own timeouts, counted from now.
             notifier.extend_timeout(delay + 30)
             await clock.sleep(delay)
-            delay = min(60.0, delay * 2)
+            delay = min(LOGIN_RETRY_MAX, delay * 2)
         except CarmicError:
             raise
 
@@ -578,6 +831,7 @@ def run_daemon(config_path: Path) -> int:
         log.error("bad config %s: %s", config_path, e)
         return EXIT_CONFIG
     setup_logging(config.daemon.log_format, config.daemon.log_level)
+    log.info("password from %s", config.carmic.password_source)
     daemon = Daemon(config)
     started = time.monotonic()
     code = asyncio.run(daemon.run())
