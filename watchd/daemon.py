@@ -56,6 +56,8 @@ STALL_LIMIT = 10.0  # the event loop is unresponsive when its keepalive task is 
 TICK_STALL_LIMIT = 600.0
 MAX_FAILED_TICKS = 3  # consecutive failed steps of the main loop before alive() says no
 LOGIN_RETRY_FIRST = 2.0
+START_EXTEND_EVERY = 15.0  # while logging in at start, EXTEND_TIMEOUT_USEC this often ...
+START_EXTEND_BY = 45.0  # ... by this much (from the moment systemd receives it)
 LOGIN_RETRY_MAX = 60.0
 METRICS_REFRESH = 1.0  # derived gauges (jobs by state, oldest age) at most this often
 
@@ -107,7 +109,7 @@ class Daemon:
     environment and the config when not given; ``client`` and ``probe_fn`` are seams for tests.
 
     The limits ``stall_limit``, ``tick_stall_limit``, ``ledger_heartbeat`` and
-    ``tick_retry_base`` are attributes so that tests can shrink them.
+    ``tick_retry_base``, ``login_retry_first`` are attributes so that tests can shrink them.
     """
 
     def __init__(
@@ -139,6 +141,7 @@ class Daemon:
         self.tick_stall_limit = TICK_STALL_LIMIT
         self.ledger_heartbeat = LEDGER_HEARTBEAT
         self.tick_retry_base = 2.0  # first pause after a failed step of the main loop
+        self.login_retry_first = LOGIN_RETRY_FIRST
         self.keepalive_rounds = 0  # how often the keepalive task has run (tests wait on it)
         self.watchdog_pings = 0
         self._beat = self.clock.monotonic()
@@ -205,9 +208,20 @@ class Daemon:
         client = self._client or _build_client(cfg, self.clock, self.metrics)
         self._client = client
         self.notifier.status(f"logging in to Carmic at {cfg.carmic.api_url}")
-        workspace = await _login_with_retry(
-            client, self.clock, lambda: self._stop_requested, self.notifier
-        )
+        # One login attempt may itself take a minute (the client retries and paces logins),
+        # and a network that is down at boot may take much longer: keep pushing systemd's start
+        # timeout out while the loop is alive and still trying.
+        extender = asyncio.create_task(self._extend_start_timeout(), name="watchd-extend-start")
+        try:
+            workspace = await _login_with_retry(
+                client,
+                self.clock,
+                lambda: self._stop_requested,
+                self.notifier,
+                first_delay=self.login_retry_first,
+            )
+        finally:
+            extender.cancel()
         limit = ProcessingLimit(
             configured=cfg.carmic.max_processing, tier=tier_limit(workspace.tier)
         )
@@ -238,6 +252,11 @@ class Daemon:
         self._setup_inboxes(cfg)
         await self.rescan(self.clock.now())
         self.ready = True
+
+    async def _extend_start_timeout(self) -> None:
+        while True:
+            self.notifier.extend_timeout(START_EXTEND_BY)
+            await asyncio.sleep(START_EXTEND_EVERY)
 
     def _setup_inboxes(self, cfg: Config) -> None:
         wanted = {str(i.path): i for i in cfg.inboxes}
@@ -765,11 +784,16 @@ class _Stopped(Exception):
 
 
 async def _login_with_retry(
-    client: Any, clock: Clock, stopping: Callable[[], bool], notifier: Any
+    client: Any,
+    clock: Clock,
+    stopping: Callable[[], bool],
+    notifier: Any,
+    *,
+    first_delay: float = LOGIN_RETRY_FIRST,
 ) -> Any:
     """Log in and resolve the workspace; network trouble at boot is waited out (telling systemd
     so, and extending its start timeout), bad credentials are not (AuthError propagates)."""
-    delay = LOGIN_RETRY_FIRST
+    delay = first_delay
     attempt = 0
     while True:
         attempt += 1

@@ -3,76 +3,28 @@ observers, notifier on a fake NOTIFY_SOCKET, metrics server) stops pinging, and 
 503, while its event loop is blocked, while its ledger cannot be written and while an observer
 is dead; the pings come back when the cause goes away.
 
-The daemon runs ``asyncio.run(daemon.run())`` on a thread of its own, so that the test can block
-that loop from outside (a callback that waits on an Event) the way a hung call would."""
+The daemon runs on a thread of its own (tests/service/inprocess.py), so that the test can block
+its loop from outside (a callback that waits on an Event) the way a hung call would."""
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import threading
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
 from tests.e2e.conftest import emulator  # noqa: F401 - the fixture
 from tests.e2e.harness import Env, wait_for
 from tests.service.fakesystemd import NotifyRecorder
+from tests.service.inprocess import DaemonThread, healthz
 from watchd.config import load_config
 from watchd.daemon import Daemon
 from watchd.emulator import Emulator
 from watchd.service.notify import Notifier
 
-T = TypeVar("T")
 WATCHDOG_USEC = 200_000  # pings every 0.1 s
-
-
-class DaemonThread:
-    """A Daemon running on its own thread and event loop."""
-
-    def __init__(self, daemon: Daemon) -> None:
-        self.daemon = daemon
-        self.code: int | None = None
-        self.thread = threading.Thread(target=self._main, name="daemon-under-test")
-        self.thread.start()
-
-    def _main(self) -> None:
-        self.code = asyncio.run(self.daemon.run())
-
-    def on_loop(self, fn: Callable[[], T]) -> T:
-        """Run ``fn`` on the daemon's loop, between two of its steps, and return its result."""
-        loop = self.daemon._loop
-        assert loop is not None
-        done: concurrent.futures.Future[T] = concurrent.futures.Future()
-
-        def call() -> None:
-            try:
-                done.set_result(fn())
-            except BaseException as e:
-                done.set_exception(e)
-
-        loop.call_soon_threadsafe(call)
-        return done.result(timeout=30)
-
-    def stop(self) -> int | None:
-        if self.thread.is_alive() and self.daemon._loop is not None:
-            self.daemon._loop.call_soon_threadsafe(self.daemon.request_stop)
-        self.thread.join(timeout=30)
-        assert not self.thread.is_alive(), "the daemon did not stop"
-        return self.code
-
-
-def healthz(daemon: Daemon) -> tuple[int, str]:
-    url = daemon.metrics_server.url + "/healthz"
-    try:
-        with urllib.request.urlopen(url, timeout=5) as resp:
-            return resp.status, resp.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
 
 
 @pytest.fixture
