@@ -1,0 +1,184 @@
+"""The test rig of the benchmarks: the bundled emulator in this process, ``watchd run`` as a
+subprocess (the end-to-end tests' :class:`tests.e2e.harness.Env`), and input files.
+
+Inputs are real videos, made unique cheaply: one short MP4 is generated once and every copy
+gets a different trailing MP4 ``free`` box, which players and the daemon's probe skip but which
+changes the content fingerprint (so no copy is taken for a duplicate of another). Large inputs
+are the same video padded with a sparse ``free`` box: valid, any size, no disk space used.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import struct
+import time
+import tomllib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from bench.common import wait_until
+from tests.e2e.harness import Env
+from watchd.emulator import Emulator, EmulatorSettings, Timings
+from watchd.media import make_sample_video
+
+# Work inside the API requests (0 timings), no limits on logins: the daemon is what is measured.
+FAST = EmulatorSettings(
+    port=0,
+    storage_port=0,
+    inspect=True,
+    auth_rate_limits=False,
+    tier="ENTERPRISE",
+    minutes=10_000_000,
+    creates_per_minute=0,
+    exports_per_minute=0,
+    timings=Timings(keepalive=5),
+)
+
+
+@contextmanager
+def emulator(**overrides: Any) -> Iterator[Emulator]:
+    """The emulator in a background thread of this process, with ``FAST`` plus overrides."""
+    with Emulator(replace(FAST, **overrides)) as emu:
+        yield emu
+
+
+# ---- inputs -----------------------------------------------------------------------------------
+
+
+def sample_video(folder: Path, seconds: float = 6.0) -> Path:
+    """A small real MP4 (H.264 + AAC), made once per folder."""
+    path = folder / f"sample-{seconds:g}s.mp4"
+    if not path.exists():
+        make_sample_video(path, seconds=seconds, width=160, height=90, fps=10)
+    return path
+
+
+def unique_copy(sample: Path, dest: Path, tag: str) -> Path:
+    """``sample`` with a trailing ``free`` box holding ``tag``: the same video, another file."""
+    payload = tag.encode()
+    data = sample.read_bytes() + struct.pack(">I4s", 8 + len(payload), b"free") + payload
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_bytes(data)
+    return dest
+
+
+def padded_video(sample: Path, dest: Path, size: int) -> Path:
+    """``sample`` padded to exactly ``size`` bytes with a sparse 64-bit ``free`` box."""
+    data = sample.read_bytes()
+    with open(dest, "wb") as f:
+        f.write(data)
+        f.write(struct.pack(">I4sQ", 1, b"free", size - len(data)))
+        f.truncate(size)
+    return dest
+
+
+# ---- the daemon -------------------------------------------------------------------------------
+
+BASE_DAEMON = {"settle_seconds": 0.5, "rescan_seconds": 300, "max_uploads": 2}
+# The config refuses 0 (the client's pacing would take it as "none"): a million a minute is none.
+BASE_CARMIC = {"creates_per_minute": 1_000_000, "exports_per_minute": 1_000_000}
+
+
+def make_env(
+    root: Path,
+    emu: Emulator,
+    rules: dict[str, dict[str, Any]] | None = None,
+    *,
+    carmic: dict[str, Any] | None = None,
+    daemon: dict[str, Any] | None = None,
+    inbox: dict[str, Any] | None = None,
+    extra_inboxes: int = 0,
+) -> Env:
+    """An end-to-end environment under ``root`` with its config written. ``extra_inboxes``
+    adds that many more inboxes (``inbox2`` ...) with the same settings and rules."""
+    env = Env(root=root, emu=emu)
+    env.write_config(
+        rules,
+        carmic={**BASE_CARMIC, **(carmic or {})},
+        daemon={**BASE_DAEMON, **(daemon or {})},
+        inbox=inbox,
+    )
+    if extra_inboxes:
+        cfg = tomllib.loads(env.config_path.read_text())
+        first = cfg["inbox"][0]
+        for i in range(2, extra_inboxes + 2):
+            extra = {**first, "path": str(root / f"inbox{i}"), "outbox": str(root / f"outbox{i}")}
+            Path(extra["path"]).mkdir(exist_ok=True)
+            cfg["inbox"].append(extra)
+        env.config_path.write_bytes(tomli_w.dumps(cfg).encode())
+    return env
+
+
+class Run:
+    """One ``watchd run`` of an environment: its pid, its log since it started, readiness."""
+
+    def __init__(self, env: Env) -> None:
+        self.env = env
+        self._offset = env.log_path.stat().st_size if env.log_path.exists() else 0
+        self.started = time.monotonic()
+        self.proc = env.start()
+        self.pid = self.proc.pid
+
+    def log(self) -> str:
+        with open(self.env.log_path, "rb") as f:
+            f.seek(self._offset)
+            return f.read().decode(errors="replace")
+
+    def wait_ready(self, timeout: float = 60.0) -> float:
+        """Seconds from the start of the process until it logged that it is ready."""
+
+        def ready() -> bool:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"watchd exited with {self.proc.returncode}:\n{self.log()}")
+            return "ready:" in self.log()
+
+        wait_until(ready, timeout=timeout, interval=0.005, what="the daemon to be ready")
+        return time.monotonic() - self.started
+
+    def stop(self) -> None:
+        """SIGTERM (a clean stop), SIGKILL if it hangs."""
+        self.env.stop()
+
+
+def ledger_counts(state_dir: Path) -> dict[str, int]:
+    """Jobs by state, read beside the running daemon (read-only, WAL)."""
+    path = state_dir / "ledger.db"
+    if not path.exists():
+        return {}
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+    try:
+        rows = conn.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall()
+    except sqlite3.OperationalError:
+        return {}  # the schema is not there yet
+    finally:
+        conn.close()
+    return {str(state): int(n) for state, n in rows}
+
+
+def ledger_bytes(state_dir: Path) -> int:
+    """The ledger's size on disk (database, WAL and shared memory files)."""
+    return sum(p.stat().st_size for p in state_dir.glob("ledger.db*") if p.is_file() and p.exists())
+
+
+def storage_puts(emu: Emulator) -> list[dict[str, Any]]:
+    """The emulator's record of every successful storage PUT."""
+    return [
+        q
+        for q in emu.snapshot()["requests"]
+        if q["origin"] == "storage" and q["method"] == "PUT" and q["status"] == 200
+    ]
+
+
+def drop_atomically(src: Path, dest: Path) -> float:
+    """Put ``src``'s bytes at ``dest`` the way a careful writer does (write, close, rename)
+    and return the wall time at which the file was closed under its final name."""
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    tmp.write_bytes(src.read_bytes())
+    os.replace(tmp, dest)
+    return time.time()
