@@ -175,6 +175,19 @@ def storage_puts(emu: Emulator) -> list[dict[str, Any]]:
     ]
 
 
+def uploads(emu: Emulator) -> int:
+    """How many storage PUTs the emulator has accepted so far."""
+    return int(emu.core.inspection.counters["uploads"])
+
+
+def wait_for_uploads(emu: Emulator, count: int, *, timeout: float) -> None:
+    """Wait until the emulator has accepted ``count`` PUTs in all. A plain read of a counter:
+    a snapshot would cost the receiver's event loop time during the transfer measured."""
+    wait_until(
+        lambda: uploads(emu) >= count, timeout=timeout, interval=0.01, what=f"{count} uploads"
+    )
+
+
 def drop_atomically(src: Path, dest: Path) -> float:
     """Put ``src``'s bytes at ``dest`` the way a careful writer does (write, close, rename)
     and return the wall time at which the file was closed under its final name."""

@@ -25,9 +25,17 @@ from bench.common import (
     median,
     spread,
     vm_mib,
-    wait_until,
 )
-from bench.rig import Run, emulator, make_env, padded_video, sample_video, storage_puts
+from bench.rig import (
+    Run,
+    emulator,
+    make_env,
+    padded_video,
+    sample_video,
+    storage_puts,
+    uploads,
+    wait_for_uploads,
+)
 from tests.emulator.helpers import Api
 from watchd.emulator import Emulator, Timings
 
@@ -88,18 +96,10 @@ def daemon_once(emu: Emulator, root: Path, path: Path) -> tuple[float, float, fl
     try:
         run.wait_ready()
         before = len(storage_puts(emu))
-        uploads = emu.core.inspection.counters
-        done = uploads["uploads"] + 1
+        done = uploads(emu) + 1
         cpu0 = cpu_seconds(run.pid)
         os.link(path, env.inbox / path.name)
-        # A plain read of a counter: a snapshot would cost the receiver's event loop time
-        # during the very transfer being measured.
-        wait_until(
-            lambda: uploads["uploads"] >= done,
-            timeout=600,
-            interval=0.1,
-            what="the daemon's upload",
-        )
+        wait_for_uploads(emu, done, timeout=600)
         cpu = cpu_seconds(run.pid) - cpu0
         hwm = vm_mib(run.pid)
         put = storage_puts(emu)[before]
