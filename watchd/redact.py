@@ -12,7 +12,9 @@ import re
 import threading
 from urllib.parse import urlsplit, urlunsplit
 
-_URL_QUERY = re.compile(r"(https?://[^\s?#\"'<>]+)\?[^\s\"'<>]*")
+# A query already reduced to "?<redacted>" (by redact_url) is taken whole, with anything after
+# it: scrubbing twice must not grow the text.
+_URL_QUERY = re.compile(r"(https?://[^\s?#\"'<>]+)\?(?:<redacted>)?[^\s\"'<>]*")
 _BEARER = re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+")
 _JWT = re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\b")
 _KV = re.compile(

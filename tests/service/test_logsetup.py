@@ -461,3 +461,14 @@ def test_job_logger_on_a_given_logger() -> None:
     setup_logging("text", "info", stream=buf, env={})
     job_logger("j-1", logger=log).info("hi")
     assert re.fullmatch(r"\S+Z INFO  job j-1: hi\n", buf.getvalue())
+
+
+def test_a_url_redacted_once_stays_as_it_is() -> None:
+    from watchd.redact import redact, redact_url
+
+    url = redact_url("http://127.0.0.1:9/bucket/src.mp4?X-Amz-Signature=abc&X-Amz-Date=1")
+    assert url == "http://127.0.0.1:9/bucket/src.mp4?<redacted>"
+    assert redact(url) == url
+    assert redact(f"PUT {url} -> 200") == f"PUT {url} -> 200"
+    sneaky = "http://h/p?<redacted>&X-Amz-Credential=AKIA/2026"
+    assert redact(sneaky) == "http://h/p?<redacted>"

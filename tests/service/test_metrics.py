@@ -119,11 +119,17 @@ def test_api_responses_and_rate_limits(metrics: Metrics) -> None:
         sample(metrics, "watchd_api_responses_total", endpoint="/v1/projects/create", status="429")
         == 1
     )
+    # Every 429 counts once, from the response; the Retry-After comes from the client's hook.
     assert sample(metrics, "watchd_rate_limited_total", endpoint="/v1/projects/create") == 1
-    assert sample(metrics, "watchd_rate_limited_total", endpoint="/v1/auth/login") == 1
+    assert sample(metrics, "watchd_rate_limited_total", endpoint="/v1/auth/login") is None
     assert (
         sample(metrics, "watchd_rate_limit_retry_after_seconds", endpoint="/v1/projects/create")
         == 30
+    )
+    metrics.rate_limited("/v1/projects/create", 12.5)
+    assert (
+        sample(metrics, "watchd_rate_limit_wait_seconds_total", endpoint="/v1/projects/create")
+        == 42.5
     )
 
 

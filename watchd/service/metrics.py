@@ -120,11 +120,20 @@ class Metrics:
             registry=r,
         )
         self._rate_limited = Counter(
-            "watchd_rate_limited", "429 responses by endpoint", ["endpoint"], registry=r
+            "watchd_rate_limited",
+            "429 responses by endpoint (rate limits and tier concurrency limits alike)",
+            ["endpoint"],
+            registry=r,
         )
         self._retry_after = Gauge(
             "watchd_rate_limit_retry_after_seconds",
-            "Retry-After of the latest 429 per endpoint",
+            "Retry-After of the latest rate limit per endpoint",
+            ["endpoint"],
+            registry=r,
+        )
+        self._waited = Counter(
+            "watchd_rate_limit_wait_seconds",
+            "Seconds of Retry-After the client was asked to wait, by endpoint",
             ["endpoint"],
             registry=r,
         )
@@ -168,15 +177,24 @@ class Metrics:
             self._throughput.observe(size / seconds)
 
     def api_response(self, endpoint: str, status: int | str) -> None:
-        """One API response (the client's ``on_response`` hook)."""
-        self._responses.labels(self._endpoint(endpoint), str(status)).inc()
+        """One API response (the client's ``on_response`` hook). A 429 also counts in
+        ``watchd_rate_limited_total``, whatever its cause: the client reports only true rate
+        limits through :meth:`rate_limited`, not a tier's concurrency refusal."""
+        label = self._endpoint(endpoint)
+        self._responses.labels(label, str(status)).inc()
+        if str(status) == "429":
+            self._rate_limited.labels(label).inc()
 
     def rate_limited(self, endpoint: str, retry_after: float | None) -> None:
-        """A 429 from ``endpoint``, with the Retry-After it asked for (None if absent)."""
+        """A rate limit on ``endpoint`` (the client's ``on_rate_limited`` hook), with the
+        Retry-After it asked for (None if absent). The 429 itself is counted by
+        :meth:`api_response`."""
+        if retry_after is None:
+            return
         label = self._endpoint(endpoint)
-        self._rate_limited.labels(label).inc()
-        if retry_after is not None:
-            self._retry_after.labels(label).set(max(0.0, float(retry_after)))
+        wait = max(0.0, float(retry_after))
+        self._retry_after.labels(label).set(wait)
+        self._waited.labels(label).inc(wait)
 
     def login(self) -> None:
         """A password login (not a token refresh)."""
