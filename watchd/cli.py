@@ -29,6 +29,16 @@ def _config_arg(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 < value <= 3600:
+        raise argparse.ArgumentTypeError("must be more than 0 and at most 3600 seconds")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="watchd",
@@ -66,7 +76,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _config_arg(status)
     status.add_argument("--json", action="store_true", help="print a JSON array")
-    status.add_argument("--watch", action="store_true", help="refresh the table every 2 s")
+    status.add_argument(
+        "--watch", action="store_true", help="redraw the table live until interrupted (Ctrl-C)"
+    )
+    status.add_argument(
+        "--interval",
+        type=_positive_seconds,
+        default=2.0,
+        metavar="SECONDS",
+        help="with --watch: seconds between redraws (default: 2)",
+    )
 
     retry = sub.add_parser(
         "retry",
@@ -115,7 +134,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     handler = COMMANDS[args.command]
-    return handler(args)
+    if args.command not in ("check", "status", "retry", "forget"):
+        return handler(args)
+    from watchd.service.logsetup import setup_logging, teardown_logging
+
+    # The short-lived commands print their results; what the library logs (a warning about a
+    # config file's permissions, a retried request) goes to stderr as one redacted text line,
+    # warnings and worse only. `run` sets up the daemon's logging from the config, `demo` and
+    # `emulator` their own.
+    setup_logging("text", "warning")
+    try:
+        return handler(args)
+    finally:
+        teardown_logging()
 
 
 def _path(args: argparse.Namespace) -> Path:
@@ -176,7 +207,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 0
     assert isinstance(ledger, Ledger)
     try:
-        return show(ledger, sys.stdout, as_json=args.json, watch=args.watch)
+        return show(ledger, sys.stdout, as_json=args.json, watch=args.watch, interval=args.interval)
     except KeyboardInterrupt:
         return 0
     finally:

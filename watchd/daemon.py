@@ -33,6 +33,7 @@ from watchd.pipeline.outcomes import Fail
 from watchd.pipeline.runner import Pipeline, PipelineSettings
 from watchd.pipeline.scheduler import ProcessingLimit, tier_limit
 from watchd.redact import redact
+from watchd.status_view import summary_line
 from watchd.watching.ignore import is_candidate, nfc
 from watchd.watching.inbox import InboxMonitor
 from watchd.watching.observer import InboxObserver
@@ -683,36 +684,8 @@ class Daemon:
         """The one-line summary systemd shows (``STATUS=``), e.g. ``3 queued, 1 uploading 42%,
         2 processing, 0 rendering/delivering, 1 parked (billing), 0 failed, 7 delivered``."""
         assert self.ledger is not None
-        counts = self.ledger.counts_by_state()
-        waiting = counts.get("queued", 0) + counts.get("probed", 0) + counts.get("duplicate", 0)
-        uploading = counts.get("uploading", 0)
-        processing = sum(counts.get(s, 0) for s in ("creating", "uploaded", "processing"))
-        working = sum(
-            counts.get(s, 0) for s in ("clips_ready", "rendering", "exporting", "delivering")
-        )
-        parked = counts.get("parked", 0)
-        up = f"{uploading} uploading"
-        if uploading:
-            jobs = self.ledger.jobs([Stage.UPLOADING])
-            sent = sum(j.bytes_uploaded for j in jobs)
-            total = sum(j.size for j in jobs)
-            up += f" {100 * sent // max(1, total)}%"
-        park = f"{parked} parked"
-        if parked:
-            reasons = sorted(
-                {_reason_kind(j.park_reason) for j in self.ledger.jobs([Stage.PARKED])} - {""}
-            )
-            if reasons:
-                park += f" ({', '.join(reasons)})"
-        line = (
-            f"{waiting} queued, {up}, {processing} processing, "
-            f"{working} rendering/delivering, {park}, {counts.get('failed', 0)} failed, "
-            f"{counts.get('delivered', 0)} delivered"
-        )
-        paused = [k for k, rt in self.inboxes.items() if rt.paused]
-        if paused:
-            line += f"; {len(paused)} inbox(es) paused"
-        return line
+        paused = sum(1 for rt in self.inboxes.values() if rt.paused)
+        return summary_line(self.ledger, paused_inboxes=paused)
 
     def _publish_status(self, now: float) -> None:
         line = self.status_line()
@@ -765,13 +738,6 @@ def restart_only_changes(old: Config, new: Config) -> list[str]:
     ):
         out.append("[carmic] password")
     return out
-
-
-def _reason_kind(reason: str | None) -> str:
-    """``"billing: Insufficient processing minutes"`` -> ``"billing"``."""
-    if not reason:
-        return ""
-    return reason.split(":", 1)[0].strip()[:40]
 
 
 class _EmptyPreset:

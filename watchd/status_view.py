@@ -1,20 +1,32 @@
-"""``watchd status``: the ledger as a table sized to the terminal, as JSON, or live."""
+"""``watchd status``: the ledger as a table sized to the terminal, as JSON, or live.
+
+The table starts with whether the daemon runs (from the heartbeat it writes into the ledger
+every few seconds) and a one-line summary, the same one the daemon sends systemd as
+``STATUS=``; then one row per job, with a progress bar while it uploads, processes, renders or
+delivers, and its error or the reason it waits on a line of its own.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from watchd.ledger.db import InboxRow, JobRow, Ledger
+from watchd.ledger.states import Stage
 
-BAR_STAGES = {"uploading": "upload", "processing": "process", "rendering": "render"}
+BAR_STATES = frozenset({"uploading", "processing", "rendering", "exporting", "delivering"})
+HEARTBEAT_STALE = 20.0  # the daemon writes its heartbeat every 5 s: 4 missed = not responding
+MIN_WIDTH = 60
 
 
 def iso(ts: float | None) -> str | None:
+    """``2026-11-29T12:00:00Z`` for a Unix time (None stays None)."""
     if ts is None:
         return None
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -48,11 +60,105 @@ def job_json(job: JobRow) -> dict[str, Any]:
 
 
 def render_json(ledger: Ledger) -> str:
+    """``watchd status --json``: a JSON array, one object per job."""
     return json.dumps([job_json(j) for j in ledger.jobs()], indent=2)
 
 
-def _age(now: float, ts: float) -> str:
-    s = max(0, int(now - ts))
+# ---- the summary line (also systemd's STATUS=) -----------------------------------------------
+
+
+def summary_line(ledger: Ledger, *, paused_inboxes: int | None = None) -> str:
+    """``3 queued, 1 uploading 42%, 2 processing, 0 rendering/delivering, 1 parked (billing),
+    0 failed, 7 delivered`` (plus ``; 1 inbox(es) paused``). ``paused_inboxes`` defaults to what
+    the ledger recorded at the last scan."""
+    counts = ledger.counts_by_state()
+    waiting = counts.get("queued", 0) + counts.get("probed", 0) + counts.get("duplicate", 0)
+    uploading = counts.get("uploading", 0)
+    processing = sum(counts.get(s, 0) for s in ("creating", "uploaded", "processing"))
+    working = sum(counts.get(s, 0) for s in ("clips_ready", "rendering", "exporting", "delivering"))
+    parked = counts.get("parked", 0)
+    up = f"{uploading} uploading"
+    if uploading:
+        jobs = ledger.jobs([Stage.UPLOADING])
+        sent = sum(j.bytes_uploaded for j in jobs)
+        total = sum(j.size for j in jobs)
+        up += f" {100 * sent // max(1, total)}%"
+    park = f"{parked} parked"
+    if parked:
+        kinds = sorted({reason_kind(j.park_reason) for j in ledger.jobs([Stage.PARKED])} - {""})
+        if kinds:
+            park += f" ({', '.join(kinds)})"
+    line = (
+        f"{waiting} queued, {up}, {processing} processing, {working} rendering/delivering, "
+        f"{park}, {counts.get('failed', 0)} failed, {counts.get('delivered', 0)} delivered"
+    )
+    if paused_inboxes is None:
+        paused_inboxes = sum(1 for i in ledger.inboxes() if i.paused)
+    if paused_inboxes:
+        line += f"; {paused_inboxes} inbox(es) paused"
+    return line
+
+
+def reason_kind(reason: str | None) -> str:
+    """``"billing: Insufficient processing minutes"`` -> ``"billing"``."""
+    if not reason:
+        return ""
+    return reason.split(":", 1)[0].strip()[:40]
+
+
+# ---- is the daemon running? ------------------------------------------------------------------
+
+
+def pid_alive(pid: int) -> bool:
+    """True when a process with this id exists (ours or another user's)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, under another user (the service's)
+    except OSError:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class DaemonState:
+    """What the ledger's heartbeat says about the daemon."""
+
+    running: bool
+    text: str
+
+
+def daemon_state(
+    heartbeat: dict[str, Any] | None,
+    *,
+    now: float,
+    alive: Callable[[int], bool] = pid_alive,
+    stale: float = HEARTBEAT_STALE,
+) -> DaemonState:
+    """Running (fresh heartbeat, process exists), not responding (stale heartbeat, process
+    still there) or not running."""
+    if not heartbeat:
+        return DaemonState(False, "daemon: not running (it has never run with this ledger)")
+    at = float(heartbeat.get("at") or 0.0)
+    pid = int(heartbeat.get("pid") or 0)
+    age = format_age(now - at)
+    if not alive(pid):
+        return DaemonState(False, f"daemon: not running (last seen {iso(at)}, {age} ago)")
+    if now - at > stale:
+        return DaemonState(False, f"daemon: NOT RESPONDING (pid {pid}, last heartbeat {age} ago)")
+    return DaemonState(True, f"daemon: running (pid {pid}, heartbeat {age} ago)")
+
+
+# ---- the table ---------------------------------------------------------------------------------
+
+
+def format_age(seconds: float) -> str:
+    """``42s``, ``7m``, ``3h05m``, ``2d``."""
+    s = max(0, int(seconds))
     if s < 60:
         return f"{s}s"
     if s < 3600:
@@ -62,44 +168,109 @@ def _age(now: float, ts: float) -> str:
     return f"{s // 86400}d"
 
 
-def _bar(pct: float, width: int = 10) -> str:
+def bar(pct: float, width: int = 10) -> str:
+    """``[####......]  40%``."""
     pct = max(0.0, min(100.0, pct))
     filled = round(width * pct / 100)
     return "[" + "#" * filled + "." * (width - filled) + f"] {pct:3.0f}%"
 
 
-def _cut(text: str, width: int) -> str:
-    if width <= 1:
+def cut(text: str, width: int) -> str:
+    """``text`` in at most ``width`` characters (an ellipsis marks a cut)."""
+    if width <= 0:
         return ""
-    return text if len(text) <= width else text[: width - 1] + "…"
+    if len(text) <= width:
+        return text
+    return text[: width - 1] + "…" if width > 1 else text[:1]
 
 
-def render_table(jobs: list[JobRow], inboxes: list[InboxRow], *, now: float, width: int) -> str:
-    lines: list[str] = []
+@dataclass(frozen=True)
+class _Column:
+    title: str
+    width: int
+    value: Callable[[JobRow, float], str]
+    right: bool = False
+
+
+def _progress(job: JobRow, bar_width: int) -> str:
+    if job.state not in BAR_STATES:
+        return ""
+    return bar(job.progress, bar_width)
+
+
+def _columns(width: int) -> list[_Column]:
+    """The columns that fit ``width``; the source column takes what is left."""
+    bar_width = 10 if width >= 90 else 5
+    cols = [
+        _Column("ID", 11, lambda j, now: j.id),
+        _Column("STATE", 11, lambda j, now: j.state),
+        _Column("PROGRESS", bar_width + 7, lambda j, now: _progress(j, bar_width)),
+        _Column("AGE", 6, lambda j, now: format_age(now - j.created_at), right=True),
+    ]
+    if width >= 120:
+        cols.append(_Column("UPDATED", 7, lambda j, now: format_age(now - j.updated_at), True))
+        cols.append(_Column("RULE", 14, lambda j, now: j.rule or "(root)"))
+    if width >= 170:
+        cols.append(_Column("PROJECT", 36, lambda j, now: j.project_id or ""))
+    return cols
+
+
+def _detail(job: JobRow) -> str:
+    if job.state == "parked" and job.park_reason:
+        return f"waiting: {job.park_reason}"
+    if job.error:
+        return f"error: {job.error}"
+    if job.duplicate_of and job.state == "duplicate":
+        return f"duplicate of {job.duplicate_of}"
+    if job.step and job.state not in ("delivered", "failed"):
+        return job.step
+    return ""
+
+
+def render_table(
+    jobs: Iterable[JobRow],
+    inboxes: Iterable[InboxRow],
+    *,
+    now: float,
+    width: int,
+    header: Iterable[str] = (),
+) -> str:
+    """The table for a terminal ``width`` columns wide: ``header`` lines, paused inboxes, then
+    one row per job and its detail (step, error or wait reason) on an indented line."""
+    width = max(MIN_WIDTH, width)
+    lines = [cut(h, width) for h in header]
     for ib in inboxes:
         if ib.paused:
-            lines.append(f"! inbox {ib.path} PAUSED: {ib.reason}")
-    if not jobs:
+            lines.append(cut(f"! inbox {ib.path} PAUSED: {ib.reason}", width))
+    rows = list(jobs)
+    if not rows:
         lines.append("no jobs yet")
         return "\n".join(lines) + "\n"
-    head = f"{'ID':<12} {'STATE':<11} {'PROGRESS':<16} {'AGE':>6}  SOURCE / DETAIL"
-    lines.append(head)
-    fixed = 12 + 1 + 11 + 1 + 16 + 1 + 6 + 2
-    rest = max(20, width - fixed)
-    for j in jobs:
-        progress = ""
-        if j.state in BAR_STAGES or j.state == "delivering":
-            progress = _bar(j.progress)
-        detail = j.rel_path
-        if j.state == "parked" and j.park_reason:
-            detail += f" — waiting: {j.park_reason}"
-        elif j.error:
-            detail += f" — {j.error}"
-        elif j.step:
-            detail += f" — {j.step}"
-        age = _age(now, j.created_at)
-        lines.append(f"{j.id:<12} {j.state:<11} {progress:<16} {age:>6}  {_cut(detail, rest)}")
+    cols = _columns(width)
+    fixed = sum(c.width + 2 for c in cols)
+    source_width = max(10, width - fixed)
+
+    def line(cells: list[str]) -> str:
+        out = []
+        for c, cell in zip(cols, cells, strict=False):
+            text = cut(cell, c.width)
+            out.append(text.rjust(c.width) if c.right else text.ljust(c.width))
+        return ("  ".join(out) + "  " + cut(cells[-1], source_width)).rstrip()
+
+    lines.append(line([c.title for c in cols] + ["SOURCE"]))
+    for job in rows:
+        lines.append(line([c.value(job, now) for c in cols] + [job.rel_path]))
+        detail = _detail(job)
+        if detail:
+            lines.append(cut(" " * 13 + "↳ " + " ".join(detail.split()), width))
     return "\n".join(lines) + "\n"
+
+
+def render_screen(ledger: Ledger, *, now: float, width: int) -> str:
+    """Everything ``watchd status`` prints: the daemon's state, the summary, the table."""
+    state = daemon_state(ledger.last_heartbeat(), now=now)
+    header = [state.text, summary_line(ledger), ""]
+    return render_table(ledger.jobs(), ledger.inboxes(), now=now, width=width, header=header)
 
 
 def show(
@@ -111,20 +282,34 @@ def show(
     interval: float = 2.0,
     clock: Callable[[], float] = time.time,
     sleep: Callable[[float], None] = time.sleep,
+    width: Callable[[], int] | None = None,
     rounds: int | None = None,
 ) -> int:
+    """Print the status once, as JSON, or (``watch``) every ``interval`` seconds until
+    interrupted or ``rounds`` screens were drawn. The table is as wide as the terminal, read
+    again for every screen so that a resized window gets a fitting one."""
     if as_json:
         out.write(render_json(ledger) + "\n")
         return 0
+    columns = width or (lambda: shutil.get_terminal_size((120, 24)).columns)
+    tty = _isatty(out)
     n = 0
     while True:
-        width = shutil.get_terminal_size((120, 24)).columns
-        text = render_table(ledger.jobs(), ledger.inboxes(), now=clock(), width=width)
-        if watch:
-            out.write("\x1b[H\x1b[2J")
+        text = render_screen(ledger, now=clock(), width=columns())
+        if watch and tty:
+            out.write("\x1b[H\x1b[2J")  # home and clear: redraw in place
+        elif watch and n:
+            out.write("\n")
         out.write(text)
         out.flush()
         n += 1
         if not watch or (rounds is not None and n >= rounds):
             return 0
         sleep(interval)
+
+
+def _isatty(out: TextIO) -> bool:
+    try:
+        return out.isatty()
+    except (AttributeError, ValueError):
+        return False
