@@ -22,7 +22,8 @@ from tests.service.unitfile import MAX_EXPOSURE, REPO, UNIT, exposure, systemd_a
 
 GUIDE = REPO / "docs" / "install.md"
 CI_BLOCK = re.compile(r"^<!-- ci:[^>]*-->\n```(?:sh|bash)\n(.*?)^```", re.M | re.S)
-ROOTED = ("/etc/", "/opt/carmic-watchd", "/var/lib/carmic-watchd")
+ROOTED = ("/etc/", "/opt/carmic-watchd", "/var/lib/carmic-watchd", "/srv/nas/carmic")
+EXAMPLE = REPO / "config.example.toml"
 
 
 def ci_blocks(text: str) -> list[str]:
@@ -36,9 +37,17 @@ def relocate(text: str, root: Path) -> str:
 
 
 def fake_install(root: Path) -> None:
-    """A machine after §1-§3 of the guide: /etc/systemd/system exists (systemd is installed)
-    and <root>/opt/carmic-watchd/bin/watchd runs."""
+    """A machine after §1-§5 of the guide: /etc/systemd/system exists (systemd is installed),
+    <root>/opt/carmic-watchd/bin/watchd runs, the NAS share is mounted at /srv/nas/carmic, and
+    /etc/carmic-watchd/config.toml is the example config (§4; `install -o root -g
+    carmic-watchd` needs root, so the test copies it)."""
     (root / "etc" / "systemd" / "system").mkdir(parents=True)
+    for folder in ("inbox", "outbox"):
+        (root / "srv" / "nas" / "carmic" / folder).mkdir(parents=True)
+    config_dir = root / "etc" / "carmic-watchd"
+    config_dir.mkdir(parents=True)
+    (config_dir / "config.toml").write_text(relocate(EXAMPLE.read_text(), root))
+    (config_dir / "config.toml").chmod(0o640)
     bin_dir = root / "opt" / "carmic-watchd" / "bin"
     bin_dir.mkdir(parents=True)
     watchd = shutil.which("watchd", path=str(Path(sys.executable).parent))
@@ -68,10 +77,11 @@ def run_block(block: str, root: Path) -> subprocess.CompletedProcess[str]:
 
 def test_the_guide_has_ci_blocks() -> None:
     blocks = ci_blocks(GUIDE.read_text())
-    assert len(blocks) >= 2
+    assert len(blocks) >= 3
     joined = "\n".join(blocks)
     assert "systemd-analyze verify" in joined
     assert "systemd-analyze security" in joined
+    assert "watchd check --offline -c /etc/carmic-watchd/config.toml" in joined
 
 
 def test_relocate() -> None:
@@ -105,6 +115,10 @@ def test_ci_blocks_run(tmp_path: Path) -> None:
     assert installed.is_file()
     assert (installed.parent / (UNIT.name + ".d") / "nas-paths.conf").is_file()
     assert exposure("\n".join(outputs)) <= MAX_EXPOSURE
+    report = "\n".join(outputs)
+    # watchd check --offline read the installed config and showed what it will do.
+    assert f"inbox[0] {root}/srv/nas/carmic/inbox " in report, report
+    assert "config OK" in report
 
 
 @pytest.mark.parametrize(
