@@ -14,7 +14,7 @@ from tests.emulator.conftest import MakeEmu
 from tests.emulator.helpers import Api, wait_for
 from watchd.clock import FakeClock
 from watchd.emulator import Emulator, Faults, Timings, Variants
-from watchd.emulator.content import clip_count, plan_clips
+from watchd.emulator.content import HOSTILE_TITLES, clip_count, plan_clips
 from watchd.emulator.templates import (
     TemplateError,
     default_template_config,
@@ -356,3 +356,17 @@ def test_every_accepted_container_renders(make_emu: MakeEmu, tmp_path: Path, suf
         rendered.write_bytes(httpx.get(location).content)
         preview.write_bytes(httpx.get(clip["video_url"]).content)
     assert is_playable(rendered) and is_playable(preview)
+
+
+def test_hostile_titles_variant(make_emu: MakeEmu, sample_video: Path) -> None:
+    emu = make_emu(variants=Variants(hostile_titles=True))
+    with Api(emu) as api:
+        api.login()
+        first = [c["title"] for c in api.clips(api.ready_project(sample_video))]
+        second = [c["title"] for c in api.clips(api.ready_project(sample_video))]
+    # Handed out in turn across projects, so a few projects see every one of them.
+    n = len(first)
+    assert first == list(HOSTILE_TITLES[:n])
+    assert second == list(HOSTILE_TITLES[n : 2 * n])
+    assert "../../etc/passwd" in first and any("\n" in t for t in first + second)
+    assert max(len(t.encode()) for t in HOSTILE_TITLES) > 255

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import stat
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from tests.emulator.conftest import MakeEmu
 from tests.emulator.helpers import Api, wait_for
 from watchd.clock import FakeClock
 from watchd.emulator import Emulator, Faults, Timings, Variants
+from watchd.emulator.bundles import EVIL_LINK, EVIL_MEMBERS
 from watchd.media import is_playable
 
 FORMATS = {
@@ -159,3 +161,20 @@ def test_export_done_status_variant(make_emu: MakeEmu, sample_video: Path) -> No
         eid = _export(api, cid).json()["data"]["export_id"]
         export = api.get(f"/v1/exports/{eid}").json()["data"]
     assert export["status"] == "READY" and export["download_url"]
+
+
+def test_evil_bundles_carry_members_that_try_to_escape(
+    emu: Emulator, api: Api, sample_video: Path
+) -> None:
+    cid = _clip_ids(api, sample_video)[0]
+    emu.update(faults=Faults(evil_bundles=True))
+    eid = _export(api, cid).json()["data"]["export_id"]
+    url = api.get(f"/v1/exports/{eid}").json()["data"]["download_url"]
+    with zipfile.ZipFile(io.BytesIO(httpx.get(url).content)) as z:
+        infos = {i.filename: i for i in z.infolist()}
+        link_target = z.read(EVIL_LINK[0]).decode()
+    assert set(EVIL_MEMBERS) <= set(infos)
+    assert stat.S_ISLNK(infos[EVIL_LINK[0]].external_attr >> 16)
+    assert link_target.startswith("../")
+    # The ordinary members are still there: the bundle stays usable.
+    assert any(n.endswith(".xml") for n in infos) and any(n.startswith("media/") for n in infos)

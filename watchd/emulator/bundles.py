@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import stat
 import unicodedata
 import zipfile
 from dataclasses import dataclass
@@ -20,10 +21,29 @@ from xml.sax.saxutils import escape, quoteattr
 import av
 import av.error
 
-__all__ = ["FORMATS", "MediaFacts", "build_bundle", "media_facts", "project_file", "slug"]
+__all__ = [
+    "EVIL_LINK",
+    "EVIL_MEMBERS",
+    "FORMATS",
+    "MediaFacts",
+    "build_bundle",
+    "media_facts",
+    "project_file",
+    "slug",
+]
 
 FORMATS = ("premiere", "davinci", "fcpx", "after_effects")
 _EXTENSIONS = {"premiere": ".xml", "davinci": ".fcpxml", "fcpx": ".fcpxml", "after_effects": ".jsx"}
+# Members of a zip-slip bundle (``Faults.evil_bundles``): each tries to land outside the folder
+# it is unpacked into. The link is added apart (it needs Unix mode bits).
+EVIL_MEMBERS = (
+    "../escape.txt",
+    "/abs.txt",
+    "..\\win-escape.txt",
+    "C:/drive.txt",
+    "media/../../up.txt",
+)
+EVIL_LINK = ("media/link.mp4", "../../../../../../etc/passwd")
 
 
 @dataclass(frozen=True)
@@ -154,9 +174,11 @@ def build_bundle(
     *,
     duration: float,
     proxy_path: Path | None = None,
+    evil: bool = False,
 ) -> None:
     """Write the zip for ``fmt`` to ``dst``: ``<name><ext>`` and ``media/<name>.mp4``
-    (plus ``media/<name>_proxy.mp4`` when a proxy is given). Blocking."""
+    (plus ``media/<name>_proxy.mp4`` when a proxy is given, and the members of
+    :data:`EVIL_MEMBERS` and a symbolic link when ``evil``). Blocking."""
     name = slug(title)
     media_name = f"{name}.mp4"
     suffix, text = project_file(fmt, title, media_name, media_facts(media_path, duration))
@@ -165,3 +187,10 @@ def build_bundle(
         z.write(media_path, f"media/{media_name}", compress_type=zipfile.ZIP_STORED)
         if proxy_path is not None:
             z.write(proxy_path, f"media/{name}_proxy.mp4", compress_type=zipfile.ZIP_STORED)
+        if evil:
+            for member in EVIL_MEMBERS:
+                z.writestr(member, f"written outside the bundle by {member}\n")
+            link = zipfile.ZipInfo(EVIL_LINK[0])
+            link.create_system = 3  # Unix: the mode bits below are read
+            link.external_attr = (stat.S_IFLNK | 0o777) << 16
+            z.writestr(link, EVIL_LINK[1])

@@ -12,7 +12,7 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["ClipPlan", "clip_count", "plan_clips"]
+__all__ = ["HOSTILE_TITLES", "ClipPlan", "clip_count", "hostile_title", "plan_clips"]
 
 MAX_CLIPS = 12
 _SECONDS_PER_CLIP = 6.0  # a 20 s video gives 3 clips
@@ -34,6 +34,24 @@ _TITLES = (
     "The hardest lesson, in one minute",
     "Wait for the punchline",
     "The numbers nobody expected",
+)
+# Titles a careless client would turn into paths outside its folder, names Windows or SMB
+# refuse, or names longer than a file system allows (``Variants.hostile_titles``).
+HOSTILE_TITLES = (
+    "../../etc/passwd",
+    "CON",
+    "a/b\\c",
+    "tab\tnew\nline\x1b[31m red\x07 bell\x00 nul",
+    "Überlänge " + "日本語のタイトル" * 13,  # 324 bytes of UTF-8
+    "trailing dots...",
+    "trailing spaces and dots . .  ",
+    "/absolute/title",
+    "..",
+    "con",  # the same name as "CON" on a case-insensitive share
+    "NUL.txt",
+    "C:\\Windows\\System32",
+    "\u202eevil\u202c.mp4",
+    "",
 )
 _REASONS = (
     "Strong hook in the first three seconds and a clear payoff.",
@@ -170,3 +188,8 @@ def plan_clips(rng: random.Random, span_start: float, span_end: float) -> list[C
         )
     plans.sort(key=lambda p: (-p.virality_score, p.start_time))
     return plans
+
+
+def hostile_title(n: int) -> str:
+    """The ``n``-th hostile title (they repeat in turn)."""
+    return HOSTILE_TITLES[n % len(HOSTILE_TITLES)]

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from watchd.emulator import bundles, mediawork
-from watchd.emulator.content import plan_clips
+from watchd.emulator.content import hostile_title, plan_clips
 from watchd.emulator.core import Core
 from watchd.emulator.state import Clip, Export, InsufficientMinutes, Project, RenderJob
 from watchd.emulator.templates import default_template_config
@@ -68,6 +68,7 @@ class Engine:
     def __init__(self, core: Core) -> None:
         self.core = core
         self._processing: dict[str, asyncio.Task[None]] = {}
+        self._hostile_titles = 0  # hostile titles handed out so far (they go round in turn)
 
     # ---- publishing ---------------------------------------------------------------------------
 
@@ -209,12 +210,16 @@ class Engine:
         rng = core.state.rng_for("clips", core.settings.seed, p.id)
         src = self._source_path(p) if probe is None or probe.decodable else None
         for i, plan in enumerate(plan_clips(rng, start, end)):
+            title = plan.title
+            if core.settings.variants.hostile_titles:
+                title = hostile_title(self._hostile_titles)
+                self._hostile_titles += 1
             clip = Clip(
                 id=core.state.new_id(),
                 project_id=p.id,
                 workspace_id=p.workspace_id,
                 index=i,
-                title=plan.title,
+                title=title,
                 start_time=plan.start_time,
                 end_time=plan.end_time,
                 virality_score=plan.virality_score,
@@ -390,6 +395,7 @@ class Engine:
                 raise RuntimeError("the clip's media is gone")
             media_path = media.path
             key = f"{p.prefix}exports/{e.id}/{bundles.slug(clip.title)}-{e.target_format}.zip"
+            evil = self.core.settings.faults.evil_bundles
 
             def produce(dst: Path) -> None:
                 bundles.build_bundle(
@@ -399,6 +405,7 @@ class Engine:
                     media_path,
                     duration=clip.duration,
                     proxy_path=media_path if e.include_proxy else None,
+                    evil=evil,
                 )
 
             obj = await self.core.store.put_file(key, produce, "application/zip", self.core.now())

@@ -109,6 +109,9 @@ class Faults:
     render_fail_rate: float = 0.0  # a render ends FAILED_RENDER with this probability
     render_fail_first: int = 0  # the first N render attempts of each clip fail
     export_fail_rate: float = 0.0  # an export ends FAILED with this probability
+    # Export bundles also carry members that try to escape their folder: "../escape.txt",
+    # "/abs.txt", a drive letter, a backslash "..", and a symbolic link.
+    evil_bundles: bool = False
 
     def __post_init__(self) -> None:
         for name in ("error_rate", "create_commit_then_fail", "upload_reset_rate"):
@@ -134,6 +137,9 @@ class Variants:
     export_done_status: str = "COMPLETED"  # the status a finished export ends in
     tier_limit_status: int = 429  # the status of a tier concurrency refusal
     tier_limit_at: str = "create"  # where the tier limit is enforced: create | process
+    # Clip titles no file system likes ("../../etc/passwd", "CON", control characters, 300
+    # bytes of multibyte text, trailing dots...), handed out in turn across projects.
+    hostile_titles: bool = False
 
     def __post_init__(self) -> None:
         _one_of("sse_ticket", self.sse_ticket, ("data", "bare"))
