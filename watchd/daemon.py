@@ -33,6 +33,7 @@ from watchd.pipeline.outcomes import Fail
 from watchd.pipeline.runner import Pipeline, PipelineSettings
 from watchd.pipeline.scheduler import ProcessingLimit, tier_limit
 from watchd.redact import redact
+from watchd.service.liveness import Liveness
 from watchd.status_view import summary_line
 from watchd.watching.ignore import is_candidate, nfc
 from watchd.watching.inbox import InboxMonitor
@@ -49,13 +50,6 @@ EXIT_CONFIG = 2
 EXIT_AUTH = 3
 HEARTBEAT = 1.0  # the loop wakes at least this often (schedule, stop checks)
 PAUSED_RESCAN = 5.0  # how often a paused inbox is scanned to see whether it is back
-LEDGER_HEARTBEAT = 5.0  # how often the ledger records that we are alive (`watchd status` reads it)
-STALL_LIMIT = 10.0  # the event loop is unresponsive when its keepalive task is this late
-# One tick stuck this long (a scan or a fingerprint blocked in a thread on a hung share) means
-# the daemon does nothing: stop the watchdog pings and let systemd restart it. Generous, because
-# a full rescan of a large share over SMB can legitimately take minutes.
-TICK_STALL_LIMIT = 600.0
-MAX_FAILED_TICKS = 3  # consecutive failed steps of the main loop before alive() says no
 LOGIN_RETRY_FIRST = 2.0
 START_EXTEND_EVERY = 15.0  # while logging in at start, EXTEND_TIMEOUT_USEC this often ...
 START_EXTEND_BY = 45.0  # ... by this much (from the moment systemd receives it)
@@ -109,8 +103,8 @@ class Daemon:
     """The running daemon. ``notifier`` (sd_notify) and ``metrics`` are built from the
     environment and the config when not given; ``client`` and ``probe_fn`` are seams for tests.
 
-    The limits ``stall_limit``, ``tick_stall_limit``, ``ledger_heartbeat`` and
-    ``tick_retry_base``, ``login_retry_first`` are attributes so that tests can shrink them.
+    ``tick_retry_base`` and ``login_retry_first`` are attributes so that tests can shrink them,
+    and so are the limits of ``liveness``.
     """
 
     def __init__(
@@ -138,17 +132,9 @@ class Daemon:
             metrics = Metrics()
         self.metrics = metrics
         self.metrics_server: Any = None
-        self.stall_limit = STALL_LIMIT
-        self.tick_stall_limit = TICK_STALL_LIMIT
-        self.ledger_heartbeat = LEDGER_HEARTBEAT
+        self.liveness = Liveness(self.notifier, self.clock)
         self.tick_retry_base = 2.0  # first pause after a failed step of the main loop
         self.login_retry_first = LOGIN_RETRY_FIRST
-        self.keepalive_rounds = 0  # how often the keepalive task has run (tests wait on it)
-        self.watchdog_pings = 0
-        self._beat = self.clock.monotonic()
-        self._tick_started: float | None = None
-        self._last_heartbeat: float | None = None
-        self._last_alive: tuple[bool, str] = (True, "ok")
         self._next_metrics = 0.0
         self._upload_seen: dict[str, int] = {}
         self.ledger: Ledger | None = None
@@ -164,8 +150,6 @@ class Daemon:
         self._reload_requested = False
         self._next_rescan = 0.0
         self._last_status = ""
-        self._ledger_ok = True
-        self._failed_ticks = 0
         self.ready = False
 
     # ---- lifecycle -------------------------------------------------------------------------
@@ -317,7 +301,10 @@ class Daemon:
             loop.add_signal_handler(signal.SIGTERM, self.request_stop)
             loop.add_signal_handler(signal.SIGINT, self.request_stop)
             loop.add_signal_handler(signal.SIGHUP, self.request_reload)
-        keepalive = asyncio.create_task(self._keepalive(), name="watchd-keepalive")
+        keepalive = asyncio.create_task(
+            self.liveness.keep_alive(lambda: self.ledger, self._watched_observers),
+            name="watchd-keepalive",
+        )
         try:
             try:
                 await self._unless_stopped(self.start())
@@ -334,20 +321,18 @@ class Daemon:
             try:
                 while not self._stop_requested:
                     now = self.clock.now()
+                    self.liveness.step_started()
                     try:
                         await self.tick(now)
-                        self._failed_ticks = 0
                     except Exception:
                         # A locked or full ledger, a NAS error we did not foresee: log it and
                         # try again, backing off; alive() turns false if it keeps failing.
-                        self._failed_ticks += 1
-                        log.exception(
-                            "a step of the main loop failed (%d in a row)", self._failed_ticks
-                        )
-                        await self._wait_stop(
-                            min(30.0, self.tick_retry_base * 2 ** (self._failed_ticks - 1))
-                        )
+                        self.liveness.step_finished(False)
+                        failed = self.liveness.failed_steps
+                        log.exception("a step of the main loop failed (%d in a row)", failed)
+                        await self._wait_stop(min(30.0, self.tick_retry_base * 2 ** (failed - 1)))
                         continue
+                    self.liveness.step_finished(True)
                     await self._sleep_until_next(now)
             finally:
                 log.info("stopping: checkpointing in-flight work")
@@ -401,70 +386,13 @@ class Daemon:
 
     # ---- liveness --------------------------------------------------------------------------
 
-    async def _keepalive(self) -> None:
-        """On the main loop, every half ``WatchdogSec`` (or HEARTBEAT): note that the loop runs,
-        record the ledger heartbeat (which also proves the ledger writable), and ping systemd's
-        watchdog only while :meth:`alive` holds. Being a task on the loop is the point: a blocked
-        loop sends nothing, and systemd restarts us."""
-        interval = self.notifier.watchdog_interval()
-        period = min(HEARTBEAT, interval) if interval else HEARTBEAT
-        last_ping: float | None = None
-        while True:
-            mono = self.clock.monotonic()
-            self._beat = mono
-            self._ledger_heartbeat(mono)
-            ok, reason = self.alive()
-            if ok != self._last_alive[0]:
-                if ok:
-                    log.warning("healthy again; systemd watchdog pings resume")
-                else:
-                    log.error("unhealthy (%s): no systemd watchdog pings until it recovers", reason)
-            self._last_alive = (ok, reason)
-            if interval and ok and (last_ping is None or mono - last_ping >= interval - 0.001):
-                self.notifier.watchdog()
-                self.watchdog_pings += 1
-                last_ping = mono
-            self.keepalive_rounds += 1
-            await asyncio.sleep(period)
-
-    def _ledger_heartbeat(self, mono: float) -> None:
-        if self.ledger is None:
-            return
-        if self._last_heartbeat is not None and mono - self._last_heartbeat < self.ledger_heartbeat:
-            return
-        self._last_heartbeat = mono
-        try:
-            self.ledger.heartbeat(os.getpid())
-        except Exception as e:
-            if self._ledger_ok:
-                log.error("the ledger is not writable: %s", e)
-            self._ledger_ok = False
-        else:
-            if not self._ledger_ok:
-                log.warning("the ledger is writable again")
-            self._ledger_ok = True
+    def _watched_observers(self) -> list[tuple[str, Any]]:
+        return [(k, rt.observer) for k, rt in list(self.inboxes.items()) if not rt.paused]
 
     def alive(self) -> tuple[bool, str]:
-        """Liveness (what the watchdog ping stands for): the event loop responds, the ledger
-        is writable, every observer of an inbox that is not paused runs, and no step of the
-        main loop has been stuck for ``tick_stall_limit``. Safe to call from any thread."""
-        mono = self.clock.monotonic()
-        late = mono - self._beat
-        if late > self.stall_limit:
-            return False, f"the event loop has not responded for {late:.0f}s"
-        if not self._ledger_ok:
-            return False, "the ledger is not writable"
-        for rt in list(self.inboxes.values()):
-            if rt.paused:
-                continue
-            if rt.observer is not None and not rt.observer.alive():
-                return False, f"the observer for {rt.key} is dead"
-        if self._failed_ticks >= MAX_FAILED_TICKS:
-            return False, f"the last {self._failed_ticks} steps of the main loop failed"
-        started = self._tick_started
-        if started is not None and mono - started > self.tick_stall_limit:
-            return False, f"the main loop has been stuck in one step for {mono - started:.0f}s"
-        return True, "ok"
+        """Liveness, what the watchdog ping stands for (see :class:`Liveness`). Safe to call
+        from any thread."""
+        return self.liveness.check(self._watched_observers())
 
     def healthy(self) -> tuple[bool, str]:
         """Readiness, for ``/healthz``: started (logged in, first scan done) and alive."""
@@ -475,24 +403,22 @@ class Daemon:
     # ---- the loop body ---------------------------------------------------------------------
 
     async def tick(self, now: float) -> None:
+        """One step of the main loop: reload if asked, observe, rescan when due, take settled
+        files, schedule the pipeline, publish the status."""
         assert self.pipeline is not None and self.ledger is not None
-        self._tick_started = self.clock.monotonic()
-        try:
-            if self._reload_requested:
-                self._reload_requested = False
-                self.reload()
-            paths, self._pending_paths = self._pending_paths, set()
-            for path in paths:
-                self._observe(path, now)
-            if now >= self._next_rescan:
-                await self.rescan(now)
-            for settled in self.tracker.due(now):
-                await self.intake(settled.path, settled.stat)
-            self._check_observers()
-            self.pipeline.schedule(now)
-            self._publish_status(now)
-        finally:
-            self._tick_started = None
+        if self._reload_requested:
+            self._reload_requested = False
+            self.reload()
+        paths, self._pending_paths = self._pending_paths, set()
+        for path in paths:
+            self._observe(path, now)
+        if now >= self._next_rescan:
+            await self.rescan(now)
+        for settled in self.tracker.due(now):
+            await self.intake(settled.path, settled.stat)
+        self._check_observers()
+        self.pipeline.schedule(now)
+        self._publish_status(now)
 
     def _enqueue_threadsafe(self, path: Path) -> None:
         loop = self._loop

@@ -35,8 +35,8 @@ def running(tmp_path: Path, emulator: Emulator) -> Iterator[tuple[DaemonThread, 
     with NotifyRecorder() as systemd:
         notifier = Notifier(systemd.env(WATCHDOG_USEC=str(WATCHDOG_USEC)))
         daemon = Daemon(load_config(env.config_path), notifier=notifier)
-        daemon.stall_limit = 0.5
-        daemon.ledger_heartbeat = 0.05
+        daemon.liveness.stall_limit = 0.5
+        daemon.liveness.ledger_heartbeat = 0.05
         runner = DaemonThread(daemon)
         try:
             systemd.wait(lambda s: s.count("READY=1") and s.count("WATCHDOG=1") >= 3)
@@ -51,7 +51,7 @@ def all_pings_arrived(runner: DaemonThread, systemd: NotifyRecorder) -> int:
     d = runner.daemon
     return int(
         wait_for(
-            lambda: systemd.count("WATCHDOG=1") == d.watchdog_pings and d.watchdog_pings,
+            lambda: systemd.count("WATCHDOG=1") == d.liveness.pings and d.liveness.pings,
             timeout=10,
             what="the pings sent so far to arrive",
         )
@@ -94,8 +94,8 @@ def test_an_unwritable_ledger_stops_the_pings(
     try:
         wait_for(lambda: not daemon.alive()[0], timeout=10, what="the heartbeat write to fail")
         before = all_pings_arrived(runner, systemd)
-        rounds = daemon.keepalive_rounds
-        wait_for(lambda: daemon.keepalive_rounds >= rounds + 5, timeout=10, what="5 rounds")
+        rounds = daemon.liveness.rounds
+        wait_for(lambda: daemon.liveness.rounds >= rounds + 5, timeout=10, what="5 rounds")
         assert systemd.count("WATCHDOG=1") == before
         assert healthz(daemon) == (503, "unhealthy: the ledger is not writable\n")
     finally:

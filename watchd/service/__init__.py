@@ -10,12 +10,14 @@ should be) outside systemd too::
     notifier.ready("watching 2 inboxes")
 """
 
+from watchd.service.liveness import Liveness
 from watchd.service.logsetup import JobLogger, job_logger, setup_logging, teardown_logging
 from watchd.service.metrics import Metrics, MetricsServer, check_loopback, parse_address
 from watchd.service.notify import Notifier
 
 __all__ = [
     "JobLogger",
+    "Liveness",
     "Metrics",
     "MetricsServer",
     "Notifier",
