@@ -343,6 +343,7 @@ def test_an_in_flight_job_keeps_its_preset_across_a_reload(
         "caption_style": "KARAOKE",
         "template": {"style": {"captionFont": "Inter"}},
     }
+    cfg["daemon"]["log_level"] = "debug"  # logging follows the reload too
     write_config(env, cfg)
     mark = reload(env)
     wait_log(env, r"config reloaded", after=mark)
@@ -359,6 +360,10 @@ def test_an_in_flight_job_keeps_its_preset_across_a_reload(
     new_clip = by_source["podcasts/new.mp4"]["clips"][0]["template_config"]
     assert (old_clip["caption_style"], old_clip["style"]["captionFont"]) == ("BUBBLE", "Montserrat")
     assert (new_clip["caption_style"], new_clip["style"]["captionFont"]) == ("KARAOKE", "Inter")
+    assert " DEBUG " not in env.log()[:mark]
+    assert re.search(
+        r" DEBUG POST http://127\.0\.0\.1:\d+/api/v1/projects/create -> ", log_since(env, mark)
+    )
     assert env.stop() == 0
 
 
