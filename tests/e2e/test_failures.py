@@ -7,12 +7,33 @@ wrong on purpose, and the emulator's inspection state says what was (not) create
 from __future__ import annotations
 
 import os
-from pathlib import Path
+import unicodedata
+from pathlib import Path, PurePosixPath
 from typing import Any
 
-from tests.e2e.harness import Env
+import pytest
+
+from tests.e2e.harness import Env, iter_manifests
+from watchd.emulator import Faults, Variants
+from watchd.emulator.bundles import EVIL_LINK, EVIL_MEMBERS
+from watchd.emulator.content import HOSTILE_TITLES
+from watchd.media import make_sample_video
 
 RULE = {"video_type": "podcast", "render": {"min_score": 0, "max_clips": 2}}
+# Without the API's pacing: tests that export many clips must not wait a minute for a slot.
+UNPACED = {"creates_per_minute": 1000, "exports_per_minute": 1000}
+
+
+@pytest.fixture(scope="module")
+def long_videos(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Two 43 s videos: seven clips each, so that between them every hostile title is used."""
+    root = tmp_path_factory.mktemp("long")
+    out = []
+    for i in range(2):
+        p = root / f"long{i}.mp4"
+        make_sample_video(p, seconds=43.0, width=160, height=90, fps=5, label=f"long{i}")
+        out.append(p)
+    return out
 
 
 def create_requests(snapshot: dict[str, Any]) -> list[dict[str, Any]]:
@@ -81,3 +102,92 @@ def test_bad_files_fail_locally_without_a_project(env: Env, sample_videos: list[
     assert snap["counters"]["creates"] == 0 and snap["projects"] == []
     assert all(ws["charges"] == [] for ws in snap["billing"].values())
     assert env.stop() == 0
+
+
+# ---- 2. hostile names and zip-slip bundles stay inside the outbox ------------------------------
+
+_WINDOWS_RESERVED = {"CON", "PRN", "AUX", "NUL"} | {
+    f"{d}{n}" for d in ("COM", "LPT") for n in range(10)
+}
+
+
+def assert_sane_name(name: str) -> None:
+    assert name not in ("", ".", ".."), name
+    assert len(name.encode()) <= 255, name
+    assert not any(unicodedata.category(c) in ("Cc", "Cf") for c in name), repr(name)
+    assert not set(name) & set('/\\:*?"<>|'), name
+    assert name == name.rstrip(". ") and not name.startswith("."), repr(name)
+    assert name.split(".")[0].upper().rstrip() not in _WINDOWS_RESERVED, name
+    assert unicodedata.normalize("NFC", name) == name
+
+
+def tree(root: Path, *, skip: tuple[Path, ...] = ()) -> set[str]:
+    out = set()
+    for dirpath, dirnames, filenames in os.walk(root):
+        here = Path(dirpath)
+        dirnames[:] = [d for d in dirnames if here / d not in skip]
+        out.update(str((here / n).relative_to(root)) for n in dirnames + filenames)
+    return out
+
+
+def test_hostile_titles_and_zip_slip_bundles_stay_inside_the_outbox(
+    env: Env, long_videos: list[Path]
+) -> None:
+    env.emu.update(
+        variants=Variants(hostile_titles=True),
+        faults=Faults(evil_bundles=True),
+        exports_per_minute=0,
+        creates_per_minute=0,
+    )
+    env.write_config(
+        {"shows": {"render": "all", "exports": ["premiere"], "captions": True}},
+        carmic=UNPACED,
+    )
+    outside_before = tree(env.root.parent, skip=(env.root,)) | tree(
+        env.root, skip=(env.outbox, env.inbox, env.state)
+    )
+    env.start()
+    env.drop(long_videos[0], "shows/first.mp4")
+    env.drop(long_videos[1], "shows/second.mp4")
+    env.wait_states({"shows/first.mp4": "delivered", "shows/second.mp4": "delivered"})
+    assert env.stop() == 0
+
+    titles: list[str] = []
+    folders = {p.relative_to(env.outbox).as_posix() for p, _ in iter_manifests(env.outbox)}
+    assert folders == {"shows/first", "shows/second"}
+    for folder, m in iter_manifests(env.outbox):
+        assert m["status"] == "delivered", m
+        real = folder.resolve()
+        files = [c["file"] for c in m["clips"]]
+        assert len(set(files)) == len(files) == len(m["clips"]) == 7
+        for c in m["clips"]:
+            titles.append(c["title"])
+            paths = [c["file"], c["captions"], c.get("thumbnail")]
+            paths += [e["path"] for e in c["exports"]]
+            for rel in filter(None, paths):
+                pure = PurePosixPath(rel)
+                assert not pure.is_absolute() and ".." not in pure.parts, rel
+                target = (folder / rel).resolve()
+                assert target.is_relative_to(real) and target.exists(), rel
+            assert [e["format"] for e in c["exports"]] == ["premiere"]
+        # Each bundle's escape attempts are told, and the bundle's real content is there.
+        left_out = [s["what"] for s in m["skipped"] if "member" in s["what"]]
+        for member in (*EVIL_MEMBERS, EVIL_LINK[0]):
+            assert sum(member in w for w in left_out) == 7, (member, left_out)
+    assert sorted(titles) == sorted(HOSTILE_TITLES)
+
+    # Every name in the outbox is one any share accepts; nothing is a link.
+    for dirpath, dirnames, filenames in os.walk(env.outbox):
+        for name in dirnames + filenames:
+            path = Path(dirpath) / name
+            assert not path.is_symlink(), path
+            assert_sane_name(name)
+    # Nothing was written anywhere else (the tree around the outbox is as it was).
+    outside_after = tree(env.root.parent, skip=(env.root,)) | tree(
+        env.root, skip=(env.outbox, env.inbox, env.state)
+    )
+    assert outside_after - outside_before <= {"daemon.log"}, outside_after - outside_before
+    escaped = {Path(m.replace("\\", "/")).name for m in EVIL_MEMBERS}
+    for name in escaped:
+        assert not (Path("/") / name).exists()
+        assert not list(env.root.rglob(name)), name
