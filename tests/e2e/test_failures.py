@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.harness import Env, iter_manifests
+from tests.e2e.harness import Env, billed_projects, iter_manifests, wait_for
 from watchd.emulator import Faults, Variants
 from watchd.emulator.bundles import EVIL_LINK, EVIL_MEMBERS
 from watchd.emulator.content import HOSTILE_TITLES
@@ -191,3 +191,43 @@ def test_hostile_titles_and_zip_slip_bundles_stay_inside_the_outbox(
     for name in escaped:
         assert not (Path("/") / name).exists()
         assert not list(env.root.rglob(name)), name
+
+
+# ---- 3. out of minutes: parked, topped up, retried, delivered once ----------------------------
+
+
+def test_402_parks_then_retry_delivers_with_one_billed_project(
+    env: Env, sample_videos: list[Path]
+) -> None:
+    # Enough minutes for the ingest of a 12 s video (1), none left for its renders.
+    env.emu.update(minutes=1)
+    env.write_config({"podcasts": RULE})
+    env.start()
+    env.drop(sample_videos[0], "podcasts/ep.mp4")
+    parked = wait_for(
+        lambda: [j for j in env.status() if j["state"] == "parked"],
+        timeout=30,
+        what="the job parked",
+    )[0]
+    assert "minutes" in parked["park_reason"] and "billing" in parked["park_reason"]
+    assert parked["error"] and parked["project_id"]
+    assert "waiting" in env.cli("status").stdout
+    # Nothing was delivered and the source has not moved.
+    assert not list(env.outbox.rglob("manifest.json"))
+    assert (env.inbox / "podcasts/ep.mp4").exists()
+
+    env.emu.add_minutes(10)
+    assert env.cli("retry", parked["id"]).returncode == 0
+    jobs = env.wait_states({"podcasts/ep.mp4": "delivered"}, timeout=30)
+    assert jobs[0]["project_id"] == parked["project_id"]
+    assert env.manifest("podcasts/ep")["status"] == "delivered"
+    snap = env.emu.snapshot()
+    assert [len(ids) for ids in billed_projects(snap).values()] == [1]
+    assert len(create_requests(snap)) == 1
+    # Each rendered clip was billed once: the refused render cost nothing.
+    renders = [
+        ch for ws in snap["billing"].values() for ch in ws["charges"] if ch["kind"] == "render"
+    ]
+    assert len(renders) == len(env.manifest("podcasts/ep")["clips"])
+    assert env.cli("retry", "no-such-job").returncode == 1
+    assert env.stop() == 0
