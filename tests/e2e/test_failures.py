@@ -231,3 +231,27 @@ def test_402_parks_then_retry_delivers_with_one_billed_project(
     assert len(renders) == len(env.manifest("podcasts/ep")["clips"])
     assert env.cli("retry", "no-such-job").returncode == 1
     assert env.stop() == 0
+
+
+# ---- 4. the access token expires again and again while work goes on --------------------------
+
+
+def test_token_expiry_mid_run_refreshes_without_logging_in_again(
+    env: Env, sample_videos: list[Path]
+) -> None:
+    env.emu.update(access_ttl=2, timings={"step": 0.25, "render": 0.3})
+    env.write_config({"podcasts": RULE})
+    env.start()
+    for i in range(4):
+        env.drop(sample_videos[i], f"podcasts/ep{i}.mp4")
+    jobs = env.wait_states(dict.fromkeys((f"podcasts/ep{i}.mp4" for i in range(4)), "delivered"))
+    assert all(j["error"] is None for j in jobs)
+    snap = env.emu.snapshot()
+    counters = snap["counters"]
+    # One login at start; every expiry after that is a refresh, not a new login.
+    assert counters["logins"] == 1, counters
+    assert counters["refreshes"] >= 2, counters
+    expired = [r for r in snap["requests"] if r["status"] == 401]
+    assert expired, "the test never ran into an expired token"
+    assert [len(ids) for ids in billed_projects(snap).values()] == [1, 1, 1, 1]
+    assert env.stop() == 0
