@@ -6,7 +6,9 @@ wrong on purpose, and the emulator's inspection state says what was (not) create
 
 from __future__ import annotations
 
+import hashlib
 import os
+import time
 import unicodedata
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -254,4 +256,38 @@ def test_token_expiry_mid_run_refreshes_without_logging_in_again(
     expired = [r for r in snap["requests"] if r["status"] == 401]
     assert expired, "the test never ran into an expired token"
     assert [len(ids) for ids in billed_projects(snap).values()] == [1, 1, 1, 1]
+    assert env.stop() == 0
+
+
+# ---- 5. a slow copy in poll mode is not taken before it ends ---------------------------------
+
+
+def test_slow_chunked_copy_in_poll_mode_is_taken_only_when_complete(
+    env: Env, sample_videos: list[Path]
+) -> None:
+    env.write_config({"podcasts": RULE}, daemon={"scan": "poll", "settle_seconds": 1.0})
+    env.start()
+    wait_for(lambda: "ready:" in env.log(), timeout=30, what="the daemon ready")
+    data = sample_videos[1].read_bytes()
+    dest = env.inbox / "podcasts/slow.mp4"
+    dest.parent.mkdir()
+    chunks = [data[i : i + len(data) // 10 + 1] for i in range(0, len(data), len(data) // 10 + 1)]
+    assert len(chunks) >= 10
+    for chunk in chunks:
+        # The file is closed between chunks (as an SMB client or `rsync --append` does), so only
+        # settling can tell that the copy is not over; each pause is shorter than settle_seconds.
+        with open(dest, "ab") as f:
+            f.write(chunk)
+        time.sleep(0.4)  # the writer is slow: that is the scenario, not a wait on the daemon
+    last_write = dest.stat().st_mtime
+    env.wait_states({"podcasts/slow.mp4": "delivered"}, timeout=40)
+    snap = env.emu.snapshot()
+    creates = create_requests(snap)
+    puts = [r for r in snap["requests"] if r["origin"] == "storage" and r["method"] == "PUT"]
+    assert len(creates) == 1 and len(puts) == 1, (creates, puts)
+    assert creates[0]["t"] >= last_write + 1.0
+    assert (puts[0]["started"] or puts[0]["t"]) >= last_write + 1.0
+    (project,) = snap["projects"]
+    assert project["upload"]["size"] == len(data)
+    assert project["upload"]["sha256"] == hashlib.sha256(data).hexdigest()
     assert env.stop() == 0
