@@ -271,6 +271,24 @@ def test_render_fail_rate(make_emu: MakeEmu, sample_video: Path) -> None:
         )
 
 
+def test_render_fail_clips_fails_every_render_of_the_first_clips(
+    make_emu: MakeEmu, sample_video: Path
+) -> None:
+    emu = make_emu(faults=Faults(render_fail_clips=1))
+    with Api(emu) as api:
+        api.login()
+        first, second = [c["id"] for c in api.clips(api.ready_project(sample_video))][:2]
+
+        def status(cid: str) -> str:
+            return str(api.get(f"/v1/clips/{cid}/render-progress").json()["data"]["status"])
+
+        api.post(f"/v1/clips/{first}/render")
+        api.post(f"/v1/clips/{second}/render")
+        assert (status(first), status(second)) == ("FAILED_RENDER", "RENDERED")
+        assert api.post(f"/v1/clips/{first}/retry-render").status_code == 200
+        assert status(first) == "FAILED_RENDER"
+
+
 def test_undecodable_source_renders_a_synthetic_clip(make_emu: MakeEmu, tmp_path: Path) -> None:
     emu = make_emu(store_uploads=False)
     with Api(emu) as api:

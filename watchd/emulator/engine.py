@@ -310,7 +310,11 @@ class Engine:
         clip.renders.append(job)
         clip.status = "QUEUED"
         faults = self.core.settings.faults
-        fail = job.attempt <= faults.render_fail_first or self.core.draw(faults.render_fail_rate)
+        fail = (
+            job.attempt <= faults.render_fail_first
+            or clip.index < faults.render_fail_clips
+            or self.core.draw(faults.render_fail_rate)
+        )
         if self.core.settings.timings.render == 0:
             await self._render(p, clip, job, fail)
         else:

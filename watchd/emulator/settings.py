@@ -108,6 +108,7 @@ class Faults:
     fail_project: str | None = None  # processing ends in this FAILED_* status
     render_fail_rate: float = 0.0  # a render ends FAILED_RENDER with this probability
     render_fail_first: int = 0  # the first N render attempts of each clip fail
+    render_fail_clips: int = 0  # every render of the first N clips (by index) of a project fails
     export_fail_rate: float = 0.0  # an export ends FAILED with this probability
     # Export bundles also carry members that try to escape their folder: "../escape.txt",
     # "/abs.txt", a drive letter, a backslash "..", and a symbolic link.
@@ -121,6 +122,7 @@ class Faults:
         for name in ("slow_seconds", "sse_cut_after", "sse_cut_after_seconds"):
             _non_negative(name, getattr(self, name))
         _non_negative("render_fail_first", self.render_fail_first)
+        _non_negative("render_fail_clips", self.render_fail_clips)
         _one_of("commit_fail_mode", self.commit_fail_mode, ("random", "500", "drop"))
         if self.fail_project == "":
             object.__setattr__(self, "fail_project", None)
