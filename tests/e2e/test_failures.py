@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import time
 import unicodedata
 from pathlib import Path, PurePosixPath
@@ -290,4 +291,191 @@ def test_slow_chunked_copy_in_poll_mode_is_taken_only_when_complete(
     (project,) = snap["projects"]
     assert project["upload"]["size"] == len(data)
     assert project["upload"]["sha256"] == hashlib.sha256(data).hexdigest()
+    assert env.stop() == 0
+
+
+# ---- 6. faults on the Carmic side ------------------------------------------------------------
+
+
+def events_of(env: Env, kind: str) -> list[dict[str, Any]]:
+    """Rows of the ledger's event table of one kind (read like `status` does: read-only)."""
+    import sqlite3
+
+    db = sqlite3.connect(f"file:{env.state / 'ledger.db'}?mode=ro", uri=True)
+    try:
+        db.row_factory = sqlite3.Row
+        rows = db.execute("SELECT * FROM events WHERE kind = ? ORDER BY id", (kind,)).fetchall()
+        return [dict(r) for r in rows]
+    finally:
+        db.close()
+
+
+def assert_no_secrets_logged(env: Env) -> None:
+    """Failures log URLs and responses: never a signature, a token or the password."""
+    text = env.log()
+    assert "X-Amz-Signature=" not in text and "X-Amz-Credential=" not in text
+    assert env.emu.seed_password not in text
+    assert not re.search(r"eyJ[\w-]{10,}\.[\w-]{10,}\.", text), "a JWT in the log"
+    assert not re.search(r"ticket=[\w-]{8,}", text), "an SSE ticket in the log"
+
+
+def assert_one_billed_project_each(env: Env, n: int) -> dict[str, Any]:
+    assert_no_secrets_logged(env)
+    snap = env.emu.snapshot()
+    billed = billed_projects(snap)
+    assert sorted(len(ids) for ids in billed.values()) == [1] * n, billed
+    return snap
+
+
+def drop_three(env: Env, sample_videos: list[Path]) -> dict[str, str]:
+    """Three files at once, on a tier without a processing limit (so they run side by side)."""
+    env.emu.update(tier="ENTERPRISE")
+    names = {f"podcasts/f{i}.mp4": "delivered" for i in range(3)}
+    for i, rel in enumerate(names):
+        env.drop(sample_videos[i], rel)
+    return names
+
+
+def test_random_5xx_everything_still_delivered_once(env: Env, sample_videos: list[Path]) -> None:
+    env.emu.update(faults=Faults(error_rate=0.2))
+    env.write_config({"podcasts": RULE})
+    names = drop_three(env, sample_videos)
+    env.start()
+    env.wait_states(names, timeout=60)
+    snap = assert_one_billed_project_each(env, 3)
+    assert snap["counters"]["injected_errors"] > 0
+    assert env.stop() == 0
+
+
+def test_create_committed_then_answer_lost_bills_one_project(
+    env: Env, sample_videos: list[Path]
+) -> None:
+    # Every create is committed (and billed) and then answered with a 500 or a dropped
+    # connection: the daemon only ever learns of its projects by searching for its markers.
+    env.emu.update(faults=Faults(create_commit_then_fail=1.0), creates_per_minute=0)
+    env.write_config({"podcasts": RULE}, carmic=UNPACED)
+    names = drop_three(env, sample_videos)
+    env.start()
+    wait_for(
+        lambda: env.emu.snapshot()["counters"]["commit_then_fail"] >= 3,
+        timeout=30,
+        what="lost creates",
+    )
+    env.emu.update(faults=Faults())
+    env.wait_states(names, timeout=60)
+    snap = assert_one_billed_project_each(env, 3)
+    orphans = [p for p in snap["projects"] if p["deleted"]]
+    assert orphans and all(p["refunded"] or not p["billed"] for p in orphans)
+    assert events_of(env, "orphan_deleted") or events_of(env, "create_recovered")
+    assert env.stop() == 0
+
+
+def test_upload_resets_are_retried_from_the_start(env: Env, sample_videos: list[Path]) -> None:
+    env.emu.update(faults=Faults(upload_reset_rate=0.5))
+    env.write_config({"podcasts": RULE})
+    env.start()
+    env.wait_states(drop_three(env, sample_videos), timeout=60)
+    snap = assert_one_billed_project_each(env, 3)
+    assert snap["counters"]["upload_resets"] > 0
+    for p in snap["projects"]:
+        if not p["deleted"]:
+            assert p["upload"]["size"] == p["filesize"]
+    assert env.stop() == 0
+
+
+def test_cut_sse_streams_are_reconnected(env: Env, sample_videos: list[Path]) -> None:
+    env.emu.update(faults=Faults(sse_cut_after=1), timings={"step": 0.2})
+    env.write_config({"podcasts": RULE})
+    env.start()
+    env.wait_states(drop_three(env, sample_videos), timeout=60)
+    counters = assert_one_billed_project_each(env, 3)["counters"]
+    # More connections than projects: every cut stream was opened again (with a new ticket).
+    assert (
+        counters["sse_connections"] > 3 and counters["sse_tickets"] >= counters["sse_connections"]
+    )
+    assert env.stop() == 0
+
+
+def test_render_failure_is_retried_and_delivered(env: Env, sample_videos: list[Path]) -> None:
+    env.emu.update(faults=Faults(render_fail_first=1))
+    env.write_config({"podcasts": RULE})
+    env.start()
+    env.drop(sample_videos[0], "podcasts/ep.mp4")
+    env.wait_states({"podcasts/ep.mp4": "delivered"})
+    m = env.manifest("podcasts/ep")
+    assert m["status"] == "delivered" and m["skipped"] == [] and len(m["clips"]) == 2
+    snap = env.emu.snapshot()
+    clips = {c["id"]: c for p in snap["projects"] for c in p["clips"]}
+    for c in m["clips"]:
+        attempts = clips[c["id"]]["renders"]
+        assert [r["status"] for r in attempts] == ["FAILED_RENDER", "RENDERED"]
+        assert [r["refunded"] for r in attempts] == [True, False]
+    assert env.stop() == 0
+
+
+def test_a_clip_that_never_renders_gives_a_partial_delivery(
+    env: Env, sample_videos: list[Path]
+) -> None:
+    env.emu.update(faults=Faults(render_fail_clips=1))
+    env.write_config({"podcasts": RULE})
+    env.start()
+    env.drop(sample_videos[0], "podcasts/ep.mp4")
+    env.wait_states({"podcasts/ep.mp4": "delivered"})
+    m = env.manifest("podcasts/ep")
+    assert m["status"] == "partial"
+    assert len(m["clips"]) == 1 and m["clips"][0]["file"].startswith("01 - ")
+    (skipped,) = m["skipped"]
+    assert skipped["what"].startswith("render ") and "failed" in skipped["reason"].lower()
+    # The failed clip was tried 1 + max_render_retries times, and never left billed.
+    snap = env.emu.snapshot()
+    (project,) = snap["projects"]
+    bad = project["clips"][0]  # clips are listed by index: the first one is the one that fails
+    assert [r["status"] for r in bad["renders"]] == ["FAILED_RENDER"] * 3
+    assert sum(not r["refunded"] for r in bad["renders"]) <= 1
+    assert (env.inbox / "_done/podcasts/ep.mp4").exists()
+    assert env.stop() == 0
+
+
+@pytest.mark.parametrize("cause", ["export_failures", "free_tier"])
+def test_exports_that_cannot_be_had_are_skipped(
+    env: Env, sample_videos: list[Path], cause: str
+) -> None:
+    if cause == "free_tier":
+        env.emu.update(tier="FREE")
+    else:
+        env.emu.update(faults=Faults(export_fail_rate=1.0))
+    env.write_config({"podcasts": {**RULE, "exports": ["premiere", "davinci"]}}, carmic=UNPACED)
+    env.start()
+    env.drop(sample_videos[0], "podcasts/ep.mp4")
+    env.wait_states({"podcasts/ep.mp4": "delivered"})
+    m = env.manifest("podcasts/ep")
+    assert m["status"] == "delivered" and m["clips"]
+    assert all(c["exports"] == [] and c["file"] for c in m["clips"])
+    exports = [s for s in m["skipped"] if s["what"].startswith("export ")]
+    assert len(exports) == 2 * len(m["clips"]), m["skipped"]
+    for s in exports:
+        if cause == "free_tier":
+            assert "402" in s["reason"] or "plan" in s["reason"], s
+        else:
+            assert "failed" in s["reason"].lower(), s
+    assert not (env.outbox / "podcasts/ep/exports").exists()
+    assert env.stop() == 0
+
+
+def test_project_failure_fails_the_job_with_the_api_reason(
+    env: Env, sample_videos: list[Path]
+) -> None:
+    env.emu.update(faults=Faults(fail_project="FAILED_NO_SPEECH"))
+    env.write_config({"podcasts": RULE})
+    env.start()
+    env.drop(sample_videos[0], "podcasts/quiet.mp4")
+    (job,) = env.wait_states({"podcasts/quiet.mp4": "failed"})
+    assert "FAILED_NO_SPEECH" in job["error"] and "No speech" in job["error"]
+    m = env.manifest("podcasts/quiet")
+    assert m["status"] == "failed" and m["project_id"] == job["project_id"]
+    assert m["error"]["code"] == "failed_no_speech" and "No speech" in m["error"]["message"]
+    assert "no speech" in (env.outbox / "podcasts/quiet/FAILED.txt").read_text().lower()
+    assert (env.inbox / "_failed/podcasts/quiet.mp4").exists()
+    # A failed ingestion is refunded by the API: nothing stays billed.
+    assert billed_projects(env.emu.snapshot()) == {}
     assert env.stop() == 0
