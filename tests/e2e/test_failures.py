@@ -396,12 +396,27 @@ def test_cut_sse_streams_are_reconnected(env: Env, sample_videos: list[Path]) ->
     assert env.stop() == 0
 
 
+def run_one(
+    env: Env,
+    video: Path,
+    name: str = "ep",
+    *,
+    state: str = "delivered",
+    rule: dict[str, Any] = RULE,
+    carmic: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Start the daemon on one rule, drop ``video`` as ``podcasts/<name>.mp4``, wait until its
+    job reaches ``state``; returns the job's status row."""
+    env.write_config({"podcasts": rule}, carmic=carmic)
+    env.start()
+    env.drop(video, f"podcasts/{name}.mp4")
+    (job,) = env.wait_states({f"podcasts/{name}.mp4": state})
+    return job
+
+
 def test_render_failure_is_retried_and_delivered(env: Env, sample_videos: list[Path]) -> None:
     env.emu.update(faults=Faults(render_fail_first=1))
-    env.write_config({"podcasts": RULE})
-    env.start()
-    env.drop(sample_videos[0], "podcasts/ep.mp4")
-    env.wait_states({"podcasts/ep.mp4": "delivered"})
+    run_one(env, sample_videos[0])
     m = env.manifest("podcasts/ep")
     assert m["status"] == "delivered" and m["skipped"] == [] and len(m["clips"]) == 2
     snap = env.emu.snapshot()
@@ -417,10 +432,7 @@ def test_a_clip_that_never_renders_gives_a_partial_delivery(
     env: Env, sample_videos: list[Path]
 ) -> None:
     env.emu.update(faults=Faults(render_fail_clips=1))
-    env.write_config({"podcasts": RULE})
-    env.start()
-    env.drop(sample_videos[0], "podcasts/ep.mp4")
-    env.wait_states({"podcasts/ep.mp4": "delivered"})
+    run_one(env, sample_videos[0])
     m = env.manifest("podcasts/ep")
     assert m["status"] == "partial"
     assert len(m["clips"]) == 1 and m["clips"][0]["file"].startswith("01 - ")
@@ -444,10 +456,9 @@ def test_exports_that_cannot_be_had_are_skipped(
         env.emu.update(tier="FREE")
     else:
         env.emu.update(faults=Faults(export_fail_rate=1.0))
-    env.write_config({"podcasts": {**RULE, "exports": ["premiere", "davinci"]}}, carmic=UNPACED)
-    env.start()
-    env.drop(sample_videos[0], "podcasts/ep.mp4")
-    env.wait_states({"podcasts/ep.mp4": "delivered"})
+    run_one(
+        env, sample_videos[0], rule={**RULE, "exports": ["premiere", "davinci"]}, carmic=UNPACED
+    )
     m = env.manifest("podcasts/ep")
     assert m["status"] == "delivered" and m["clips"]
     assert all(c["exports"] == [] and c["file"] for c in m["clips"])
@@ -466,10 +477,7 @@ def test_project_failure_fails_the_job_with_the_api_reason(
     env: Env, sample_videos: list[Path]
 ) -> None:
     env.emu.update(faults=Faults(fail_project="FAILED_NO_SPEECH"))
-    env.write_config({"podcasts": RULE})
-    env.start()
-    env.drop(sample_videos[0], "podcasts/quiet.mp4")
-    (job,) = env.wait_states({"podcasts/quiet.mp4": "failed"})
+    job = run_one(env, sample_videos[0], "quiet", state="failed")
     assert "FAILED_NO_SPEECH" in job["error"] and "No speech" in job["error"]
     m = env.manifest("podcasts/quiet")
     assert m["status"] == "failed" and m["project_id"] == job["project_id"]
