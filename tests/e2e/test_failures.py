@@ -6,7 +6,9 @@ wrong on purpose, and the emulator's inspection state says what was (not) create
 
 from __future__ import annotations
 
+import calendar
 import hashlib
+import json
 import os
 import re
 import time
@@ -486,4 +488,56 @@ def test_project_failure_fails_the_job_with_the_api_reason(
     assert (env.inbox / "_failed/podcasts/quiet.mp4").exists()
     # A failed ingestion is refunded by the API: nothing stays billed.
     assert billed_projects(env.emu.snapshot()) == {}
+    assert env.stop() == 0
+
+
+# ---- 8. the presigned upload URL expires before the upload -------------------------------------
+
+
+def ledger_job(env: Env, source: str) -> dict[str, Any]:
+    import sqlite3
+
+    db = sqlite3.connect(f"file:{env.state / 'ledger.db'}?mode=ro", uri=True)
+    try:
+        db.row_factory = sqlite3.Row
+        row = db.execute("SELECT * FROM jobs WHERE rel_path = ?", (source,)).fetchone()
+        return dict(row)
+    finally:
+        db.close()
+
+
+def test_expired_upload_url_after_a_stop_recreates_the_project(
+    env: Env, sample_videos: list[Path]
+) -> None:
+    # Short-lived upload URLs, and uploads that fail until the daemon has been stopped: the job
+    # is left in `uploading` with a URL that expires while the daemon is down.
+    env.emu.update(upload_url_ttl=2, faults=Faults(upload_reset_rate=1.0))
+    env.write_config({"podcasts": RULE})
+    env.start()
+    env.drop(sample_videos[0], "podcasts/ep.mp4")
+    wait_for(
+        lambda: env.emu.snapshot()["counters"]["upload_resets"] >= 1,
+        timeout=30,
+        what="a failed upload",
+    )
+    assert env.stop() == 0
+    job = ledger_job(env, "podcasts/ep.mp4")
+    assert job["state"] == "uploading" and job["upload_url"]
+    first_project = job["project_id"]
+    query = dict(q.split("=", 1) for q in job["upload_url"].split("?", 1)[1].split("&"))
+    signed = calendar.timegm(time.strptime(query["X-Amz-Date"], "%Y%m%dT%H%M%SZ"))
+    expires_at = signed + int(query["X-Amz-Expires"])
+    wait_for(lambda: time.time() > expires_at + 1, timeout=10, what="the upload URL expired")
+
+    env.emu.update(faults=Faults())
+    env.start()
+    (done,) = env.wait_states({"podcasts/ep.mp4": "delivered"}, timeout=40)
+    assert done["project_id"] != first_project
+    restarts = events_of(env, "project_restarted")
+    assert len(restarts) == 1
+    detail = json.loads(restarts[0]["detail"])
+    assert "expired" in detail["reason"] and detail["old_project_id"] == first_project
+    snap = assert_one_billed_project_each(env, 1)
+    old = next(p for p in snap["projects"] if p["id"] == first_project)
+    assert old["deleted"] and (old["refunded"] or not old["billed"])
     assert env.stop() == 0

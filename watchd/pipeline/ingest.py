@@ -8,6 +8,7 @@ answer to a create may have been lost, the marker is searched for before anythin
 from __future__ import annotations
 
 import asyncio
+import calendar
 import contextlib
 import time
 from pathlib import Path
@@ -39,6 +40,8 @@ if TYPE_CHECKING:
 # still be committing the project when our request timed out.
 AMBIGUOUS_CREATE_WAIT = 5.0
 MAX_PROCESS_CONFLICTS = 4
+# A presigned URL this close to its expiry is not used (a quarter of its lifetime when shorter).
+URL_MARGIN = 60.0
 
 
 # ---- queued: check, dedupe, probe ----------------------------------------------------------------
@@ -181,6 +184,7 @@ async def _reconcile_lost_create(p: Pipeline, job: JobRow) -> bool:
         status = str(d.get("status", "")).upper()
         upload_url = d.get("upload_url")
         if upload_url and status in ("PENDING_UPLOAD", ""):
+            remember_upload_url(p, job.id, str(upload_url))
             p.advance(
                 job,
                 Stage.UPLOADING,
@@ -245,6 +249,7 @@ async def handle_creating(p: Pipeline, job: JobRow) -> None:
             f"create answer lost ({e}); will look for the project before creating again",
             delay=AMBIGUOUS_CREATE_WAIT,
         ) from e
+    remember_upload_url(p, job.id, created.upload_url)
     p.advance(
         job,
         Stage.UPLOADING,
@@ -259,29 +264,58 @@ async def handle_creating(p: Pipeline, job: JobRow) -> None:
 # ---- uploading ----------------------------------------------------------------------------------
 
 
-def presigned_expiry(url: str) -> float | None:
-    """When an S3-style presigned URL stops working (X-Amz-Date + X-Amz-Expires), if it says."""
+def presigned_window(url: str) -> tuple[float, float | None] | None:
+    """When an S3-style presigned URL stops working, by the signer's clock, and for how long it
+    was signed (SigV4: X-Amz-Date + X-Amz-Expires; SigV2: ``Expires``, no lifetime)."""
     try:
         q = parse_qs(urlsplit(url).query)
         date = q.get("X-Amz-Date", [None])[0]
         expires = q.get("X-Amz-Expires", [None])[0]
         if date and expires:
-            t = time.strptime(date, "%Y%m%dT%H%M%SZ")
-            import calendar
-
-            return calendar.timegm(t) + float(expires)
+            signed = calendar.timegm(time.strptime(date, "%Y%m%dT%H%M%SZ"))
+            return signed + float(expires), float(expires)
         exp = q.get("Expires", [None])[0]
-        return float(exp) if exp else None
+        return (float(exp), None) if exp else None
     except (ValueError, TypeError):
         return None
 
 
+def remember_upload_url(p: Pipeline, job_id: str, url: str) -> None:
+    """Note when this process was handed ``url``: its age is then measured on our own monotonic
+    clock, which a wrong NAS clock or a short signing lifetime cannot fool."""
+    p.upload_urls[job_id] = (url, p.clock.monotonic())
+
+
+def upload_url_expired(p: Pipeline, job: JobRow) -> bool:
+    """Whether the job's upload URL has (nearly) expired, so an upload would be refused.
+
+    The margin leaves time for the request to start; it is a quarter of the URL's lifetime at
+    most, so short-lived URLs are still used. A URL this process received is judged by its age;
+    one recorded by an earlier run only by comparing our wall clock with the signer's, which
+    a skewed clock can get wrong once (the fresh URL that follows is judged by its age)."""
+    assert job.upload_url
+    window = presigned_window(job.upload_url)
+    if window is None:
+        return False
+    expires_at, lifetime = window
+    margin = URL_MARGIN if lifetime is None else min(URL_MARGIN, lifetime / 4)
+    got = p.upload_urls.get(job.id)
+    if got is not None and got[0] == job.upload_url and lifetime is not None:
+        return p.clock.monotonic() - got[1] > lifetime - margin
+    return expires_at - margin < p.clock.now()
+
+
 async def _restart_project(p: Pipeline, job: JobRow, reason: str) -> None:
     """The project can no longer take our upload: delete it (it was never processed, so nothing is
-    billed) and go back for a fresh one."""
+    billed) and go back for a fresh one. Restarts after the first wait longer each time, so a
+    cause that keeps coming back cannot churn projects at the API's create rate."""
     assert job.project_id
     with contextlib.suppress(NotFound):
         await p.client.delete_project(job.project_id)
+    earlier = sum(1 for e in p.ledger.events(job.id) if e.kind == "project_restarted")
+    p.job_log(job).warning(
+        "deleted project %s and will create a fresh one: %s", job.project_id, reason
+    )
     p.advance(
         job,
         Stage.PROBED,
@@ -293,9 +327,14 @@ async def _restart_project(p: Pipeline, job: JobRow, reason: str) -> None:
         bytes_uploaded=0,
         progress=0,
     )
-    p.job_log(job).warning(
-        "deleted project %s and will create a fresh one: %s", job.project_id, reason
-    )
+    p.upload_urls.pop(job.id, None)
+    if earlier:
+        delay = p.backoff(earlier)
+        p.ledger.update(
+            job.id,
+            next_attempt_at=p.clock.now() + delay,
+            error=f"project restarted {earlier + 1} times ({reason}); next try in {delay:.0f}s",
+        )
 
 
 async def handle_uploading(p: Pipeline, job: JobRow) -> None:
@@ -307,8 +346,7 @@ async def handle_uploading(p: Pipeline, job: JobRow) -> None:
         else:
             p.advance(job, Stage.UPLOADED, kind="upload_found_done")
         return
-    expiry = presigned_expiry(job.upload_url)
-    if expiry is not None and expiry - p.clock.now() < 60:
+    if upload_url_expired(p, job):
         await _expired(p, job)
         return
     path = p.source_path(job)

@@ -86,6 +86,8 @@ class Pipeline:
         self.upload_slots = asyncio.Semaphore(max(1, self.settings.max_uploads))
         self.paused_inboxes: set[str] = set()
         self.fresh_intents: set[str] = set()  # CREATING jobs whose POST this process has not sent
+        # job id -> (upload URL, monotonic time this process received it)
+        self.upload_urls: dict[str, tuple[str, float]] = {}
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.on_event = on_event or (lambda kind, data: None)
         self.rng = random.Random()
