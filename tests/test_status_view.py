@@ -163,7 +163,7 @@ def test_paused_inbox_and_no_jobs(ledger: Ledger, clock: FakeClock) -> None:
     ledger.set_inbox("/srv/nas/in", paused=True, reason="the share is gone", entries=0,
                      last_scan_at=1.0)  # fmt: skip
     text = render_table([], ledger.inboxes(), now=clock.now(), width=100)
-    assert text == "! inbox /srv/nas/in PAUSED: the share is gone\nno jobs yet\n"
+    assert text == "! PAUSED inbox /srv/nas/in: the share is gone\nno jobs yet\n"
 
 
 def test_the_screen_starts_with_the_daemon_and_the_summary(busy: Ledger, clock: FakeClock) -> None:
@@ -206,6 +206,19 @@ def test_watch_into_a_pipe_separates_screens(busy: Ledger, clock: FakeClock) -> 
          rounds=2)  # fmt: skip
     assert "\x1b[" not in out.getvalue()
     assert out.getvalue().count("daemon: ") == 2
+
+
+def test_into_a_pipe_lines_are_whole(
+    busy: Ledger, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("COLUMNS", raising=False)
+    long = "/srv/" + "very-long-share-name/" * 8 + "in"
+    busy.set_inbox(long, paused=True, reason="inbox suddenly empty: had 2 entries", entries=0,
+                   last_scan_at=None)  # fmt: skip
+    out = io.StringIO()
+    show(busy, out, clock=clock.now)
+    assert f"! PAUSED inbox {long}: inbox suddenly empty: had 2 entries" in out.getvalue()
+    assert "…" not in out.getvalue()
 
 
 def test_json_has_the_contract_keys(busy: Ledger) -> None:

@@ -175,6 +175,9 @@ def bar(pct: float, width: int = 10) -> str:
     return "[" + "#" * filled + "." * (width - filled) + f"] {pct:3.0f}%"
 
 
+UNCUT_WIDTH = 100_000  # the "terminal" width when the output is not a terminal
+
+
 def cut(text: str, width: int) -> str:
     """``text`` in at most ``width`` characters (an ellipsis marks a cut)."""
     if width <= 0:
@@ -241,7 +244,7 @@ def render_table(
     lines = [cut(h, width) for h in header]
     for ib in inboxes:
         if ib.paused:
-            lines.append(cut(f"! inbox {ib.path} PAUSED: {ib.reason}", width))
+            lines.append(cut(f"! PAUSED inbox {ib.path}: {ib.reason}", width))
     rows = list(jobs)
     if not rows:
         lines.append("no jobs yet")
@@ -264,6 +267,17 @@ def render_table(
         if detail:
             lines.append(cut(" " * 13 + "↳ " + " ".join(detail.split()), width))
     return "\n".join(lines) + "\n"
+
+
+def _terminal_width(tty: bool) -> int:
+    """The terminal's width; piped into grep, a file or a mail the lines stay whole unless
+    ``COLUMNS`` asks for a width."""
+    if tty:
+        return shutil.get_terminal_size((120, 24)).columns
+    try:
+        return int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        return UNCUT_WIDTH
 
 
 def render_screen(ledger: Ledger, *, now: float, width: int) -> str:
@@ -291,8 +305,8 @@ def show(
     if as_json:
         out.write(render_json(ledger) + "\n")
         return 0
-    columns = width or (lambda: shutil.get_terminal_size((120, 24)).columns)
     tty = _isatty(out)
+    columns = width or (lambda: _terminal_width(tty))
     n = 0
     while True:
         text = render_screen(ledger, now=clock(), width=columns())
