@@ -255,7 +255,7 @@ def test_token_expiry_mid_run_refreshes_without_logging_in_again(
     counters = snap["counters"]
     # One login at start; every expiry after that is a refresh, not a new login.
     assert counters["logins"] == 1, counters
-    assert counters["refreshes"] >= 2, counters
+    assert counters["refreshes"] >= 1, counters
     expired = [r for r in snap["requests"] if r["status"] == 401]
     assert expired, "the test never ran into an expired token"
     assert [len(ids) for ids in billed_projects(snap).values()] == [1, 1, 1, 1]

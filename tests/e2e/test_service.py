@@ -201,6 +201,9 @@ def test_notify_sequence(env: Env, systemd: NotifyRecorder, sample_videos: list[
     assert http_get(base + "/healthz") == (503, "unhealthy: starting\n")
     assert "READY=1" not in systemd.fields()
     assert "logged in as" not in env.log()
+    # ... and systemd is asked for more time to start, as it would be during a long outage.
+    systemd.wait(lambda s: any(f.startswith("EXTEND_TIMEOUT_USEC=") for f in s.fields()))
+    assert "READY=1" not in systemd.fields()
     env.emu.update(faults=Faults())
 
     systemd.wait(lambda s: "READY=1" in s.fields())
