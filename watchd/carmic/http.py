@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -21,6 +22,15 @@ from watchd.carmic.errors import NetworkError, PermanentError, ServerError
 from watchd.redact import redact, redact_url
 
 log = logging.getLogger("watchd.carmic")
+
+try:
+    import sniffio  # noqa: F401
+except ImportError:
+    # httpcore asks sniffio which event loop runs on every pool operation, and anyio 4 no
+    # longer brings sniffio along. A failed import is not cached: each call searched sys.path
+    # again (about 100 times per file, a tenth of the daemon's CPU in a burst). None in
+    # sys.modules makes the import fail at once; httpcore and anyio then assume asyncio.
+    sys.modules.setdefault("sniffio", None)  # type: ignore[arg-type]
 
 # A metrics hook: (endpoint route template, HTTP status or "error" when no answer came).
 ResponseHook = Callable[[str, int | str], None]
