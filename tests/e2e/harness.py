@@ -156,6 +156,9 @@ class Env:
             check=check,
             cwd=self.root,
             timeout=60,
+            # GNU readline, once loaded in the test process, exports COLUMNS=80 to children;
+            # `watchd status` would honour it and cut its lines.
+            env={k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")},
         )
 
     def status(self) -> list[dict[str, Any]]:

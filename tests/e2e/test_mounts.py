@@ -8,8 +8,9 @@ from pathlib import Path
 from tests.e2e.harness import Env, wait_for
 
 
-def _paused(env: Env) -> bool:
-    return "PAUSED" in env.cli("status").stdout
+def _paused(env: Env, reason: str = "") -> bool:
+    lines = env.cli("status").stdout.splitlines()
+    return any(line.startswith("! PAUSED inbox") and reason in line for line in lines)
 
 
 def test_unmounted_share_pauses_and_remount_starts_nothing_twice(
@@ -30,8 +31,7 @@ def test_unmounted_share_pauses_and_remount_starts_nothing_twice(
     away = env.root / "share-offline"
     env.inbox.rename(away)
     env.inbox.mkdir()
-    wait_for(lambda: _paused(env), timeout=30, what="inbox paused")
-    assert "suddenly empty" in env.cli("status").stdout
+    wait_for(lambda: _paused(env, "suddenly empty"), timeout=30, what="paused: suddenly empty")
     assert all(j["state"] == "delivered" for j in env.status())
 
     # "Remount" as a new filesystem would: same names, sizes and mtimes, new inodes.
@@ -53,8 +53,7 @@ def test_missing_inbox_at_start_pauses_instead_of_failing(
     env.write_config({})
     env.inbox.rmdir()
     env.start()
-    wait_for(lambda: _paused(env), timeout=30, what="inbox paused")
-    assert "missing" in env.cli("status").stdout
+    wait_for(lambda: _paused(env, "missing"), timeout=30, what="paused: missing")
     env.inbox.mkdir()
     env.drop(sample_videos[3], "late.mp4")
     env.wait_states({"late.mp4": "delivered"})
