@@ -1,4 +1,5 @@
 import re
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -63,6 +64,26 @@ def test_status_without_ledger_prints_empty_json(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert r.returncode == 1 and "unknown job" in r.stderr
+
+
+def test_status_while_the_daemon_creates_its_ledger(tmp_path: Path) -> None:
+    """The file exists, its tables do not yet (the daemon is starting): not a traceback."""
+    cfg = tmp_path / "c.toml"
+    (tmp_path / "in").mkdir()
+    (tmp_path / "state").mkdir()
+    sqlite3.connect(tmp_path / "state" / "ledger.db").close()
+    cfg.write_text(
+        f'[carmic]\napi_url = "http://127.0.0.1:1/api"\nemail = "a@b.c"\n'
+        f'[daemon]\nstate_dir = "{tmp_path / "state"}"\n'
+        f'[[inbox]]\npath = "{tmp_path / "in"}"\noutbox = "{tmp_path / "out"}"\n'
+    )
+    for extra in (["--json"], []):
+        r = subprocess.run(
+            [sys.executable, "-m", "watchd", "status", *extra, "-c", str(cfg)],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert r.returncode == 0 and r.stderr == "", r.stderr
+        assert r.stdout.strip() in ("[]", "no ledger yet: the daemon has not run with this config")
 
 
 def test_run_with_a_bad_config_exits_2(tmp_path: Path) -> None:

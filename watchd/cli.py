@@ -189,7 +189,12 @@ def _open_ledger(args: argparse.Namespace, *, readonly: bool = False) -> tuple[o
     db = cfg.daemon.state_dir / DB_NAME
     if not db.exists():
         return None, 0
-    return Ledger(db, readonly=readonly), 0
+    ledger = Ledger(db, readonly=readonly)
+    if readonly and ledger.schema_version() == 0:
+        # The daemon has created the file and not yet its tables (it is starting this moment).
+        ledger.close()
+        return None, 0
+    return ledger, 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
