@@ -646,6 +646,10 @@ class Daemon:
             seen = self._upload_seen.pop(data["job_id"], 0)
             self.metrics.add_uploaded_bytes(data["bytes"] - seen)
             self.metrics.observe_upload(data["bytes"], data["seconds"])
+        if kind == "source_removed":
+            rt = self.inboxes.get(data["inbox"])
+            if rt is not None:
+                rt.monitor.note_removed()
         if kind == "transition" and self._wake is not None:
             self._wake.set()  # a job moved: bring STATUS= up to date now, not at the next beat
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import shutil
+import sqlite3
+import time
+from contextlib import closing
 from pathlib import Path
 
 from tests.e2e.harness import Env, wait_for
@@ -58,3 +61,27 @@ def test_missing_inbox_at_start_pauses_instead_of_failing(
     env.drop(sample_videos[3], "late.mp4")
     env.wait_states({"late.mp4": "delivered"})
     assert env.stop() == 0
+
+
+def test_an_inbox_the_daemon_emptied_itself_is_not_paused(
+    env: Env, sample_videos: list[Path]
+) -> None:
+    env.write_config({}, inbox={"on_success": "delete"}, daemon={"rescan_seconds": 0.5})
+    env.drop(sample_videos[0], "only.mp4")
+    env.start()
+    env.wait_states({"only.mp4": "delivered"})
+    assert not (env.inbox / "only.mp4").exists()
+    # Two rescans of the now empty inbox: no pause, and the next file is taken as usual.
+    emptied = time.time()
+    wait_for(lambda: _last_scan(env) > emptied + 0.6, timeout=30, what="two rescans")
+    assert "pausing inbox" not in env.log() and not _paused(env)
+    env.drop(sample_videos[1], "next.mp4")
+    env.wait_states({"next.mp4": "delivered"})
+    assert "pausing inbox" not in env.log()
+    assert env.stop() == 0
+
+
+def _last_scan(env: Env) -> float:
+    with closing(sqlite3.connect(f"file:{env.state / 'ledger.db'}?mode=ro", uri=True)) as db:
+        row = db.execute("SELECT max(last_scan_at) FROM inboxes").fetchone()
+    return float(row[0] or 0)

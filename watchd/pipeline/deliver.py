@@ -287,6 +287,10 @@ def _dispose(p: Pipeline, job: JobRow, t: Target, *, kind: str) -> str | None:
     new = delivery.dispose_source(src, t.inbox, job.rule, mode, kind)
     if new is not None and new != src:
         p.ledger.update(job.id, path=str(new))
+    if new != src and src.parent == t.inbox:
+        # One entry fewer at the inbox's top level, taken by us: an inbox we emptied ourselves
+        # (on_success = "delete") is not an unmounted share.
+        p.on_event("source_removed", {"job_id": job.id, "inbox": str(t.inbox)})
     return str(new) if new is not None else None
 
 
