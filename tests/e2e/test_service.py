@@ -232,7 +232,8 @@ def test_notify_sequence(env: Env, systemd: NotifyRecorder, sample_videos: list[
     assert len(pings) >= 5
     gaps = [b - a for a, b in itertools.pairwise(pings)]
     assert 0.15 <= statistics.median(gaps) <= 0.3, gaps
-    assert max(gaps) < 1.0, gaps
+    # (A loaded CI machine can starve the process for a moment; a stuck loop stops for good.)
+    assert max(gaps) < 2.0, gaps
 
     # SIGHUP: RELOADING=1 with MONOTONIC_USEC (CLOCK_MONOTONIC, which we share), then READY=1.
     n = len(systemd.messages())
