@@ -8,7 +8,7 @@ import pytest
 from tests.emulator.conftest import MakeEmu
 from tests.emulator.helpers import Api
 from watchd.clock import FakeClock
-from watchd.emulator import Emulator
+from watchd.emulator import Emulator, Variants
 from watchd.emulator.auth import TokenError, TokenIssuer, password_problem
 
 
@@ -40,6 +40,19 @@ def test_me_lists_workspaces_like_the_quickstart_reads_them(api: Api) -> None:
     ws = data["workspaces"][0]
     assert ws["id"] == api.emu.workspace_id
     assert ws["name"] == "Demo" and ws["role"] == "OWNER" and ws["tier"] == "PROFESSIONAL"
+
+
+def test_me_without_the_tier_variant_leaves_tier_and_minutes_out(make_emu: MakeEmu) -> None:
+    emu = make_emu(variants=Variants(me_tier=False))
+    with Api(emu) as api:
+        api.login()
+        (ws,) = api.get("/v1/me", ws=False).json()["data"]["workspaces"]
+        assert ws["id"] == emu.workspace_id and ws["role"] == "OWNER"
+        assert "tier" not in ws and "minutes_left" not in ws
+        # Live: the next /me tells the tier again.
+        emu.update(variants=Variants(me_tier=True))
+        (ws,) = api.get("/v1/me", ws=False).json()["data"]["workspaces"]
+        assert ws["tier"] == "PROFESSIONAL"
 
 
 def test_missing_invalid_and_expired_tokens_are_401(make_emu: MakeEmu) -> None:

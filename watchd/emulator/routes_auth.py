@@ -145,6 +145,7 @@ async def _password_reset_confirm(call: Call) -> web.StreamResponse:
 def _me(call: Call) -> dict[str, Any]:
     user = call.me
     state = call.core.state
+    with_tier = call.core.settings.variants.me_tier
     return {
         **user.public(),
         "avatar_url": user.avatar_url,
@@ -153,8 +154,7 @@ def _me(call: Call) -> dict[str, Any]:
                 "id": ws.id,
                 "name": ws.name,
                 "role": ws.members[user.id],
-                "tier": ws.tier,
-                "minutes_left": ws.minutes_left,
+                **({"tier": ws.tier, "minutes_left": ws.minutes_left} if with_tier else {}),
             }
             for ws in state.workspaces_of(user.id)
         ],

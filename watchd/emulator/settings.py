@@ -139,6 +139,9 @@ class Variants:
     export_done_status: str = "COMPLETED"  # the status a finished export ends in
     tier_limit_status: int = 429  # the status of a tier concurrency refusal
     tier_limit_at: str = "create"  # where the tier limit is enforced: create | process
+    # Whether /v1/me tells each workspace's tier (and minutes): the reference does not list the
+    # fields of a workspace, so a client may have to learn the concurrency limit from refusals.
+    me_tier: bool = True
     # Clip titles no file system likes ("../../etc/passwd", "CON", control characters, 300
     # bytes of multibyte text, trailing dots...), handed out in turn across projects.
     hostile_titles: bool = False
