@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -217,6 +218,31 @@ def test_tier_limit_at_process(make_emu: MakeEmu, sample_video: Path) -> None:
         # Still waiting for upload-to-process: the refused project can be processed later.
         assert api.post(f"/v1/projects/{a['project_id']}/cancel").status_code == 200
         assert api.post(f"/v1/projects/{b['project_id']}/process").status_code == 200
+
+
+def test_tier_limit_at_process_holds_for_concurrent_calls(
+    make_emu: MakeEmu, sample_video: Path
+) -> None:
+    # Two /process calls at once: the first one's upload is still being probed (its status is
+    # still PENDING_UPLOAD) when the second asks; the claimed project must count already.
+    emu = make_emu(variants=Variants(tier_limit_at="process", tier_limit_status=409))
+    emu.update(timings={"step": 60})
+    with Api(emu) as api, Api(emu) as other:
+        api.login()
+        other.login()
+        ids = []
+        for _ in range(2):
+            created = api.create_for(sample_video)
+            assert api.upload(created["upload_url"], sample_video.read_bytes()).status_code == 200
+            ids.append(created["project_id"])
+        with ThreadPoolExecutor(2) as pool:
+            answers = list(
+                pool.map(
+                    lambda pair: pair[0].post(f"/v1/projects/{pair[1]}/process"),
+                    zip((api, other), ids, strict=True),
+                )
+            )
+    assert sorted(r.status_code for r in answers) == [200, 409], [r.text for r in answers]
 
 
 # ---- billing -------------------------------------------------------------------------------------

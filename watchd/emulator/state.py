@@ -366,13 +366,18 @@ class State:
     def active_projects(
         self, workspace_id: str, statuses: frozenset[str], *, exclude: str | None = None
     ) -> list[Project]:
-        """The workspace's live projects in ``statuses`` (the tier limit counts them)."""
+        """The workspace's live projects in ``statuses`` (the tier limit counts them). A project
+        whose ``/process`` was accepted counts as UPLOADING while its upload is still being
+        probed: two concurrent ``/process`` calls must not both find the slot free."""
         return [
             p
             for p in self.projects.values()
             if p.workspace_id == workspace_id
             and not p.deleted
-            and p.status in statuses
+            and (
+                p.status in statuses
+                or (p.started and p.status == "PENDING_UPLOAD" and "UPLOADING" in statuses)
+            )
             and p.id != exclude
         ]
 
