@@ -227,10 +227,11 @@ async def handle_creating(p: Pipeline, job: JobRow) -> None:
         return
     try:
         created = await p.client.create_project(**_create_fields(job))
-    except (RateLimited, ConcurrencyLimited) as e:
+    except ConcurrencyLimited as e:
+        # Nothing was created: the slot goes back while the job waits on the tier.
+        raise p.tier_refused(job, e, at_process=False) from e
+    except RateLimited as e:
         # Nothing was created: give the slot back and wait.
-        if isinstance(e, ConcurrencyLimited):
-            p.limit.learn(p.in_flight() - 1)
         delay = e.retry_after if e.retry_after is not None else 30.0
         p.ledger.transition(
             job.id,
@@ -461,12 +462,7 @@ async def handle_uploaded(p: Pipeline, job: JobRow) -> None:
     try:
         await p.client.process_project(job.project_id)
     except ConcurrencyLimited as e:
-        p.limit.learn(p.in_flight() - 1)
-        raise RetryLater(
-            f"workspace processing limit reached: {e.message}",
-            delay=e.retry_after or 30.0,
-            count=False,
-        ) from e
+        raise p.tier_refused(job, e, at_process=True) from e
     except Conflict as e:
         status = await p.client.project_status(job.project_id)
         if status.status == "PENDING_UPLOAD":

@@ -30,7 +30,13 @@ from watchd.clock import Clock, SystemClock
 from watchd.ledger.db import JobRow, Ledger
 from watchd.ledger.states import HOLDS_PROCESSING_SLOT, TERMINAL, Stage
 from watchd.pipeline.outcomes import Fail, Park, RetryLater, SourceMissing
-from watchd.pipeline.scheduler import FairPicker, ProcessingLimit
+from watchd.pipeline.scheduler import (
+    COUNTED_AT_CREATE,
+    COUNTED_AT_PROCESS,
+    FairPicker,
+    ProcessingLimit,
+    TierWait,
+)
 
 if TYPE_CHECKING:
     from watchd.carmic.client import CarmicClient
@@ -44,6 +50,10 @@ ProbeFn = Callable[..., Awaitable[Any]]
 # A job's own retries (a stage that failed transiently) back off much further than one HTTP
 # call's: a network outage or a NAS hiccup can last hours, and nothing is lost by waiting.
 JOB_BACKOFF = RetryPolicy(attempts=1_000_000, base=2.0, factor=2.0, max_delay=300.0, jitter=0.2)
+# A tier-limit refusal without a usable Retry-After is asked again after this long (unless one
+# of our own projects frees a slot sooner); never sooner than the floor, whatever the hint.
+TIER_RECHECK = 30.0
+TIER_RECHECK_FLOOR = 1.0
 
 
 @dataclass
@@ -89,6 +99,9 @@ class Pipeline:
         # job id -> (upload URL, monotonic time this process received it)
         self.upload_urls: dict[str, tuple[str, float]] = {}
         self.tasks: dict[str, asyncio.Task[None]] = {}
+        # Jobs parked on a tier-limit refusal, in refusal order (this process's memory only: after
+        # a restart they wait out their Retry-After).
+        self.tier_waits: dict[str, TierWait] = {}
         self.on_event = on_event or (lambda kind, data: None)
         self.rng = random.Random()
         self._stopping = False
@@ -118,6 +131,11 @@ class Pipeline:
         if self._stopping:
             return []
         started: list[str] = []
+        limit = self.limit.effective()
+        capacity = None if limit is None else limit - self.in_flight()
+        if self.tier_waits:
+            claimed = self.wake_tier_waits(now, capacity)
+            capacity = None if capacity is None else capacity - claimed
         due = self.ledger.due_jobs(now)
         waiting_create: list[JobRow] = []
         for job in due:
@@ -131,9 +149,6 @@ class Pipeline:
             self._start(job.id)
             started.append(job.id)
         if waiting_create:
-            limit = self.limit.effective()
-            in_flight = self.in_flight()
-            capacity = None if limit is None else limit - in_flight
             for job in self.picker.pick(waiting_create, capacity):
                 # Recording the intent is what claims the slot: the count is derived from the
                 # ledger, so a restart sees exactly the same number of slots in use.
@@ -151,6 +166,55 @@ class Pipeline:
             for state, n in self.ledger.counts_by_state().items()
             if Stage(state) in HOLDS_PROCESSING_SLOT
         )
+
+    # ---- the tier's processing limit --------------------------------------------------------
+
+    def holders(self, stages: frozenset[Stage], *, exclude: str = "") -> int:
+        """How many of our jobs have a project and stand in ``stages``."""
+        return sum(1 for j in self.ledger.jobs(stages) if j.project_id and j.id != exclude)
+
+    def tier_refused(self, job: JobRow, err: ConcurrencyLimited, *, at_process: bool) -> Park:
+        """The service refused ``job`` on the tier's processing limit (at create or at
+        /process): learn the limit from how many of our projects it was counting, and park the
+        job until one of them frees its slot or the service's Retry-After has passed."""
+        stages = COUNTED_AT_PROCESS if at_process else COUNTED_AT_CREATE
+        holders = self.holders(stages, exclude=job.id)
+        if self.limit.learn(holders):
+            self.job_log(job).warning(
+                "learned the workspace's processing limit from a refusal while %d of our "
+                "projects were in processing; processing limit now %s",
+                holders,
+                self.limit.effective(),
+            )
+        self.tier_waits[job.id] = TierWait(stages, holders, claims_slot=at_process)
+        hint = err.retry_after if err.retry_after is not None else TIER_RECHECK
+        return Park(
+            f"tier limit: {err.message}",
+            resume=Stage.UPLOADED if at_process else Stage.PROBED,
+            delay=max(TIER_RECHECK_FLOOR, hint),
+        )
+
+    def wake_tier_waits(self, now: float, capacity: int | None) -> int:
+        """Make due the tier-parked jobs whose refusal one of our own projects has since
+        answered by freeing its slot, oldest refusal first, while the limit leaves room.
+        Returns how many slots the woken jobs take at once (those that resume at /process)."""
+        if capacity is None:
+            return 0  # the limit is not known: the service's Retry-After is all there is
+        claimed = 0
+        for job_id, wait in list(self.tier_waits.items()):
+            job = self.ledger.get(job_id)
+            if job is None or job.stage is not Stage.PARKED:
+                del self.tier_waits[job_id]  # retried by hand, or its Retry-After came first
+                continue
+            if capacity - claimed <= 0:
+                break
+            if self.holders(wait.stages) >= wait.holders:
+                continue
+            del self.tier_waits[job_id]
+            claimed += 1 if wait.claims_slot else 0
+            if job.next_attempt_at > now:
+                self.ledger.update(job_id, next_attempt_at=now)
+        return claimed
 
     def _start(self, job_id: str) -> None:
         task = asyncio.create_task(self.run_job(job_id), name=f"job-{job_id}")

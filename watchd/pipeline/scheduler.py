@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from watchd.ledger.db import JobRow
+from watchd.ledger.states import Stage
 
 TIER_LIMITS: dict[str, int | None] = {
     "FREE": 1,
@@ -43,13 +44,33 @@ class ProcessingLimit:
         limits = [x for x in (self.tier, self.learned) if x is not None]
         return min(limits) if limits else None
 
-    def learn(self, in_flight_others: int) -> None:
+    def learn(self, in_flight_others: int) -> bool:
         """A concurrency-limit answer arrived while ``in_flight_others`` of our projects were
-        processing: the limit cannot be more than that (unless it was someone else's project)."""
-        if in_flight_others > 0:
-            self.learned = (
-                in_flight_others if self.learned is None else min(self.learned, in_flight_others)
-            )
+        processing: the limit cannot be more than that (unless it was someone else's project).
+        Returns whether that lowered what was learned before."""
+        if in_flight_others <= 0 or (self.learned is not None and self.learned <= in_flight_others):
+            return False
+        self.learned = in_flight_others
+        return True
+
+
+# Where our projects stand when the service counts them against the limit: a refused create
+# counts every project of ours that exists and is not done; a refused /process only those whose
+# processing it accepted.
+COUNTED_AT_CREATE = frozenset({Stage.UPLOADING, Stage.UPLOADED, Stage.PROCESSING})
+COUNTED_AT_PROCESS = frozenset({Stage.PROCESSING})
+
+
+@dataclass(frozen=True)
+class TierWait:
+    """A job parked on a tier-limit refusal: ``holders`` of our projects stood in ``stages``
+    when the service said no. Once fewer do, one of our own slots is free and the job may ask
+    again without waiting out the service's Retry-After. ``claims_slot``: on waking it asks the
+    service at once (a /process) instead of queueing for a create."""
+
+    stages: frozenset[Stage]
+    holders: int
+    claims_slot: bool
 
 
 def group_of(job: JobRow) -> tuple[str, str]:
