@@ -161,6 +161,23 @@ def test_move_numbers_collisions_with_the_sidecar(inbox: Path) -> None:
     ]
 
 
+def test_a_repeated_move_leaves_the_source_where_the_first_one_put_it(inbox: Path) -> None:
+    # The daemon recorded the new path, then was killed before it marked the job delivered:
+    # after the restart the same disposal runs again on the moved file (seen in the soak).
+    src = drop(inbox, "podcasts/ep.mp4", b"1", sidecar="s")
+    done = dispose_source(src, inbox, "podcasts", "move", "done")
+    assert done == inbox / "_done" / "podcasts" / "ep.mp4"
+    assert dispose_source(done, inbox, "podcasts", "move", "done") == done
+    assert sorted(os.listdir(done.parent)) == ["ep.mp4", "ep.mp4.toml"]
+    assert done.read_bytes() == b"1" and sidecar_of(done).read_text() == "s"
+    # A retried job that failed before is still moved from _failed to _done.
+    failed = dispose_source(drop(inbox, "podcasts/x.mp4"), inbox, "podcasts", "move", "failed")
+    assert failed is not None
+    assert dispose_source(failed, inbox, "podcasts", "move", "failed") == failed
+    assert dispose_source(failed, inbox, "podcasts", "move", "done") == done.with_name("x.mp4")
+    assert not failed.exists()
+
+
 def test_keep_and_delete(inbox: Path) -> None:
     src = drop(inbox, "a.mp4", sidecar="s")
     assert dispose_source(src, inbox, "", "keep", "done") == src

@@ -186,8 +186,10 @@ def dispose_source(
 
     ``move``: to ``<inbox>/_done/<rule>/<name>`` (``_failed`` for ``kind="failed"``), numbered
     ``name (2).ext`` on collision, its sidecar ``<name>.toml`` along with it; across filesystems
-    by copy + fsync, then unlink. Returns the new path. ``delete``: unlinks the file and its
-    sidecar; returns None. ``keep``: returns ``src``.
+    by copy + fsync, then unlink. Returns the new path. A ``src`` already in that folder was
+    moved there by this same disposal (repeated after a crash before the job was marked done):
+    it stays where it is and is returned. ``delete``: unlinks the file and its sidecar; returns
+    None. ``keep``: returns ``src``.
     """
     if kind not in ("done", "failed"):
         raise ValueError(f"kind must be 'done' or 'failed', not {kind!r}")
@@ -207,6 +209,9 @@ def dispose_source(
     parts = _rel_parts(rule, "rule")
     dest_dir = inbox_root.joinpath(DONE_DIR if kind == "done" else FAILED_DIR, *parts)
     dest_dir.mkdir(parents=True, exist_ok=True)
+    if src.parent.samefile(dest_dir):
+        # Moving it again would only rename it to "name (2).ext" in the same folder.
+        return src
     has_sidecar = sidecar.is_file()
     dst, side_dst = _reserve_pair(dest_dir, src.name, has_sidecar)
     try:
