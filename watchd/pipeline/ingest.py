@@ -225,6 +225,9 @@ async def handle_creating(p: Pipeline, job: JobRow) -> None:
     p.fresh_intents.discard(job.id)
     if not fresh and await _reconcile_lost_create(p, job):
         return
+    # The file may have gone while the job waited for a slot: a project made now would be
+    # billed for bytes that never come.
+    _stat_or_missing(p.source_path(job), job)
     try:
         created = await p.client.create_project(**_create_fields(job))
     except ConcurrencyLimited as e:
