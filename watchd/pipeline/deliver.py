@@ -333,6 +333,14 @@ async def fail_job(p: Pipeline, job: JobRow, f: Fail) -> None:
     resume = f.resume or job.stage
     if resume in (Stage.FAILED, Stage.DELIVERED, Stage.PARKED):
         resume = Stage.QUEUED
+    dropped: dict[str, Any] = {}
+    if (
+        f.code == "source_missing"
+        and job.stage is Stage.UPLOADING
+        and job.project_id
+        and await _drop_waiting_project(p, job, f.message)
+    ):
+        dropped = {"project_id": None, "upload_url": None, "object_key": None}
     p.ledger.transition(
         job.id,
         Stage.FAILED,
@@ -344,7 +352,29 @@ async def fail_job(p: Pipeline, job: JobRow, f: Fail) -> None:
         outbox_dir=folder_str,
         disposed_to=disposed,
         next_attempt_at=0,
+        **dropped,
     )
+
+
+async def _drop_waiting_project(p: Pipeline, job: JobRow, reason: str) -> bool:
+    """Delete the job's project while it still waits for its upload: the source is gone, a retry
+    starts over with a new project, and this one would stay billed for bytes that never come.
+    Returns whether it is gone (one that got its upload is kept)."""
+    assert job.project_id
+    try:
+        status = await p.client.project_status(job.project_id)
+        if status.status != "PENDING_UPLOAD":
+            return False
+        await p.client.delete_project(job.project_id)
+    except NotFound:
+        pass
+    except CarmicError as e:
+        p.job_log(job).warning("could not delete project %s: %s", job.project_id, e)
+        return False
+    p.ledger.record_event(
+        job.id, "project_deleted", {"project_id": job.project_id, "reason": reason}
+    )
+    return True
 
 
 async def handle_duplicate(p: Pipeline, job: JobRow) -> None:
