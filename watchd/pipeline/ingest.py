@@ -507,7 +507,9 @@ async def handle_processing(p: Pipeline, job: JobRow) -> None:
             status.status.lower(),
             f"Carmic processing ended in {status.status}" + (f": {reason}" if reason else ""),
             hint=FAILED_HINTS.get(status.status, ""),
-            resume=None,
+            # A failed project never processes again (/process answers 409): `watchd retry`
+            # starts over with a new one.
+            resume=Stage.PROBED,
         )
     project = await _wait_for_clips(p, job)
     if not project.clips:
@@ -603,6 +605,7 @@ async def _wait_for_clips(p: Pipeline, job: JobRow) -> Project:
                 project.status.lower(),
                 f"Carmic processing ended in {project.status}",
                 hint=FAILED_HINTS.get(project.status, ""),
+                resume=Stage.PROBED,
             )
         if project.visual_pipeline_ready and (project.clips or project.clip_count == 0):
             return project
