@@ -17,6 +17,7 @@ model (or plain dicts where the reference leaves the shape open) and raises only
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -79,6 +80,12 @@ EXPORT_FORMATS = frozenset({"premiere", "davinci", "fcpx", "after_effects"})
 # A listing walk stops here even if the server keeps saying has_more (a paging bug must not
 # turn into an endless loop).
 MAX_PAGES = 200
+# At most this many API exchanges (SSE streams aside) and storage downloads on the wire at once;
+# the rest wait here, in order. httpcore matches every queued request against every pooled
+# connection on each pool operation: a thousand jobs asking at once made each request cost
+# O(queue x pool), most of the daemon's CPU in a burst. Waiting on a semaphore costs nothing.
+API_CONCURRENCY = 8
+DOWNLOAD_CONCURRENCY = 4
 
 
 def _items(data: Any, *keys: str) -> list[JSON]:
@@ -161,6 +168,8 @@ class CarmicClient:
         self._creates_per_minute = creates_per_minute
         self._exports_per_minute = exports_per_minute
         self._buckets: dict[tuple[str, str], TokenBucket] = {}
+        self._api_gate = asyncio.Semaphore(API_CONCURRENCY)
+        self._download_gate = asyncio.Semaphore(DOWNLOAD_CONCURRENCY)
         self.session = Session(
             email,
             password,
@@ -217,9 +226,7 @@ class CarmicClient:
         token = await self.session.token()
         for recovery in range(3):
             request.headers["Authorization"] = f"Bearer {token}"
-            response = await send(
-                self._http, request, endpoint=endpoint, stream=stream, on_response=self._on_response
-            )
+            response = await self._send(request, endpoint, stream=stream)
             if response.status_code != 401:
                 return response
             await response.aread()
@@ -258,10 +265,19 @@ class CarmicClient:
             headers=headers,
         )
         if public:
-            return await send(
-                self._http, request, endpoint=route, stream=stream, on_response=self._on_response
-            )
+            return await self._send(request, route, stream=stream)
         return await self._authorized(request, route, stream=stream)
+
+    async def _send(
+        self, request: httpx.Request, endpoint: str, *, stream: bool = False
+    ) -> httpx.Response:
+        # A streamed answer is read after this returns (an SSE stream for minutes): only whole
+        # exchanges pass the gate, so a held slot always comes back.
+        gate = contextlib.nullcontext() if stream else self._api_gate
+        async with gate:
+            return await send(
+                self._http, request, endpoint=endpoint, stream=stream, on_response=self._on_response
+            )
 
     async def _retrying(
         self,
@@ -641,13 +657,14 @@ class CarmicClient:
         """GET a presigned storage URL into ``dest`` atomically; transient failures retried."""
 
         async def attempt() -> DownloadResult:
-            return await download_file(
-                self._storage,
-                url,
-                Path(dest),
-                expected_size=expected_size,
-                now=self._clock.now,
-                on_response=self._on_response,
-            )
+            async with self._download_gate:
+                return await download_file(
+                    self._storage,
+                    url,
+                    Path(dest),
+                    expected_size=expected_size,
+                    now=self._clock.now,
+                    on_response=self._on_response,
+                )
 
         return await self._retrying(attempt, what=f"download of {redact_url(url)}")
