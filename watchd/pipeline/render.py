@@ -132,6 +132,12 @@ async def _poll_render(p: Pipeline, job: JobRow, clip: ClipRow) -> str:
 
 async def handle_rendering(p: Pipeline, job: JobRow) -> None:
     jl = p.job_log(job)
+    chosen = p.ledger.clips(job.id, selected_only=True)
+    if chosen and all(c.state == "failed" for c in chosen):
+        # Back after "no clip could be rendered" (`watchd retry`): every clip gets its
+        # retry-renders again, or the job would fail at once without asking for anything.
+        for c in chosen:
+            p.ledger.update_clip(job.id, c.clip_id, state="rendering", render_attempts=0)
     # 1. Preset and render requests, clip by clip (cheap calls; order kept for the log).
     for clip in p.ledger.clips(job.id, selected_only=True):
         if clip.state == "pending":
