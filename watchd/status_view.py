@@ -79,9 +79,7 @@ def summary_line(ledger: Ledger, *, paused_inboxes: int | None = None) -> str:
     parked = counts.get("parked", 0)
     up = f"{uploading} uploading"
     if uploading:
-        jobs = ledger.jobs([Stage.UPLOADING])
-        sent = sum(j.bytes_uploaded for j in jobs)
-        total = sum(j.size for j in jobs)
+        sent, total = ledger.upload_totals()
         up += f" {100 * sent // max(1, total)}%"
     park = f"{parked} parked"
     if parked:

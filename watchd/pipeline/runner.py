@@ -136,20 +136,20 @@ class Pipeline:
         if self.tier_waits:
             claimed = self.wake_tier_waits(now, capacity)
             capacity = None if capacity is None else capacity - claimed
-        due = self.ledger.due_jobs(now)
-        waiting_create: list[JobRow] = []
-        for job in due:
-            if job.id in self.tasks:
+        # Ids first: most due jobs already have a task, and this runs on every tick.
+        waiting_create: list[str] = []
+        for job_id, state, inbox in self.ledger.due_ids(now):
+            if job_id in self.tasks:
                 continue
-            if job.stage is Stage.PROBED:
-                if job.inbox in self.paused_inboxes:
-                    continue
-                waiting_create.append(job)
+            if state == Stage.PROBED.value:
+                if inbox not in self.paused_inboxes:
+                    waiting_create.append(job_id)
                 continue
-            self._start(job.id)
-            started.append(job.id)
-        if waiting_create:
-            for job in self.picker.pick(waiting_create, capacity):
+            self._start(job_id)
+            started.append(job_id)
+        if waiting_create and (capacity is None or capacity > 0):
+            waiting = self.ledger.get_many(waiting_create)
+            for job in self.picker.pick(waiting, capacity):
                 # Recording the intent is what claims the slot: the count is derived from the
                 # ledger, so a restart sees exactly the same number of slots in use.
                 self.ledger.transition(

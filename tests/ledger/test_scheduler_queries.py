@@ -1,0 +1,61 @@
+"""The cheap reads the main loop makes on every tick: due ids, rows by id, upload totals."""
+
+from __future__ import annotations
+
+import pytest
+
+from watchd.clock import FakeClock
+from watchd.ledger.db import Ledger
+from watchd.ledger.states import Stage
+
+
+def _add(ledger: Ledger, name: str, *, inbox: str = "/in", size: int = 100) -> str:
+    return ledger.add_job(
+        inbox=inbox,
+        rel_path=name,
+        path=f"{inbox}/{name}",
+        rule="",
+        preset={},
+        size=size,
+        mtime_ns=1,
+        inode=1,
+        dev=1,
+        fingerprint=name,
+    ).id
+
+
+@pytest.fixture
+def ledger() -> Ledger:
+    return Ledger(None, clock=FakeClock())
+
+
+def test_due_ids_are_due_jobs_without_the_rows(ledger: Ledger) -> None:
+    a = _add(ledger, "a.mp4")
+    b = _add(ledger, "b.mp4", inbox="/other")
+    c = _add(ledger, "c.mp4")
+    later = _add(ledger, "later.mp4")
+    ledger.transition(b, Stage.PROBED)
+    ledger.transition(c, Stage.FAILED)
+    ledger.update(later, next_attempt_at=ledger.clock.now() + 60)
+    now = ledger.clock.now()
+    assert ledger.due_ids(now) == [(j.id, j.state, j.inbox) for j in ledger.due_jobs(now)]
+    assert set(ledger.due_ids(now)) == {(a, "queued", "/in"), (b, "probed", "/other")}
+
+
+def test_get_many_keeps_the_order_given_and_skips_unknown_ids(ledger: Ledger) -> None:
+    ids = [_add(ledger, f"f{i}.mp4") for i in range(1200)]  # more than one chunk of ids
+    wanted = [ids[1100], "j-unknown", ids[3], *ids[500:1000]]
+    assert [j.id for j in ledger.get_many(wanted)] == [i for i in wanted if i != "j-unknown"]
+    assert ledger.get_many([]) == []
+
+
+def test_upload_totals_sum_the_jobs_uploading(ledger: Ledger) -> None:
+    assert ledger.upload_totals() == (0, 0)
+    one = _add(ledger, "one.mp4", size=1000)
+    two = _add(ledger, "two.mp4", size=3000)
+    _add(ledger, "queued.mp4", size=5000)
+    for jid, sent in ((one, 250), (two, 750)):
+        ledger.transition(jid, Stage.PROBED)
+        ledger.transition(jid, Stage.CREATING)
+        ledger.transition(jid, Stage.UPLOADING, project_id="p" + jid, bytes_uploaded=sent)
+    assert ledger.upload_totals() == (1000, 4000)
