@@ -3,6 +3,7 @@ service was counting, park the job with the reason, and wake it when one of ours
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, cast
 
@@ -36,7 +37,7 @@ def job_at(ledger: Ledger, n: int, stage: Stage) -> JobRow:
         mtime_ns=n, inode=n, dev=1, fingerprint=f"fp{n}",
     )  # fmt: skip
     for s in PATH[: PATH.index(stage) + 1]:
-        extra = {"project_id": f"p{n}"} if s is Stage.UPLOADING else {}
+        extra: dict[str, Any] = {"project_id": f"p{n}"} if s is Stage.UPLOADING else {}
         job = ledger.transition(job.id, s, **extra)
     return job
 
@@ -77,7 +78,7 @@ def test_a_refused_create_learns_from_our_projects_not_from_other_creates(
     assert outcome.reason.startswith("tier limit: Concurrent processing limit")
     assert outcome.resume is Stage.PROBED and outcome.delay == 5.0
     wait = p.tier_waits[refused.id]
-    assert (wait.stages, wait.holders, wait.claims_slot) == (COUNTED_AT_CREATE, 1, False)
+    assert (wait.stages, wait.holders) == (COUNTED_AT_CREATE, 1)
 
 
 def test_a_refused_process_counts_only_projects_in_processing(ledger: Ledger) -> None:
@@ -99,46 +100,45 @@ def test_a_refusal_while_none_of_ours_runs_learns_nothing_and_waits_retry_after(
     refused = job_at(ledger, 1, Stage.CREATING)
     park(p, refused, p.tier_refused(refused, refusal(), at_process=False))
     assert p.limit.effective() is None
-    assert p.wake_tier_waits(ledger.clock.now(), None) == 0
     # Even with a limit known from the tier, nothing of ours freed a slot: no early wake.
-    assert p.wake_tier_waits(ledger.clock.now(), 1) == 0
+    assert p.wake_tier_waits(1) == []
     assert ledger.require(refused.id).next_attempt_at == ledger.clock.now() + 5.0
 
 
-def test_parked_jobs_wake_when_one_of_ours_frees_its_slot(ledger: Ledger) -> None:
+@pytest.mark.parametrize("at_process", [True, False])
+def test_one_waiter_wakes_per_slot_one_of_ours_frees(ledger: Ledger, at_process: bool) -> None:
     p = pipeline(ledger)
     holder = job_at(ledger, 1, Stage.PROCESSING)
-    at_process = [job_at(ledger, n, Stage.UPLOADED) for n in (2, 3)]
-    for job in at_process:
-        park(p, job, p.tier_refused(job, refusal(), at_process=True))
+    refused_at = Stage.UPLOADED if at_process else Stage.CREATING
+    waiters = [job_at(ledger, n, refused_at) for n in (2, 3)]
+    for job in waiters:
+        park(p, job, p.tier_refused(job, refusal(), at_process=at_process))
+    assert [p.tier_waits[j.id].holders for j in waiters] == [1, 1]
     now = ledger.clock.now()
     # Our holder still processes: nobody wakes before the service's Retry-After.
-    assert p.wake_tier_waits(now, 0) == 0
-    assert p.wake_tier_waits(now, 1) == 0
-    assert all(ledger.require(j.id).next_attempt_at == now + 5.0 for j in at_process)
+    assert p.wake_tier_waits(1) == []
+    assert all(ledger.require(j.id).next_attempt_at == now + 5.0 for j in waiters)
 
     ledger.transition(holder.id, Stage.CLIPS_READY)
-    # One slot is free: the oldest refusal asks again at once and takes it; the other waits.
-    assert p.wake_tier_waits(now, 1) == 1
-    first, second = (ledger.require(j.id) for j in at_process)
-    assert first.next_attempt_at == now and second.next_attempt_at == now + 5.0
+    # One slot is free: the oldest refusal resumes at once; the other stays parked.
+    assert p.wake_tier_waits(0) == []  # no room: others are queued for the slot
+    (first,) = p.wake_tier_waits(1)
+    assert first.id == waiters[0].id and first.next_attempt_at == 0
+    assert first.stage is (Stage.UPLOADED if at_process else Stage.PROBED)
+    second = ledger.require(waiters[1].id)
+    assert second.stage is Stage.PARKED and second.next_attempt_at == now + 5.0
     assert list(p.tier_waits) == [second.id]
-
-
-def test_create_waiters_all_go_back_to_the_queue_without_taking_a_slot(ledger: Ledger) -> None:
-    p = pipeline(ledger, ProcessingLimit(learned=1))
-    holder = job_at(ledger, 1, Stage.UPLOADING)
-    waiting = [job_at(ledger, n, Stage.CREATING) for n in (2, 3)]
-    for job in waiting:
-        park(p, job, p.tier_refused(job, refusal(), at_process=False))
-    ledger.transition(holder.id, Stage.UPLOADED)
-    assert p.wake_tier_waits(ledger.clock.now(), 0) == 0  # still ours: still counted
-    ledger.transition(holder.id, Stage.PROCESSING)
-    ledger.transition(holder.id, Stage.CLIPS_READY)
-    # Both go back to the create queue, where the learned limit lets one through at a time.
-    assert p.wake_tier_waits(ledger.clock.now(), 1) == 0
-    assert all(ledger.require(j.id).next_attempt_at == ledger.clock.now() for j in waiting)
-    assert p.tier_waits == {}
+    (unpark,) = [e for e in ledger.events(first.id) if e.kind == "unpark"]
+    assert json.loads(unpark.detail or "{}")["reason"].startswith("tier limit: ")
+    # Holding the slot again, the first one is what the second waits for now.
+    if at_process:
+        ledger.transition(first.id, Stage.PROCESSING)
+    else:
+        ledger.transition(first.id, Stage.CREATING)
+        ledger.transition(first.id, Stage.UPLOADING, project_id="p2")
+    assert p.wake_tier_waits(1) == []
+    ledger.transition(first.id, Stage.FAILED)
+    assert [j.id for j in p.wake_tier_waits(1)] == [second.id]
 
 
 def test_a_waiter_that_left_parked_is_forgotten(ledger: Ledger) -> None:
@@ -147,5 +147,5 @@ def test_a_waiter_that_left_parked_is_forgotten(ledger: Ledger) -> None:
     job = job_at(ledger, 2, Stage.UPLOADED)
     park(p, job, p.tier_refused(job, refusal(), at_process=True))
     ledger.transition(job.id, Stage.UPLOADED)  # `watchd retry`, or its Retry-After came
-    assert p.wake_tier_waits(ledger.clock.now(), 1) == 0
+    assert p.wake_tier_waits(1) == []
     assert p.tier_waits == {}

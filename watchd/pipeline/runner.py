@@ -131,11 +131,6 @@ class Pipeline:
         if self._stopping:
             return []
         started: list[str] = []
-        limit = self.limit.effective()
-        capacity = None if limit is None else limit - self.in_flight()
-        if self.tier_waits:
-            claimed = self.wake_tier_waits(now, capacity)
-            capacity = None if capacity is None else capacity - claimed
         # Ids first: most due jobs already have a task, and this runs on every tick.
         waiting_create: list[str] = []
         for job_id, state, inbox in self.ledger.due_ids(now):
@@ -147,6 +142,17 @@ class Pipeline:
                 continue
             self._start(job_id)
             started.append(job_id)
+        limit = self.limit.effective()
+        capacity = None if limit is None else limit - self.in_flight()
+        if capacity is not None and self.tier_waits:
+            # A job the tier refused takes a slot one of ours freed before anyone new does.
+            for job in self.wake_tier_waits(capacity - len(waiting_create)):
+                if job.stage is Stage.PROBED:
+                    waiting_create.append(job.id)
+                else:
+                    capacity -= 1  # back at /process: in a slot from now on
+                    self._start(job.id)
+                    started.append(job.id)
         if waiting_create and (capacity is None or capacity > 0):
             waiting = self.ledger.get_many(waiting_create)
             for job in self.picker.pick(waiting, capacity):
@@ -186,7 +192,7 @@ class Pipeline:
                 holders,
                 self.limit.effective(),
             )
-        self.tier_waits[job.id] = TierWait(stages, holders, claims_slot=at_process)
+        self.tier_waits[job.id] = TierWait(stages, holders)
         hint = err.retry_after if err.retry_after is not None else TIER_RECHECK
         return Park(
             f"tier limit: {err.message}",
@@ -194,27 +200,40 @@ class Pipeline:
             delay=max(TIER_RECHECK_FLOOR, hint),
         )
 
-    def wake_tier_waits(self, now: float, capacity: int | None) -> int:
-        """Make due the tier-parked jobs whose refusal one of our own projects has since
-        answered by freeing its slot, oldest refusal first, while the limit leaves room.
-        Returns how many slots the woken jobs take at once (those that resume at /process)."""
-        if capacity is None:
-            return 0  # the limit is not known: the service's Retry-After is all there is
-        claimed = 0
+    def wake_tier_waits(self, room: int) -> list[JobRow]:
+        """Resume the tier-parked jobs whose refusal one of our own projects has since answered
+        by freeing its slot, oldest refusal first, at most ``room`` of them (without waiting
+        out the service's Retry-After). Returns them as they are now."""
+        resumed: list[JobRow] = []
         for job_id, wait in list(self.tier_waits.items()):
             job = self.ledger.get(job_id)
-            if job is None or job.stage is not Stage.PARKED:
-                del self.tier_waits[job_id]  # retried by hand, or its Retry-After came first
+            if job is None or job.stage is not Stage.PARKED or job_id in self.tasks:
+                # Retried by hand, or resuming already (its Retry-After came first).
+                del self.tier_waits[job_id]
                 continue
-            if capacity - claimed <= 0:
+            if room <= 0:
                 break
             if self.holders(wait.stages) >= wait.holders:
                 continue
             del self.tier_waits[job_id]
-            claimed += 1 if wait.claims_slot else 0
-            if job.next_attempt_at > now:
-                self.ledger.update(job_id, next_attempt_at=now)
-        return claimed
+            resumed.append(self.unpark(job, "one of our projects freed its slot"))
+            room -= 1
+        return resumed
+
+    def unpark(self, job: JobRow, why: str) -> JobRow:
+        """Move a parked job back to the stage it waits to resume at, due at once."""
+        resume = Stage(job.resume_stage or Stage.QUEUED.value)
+        new = self.ledger.transition(
+            job.id,
+            resume,
+            kind="unpark",
+            detail={"reason": job.park_reason},
+            next_attempt_at=0,
+        )
+        self.job_log(job).info(
+            "resuming at %s (%s) after waiting (%s)", resume, why, job.park_reason
+        )
+        return new
 
     def _start(self, job_id: str) -> None:
         task = asyncio.create_task(self.run_job(job_id), name=f"job-{job_id}")
@@ -248,11 +267,7 @@ class Pipeline:
                 return
             stage = job.stage
             if stage is Stage.PARKED:
-                resume = Stage(job.resume_stage or Stage.QUEUED.value)
-                self.ledger.transition(
-                    job_id, resume, kind="unpark", detail={"reason": job.park_reason}
-                )
-                self.job_log(job).info("resuming at %s after waiting (%s)", resume, job.park_reason)
+                self.unpark(job, "re-check due")
                 continue
             if stage is Stage.PROBED:
                 return  # creation waits for a slot from schedule()

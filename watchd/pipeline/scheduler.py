@@ -65,12 +65,10 @@ COUNTED_AT_PROCESS = frozenset({Stage.PROCESSING})
 class TierWait:
     """A job parked on a tier-limit refusal: ``holders`` of our projects stood in ``stages``
     when the service said no. Once fewer do, one of our own slots is free and the job may ask
-    again without waiting out the service's Retry-After. ``claims_slot``: on waking it asks the
-    service at once (a /process) instead of queueing for a create."""
+    again without waiting out the service's Retry-After."""
 
     stages: frozenset[Stage]
     holders: int
-    claims_slot: bool
 
 
 def group_of(job: JobRow) -> tuple[str, str]:
