@@ -126,6 +126,17 @@ def test_fingerprint_lookup_and_known_identities(ledger: Ledger) -> None:
     assert known[("/in", "a.mp4")] == {(100, 1)}
 
 
+def test_outbox_dir_taken(ledger: Ledger) -> None:
+    a = _add(ledger, "a.mp4", "fa")
+    b = _add(ledger, "b.mp4", "fb")
+    assert not ledger.outbox_dir_taken("/out/a")
+    ledger.update(a, outbox_dir="/out/a")
+    assert ledger.outbox_dir_taken("/out/a")
+    assert ledger.outbox_dir_taken("/out/a", exclude=b)
+    assert not ledger.outbox_dir_taken("/out/a", exclude=a)
+    assert not ledger.outbox_dir_taken("/out/a (2)")
+
+
 def test_clips_and_exports(ledger: Ledger) -> None:
     jid = _add(ledger)
     clip = {

@@ -46,6 +46,29 @@ def test_existing_folders_are_numbered(tmp_path: Path) -> None:
     assert names == ["ep12.final", "ep12.final (2)", "ep12.final (3)"]
 
 
+def test_an_empty_unclaimed_folder_is_taken_again(tmp_path: Path) -> None:
+    # A crash between the mkdir and the job's record of it left "ep12/" empty and owned by no
+    # one: the restarted job delivers there, not into "ep12 (2)/" beside it (seen in the soak).
+    out = tmp_path / "outbox"
+    rel = PurePosixPath("podcasts")
+    left = choose_outbox_folder(out, rel, "ep12")
+    assert choose_outbox_folder(out, rel, "ep12", unclaimed=lambda f: True) == left
+    # Claimed by another job, or not empty, or no one to ask: a new folder.
+    claimed = {left}
+    second = choose_outbox_folder(out, rel, "ep12", unclaimed=lambda f: f not in claimed)
+    assert second.name == "ep12 (2)"
+    claimed.add(second)
+    (left / "manifest.json").write_text("{}")
+    claimed.remove(left)
+    third = choose_outbox_folder(out, rel, "ep12", unclaimed=lambda f: f not in claimed)
+    assert third.name == "ep12 (3)"
+    assert choose_outbox_folder(out, rel, "ep12").name == "ep12 (4)"
+    asked: list[Path] = []
+    (out / "podcasts" / "ep13").write_text("a file, not a folder")
+    got = choose_outbox_folder(out, rel, "ep13", unclaimed=lambda f: asked.append(f) or True)
+    assert got.name == "ep13 (2)" and asked == []
+
+
 def test_hostile_stem_and_folder_names(tmp_path: Path) -> None:
     out = tmp_path / "outbox"
     f = choose_outbox_folder(out, PurePosixPath("Q&A: live"), "../../CON")

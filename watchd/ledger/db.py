@@ -523,6 +523,14 @@ class Ledger:
         )
         return [_row(JobRow, r) for r in rows]
 
+    def outbox_dir_taken(self, outbox_dir: str, *, exclude: str | None = None) -> bool:
+        """Whether a job (other than ``exclude``) has this outbox folder recorded as its own."""
+        rows = self._select(
+            "SELECT id FROM jobs WHERE outbox_dir = ? AND id != ? LIMIT 1",
+            (outbox_dir, exclude or ""),
+        )
+        return bool(rows)
+
     def known_identities(self) -> dict[tuple[str, str], set[tuple[int, int]]]:
         """(inbox, rel_path) -> {(size, mtime_ns)} of every job: the scanner's fast filter."""
         out: dict[tuple[str, str], set[tuple[int, int]]] = {}

@@ -15,7 +15,7 @@ import json
 import logging
 import os
 import stat
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
@@ -44,11 +44,20 @@ def _rel_parts(rel: PurePosixPath | str, what: str) -> list[str]:
     return [part for part in p.parts if part != "."]
 
 
-def choose_outbox_folder(outbox_root: Path, rel_folder: PurePosixPath, stem: str) -> Path:
+def choose_outbox_folder(
+    outbox_root: Path,
+    rel_folder: PurePosixPath,
+    stem: str,
+    *,
+    unclaimed: Callable[[Path], bool] | None = None,
+) -> Path:
     """Create and return ``<outbox>/<rel_folder>/<stem>/``, or ``<stem> (2)/``, … when taken.
 
     Every component is sanitised (the outbox may be an SMB share). The exclusive ``mkdir`` is
-    the reservation: two jobs with the same name never get the same folder.
+    the reservation: two jobs with the same name never get the same folder. A folder that
+    exists but is empty and for which ``unclaimed`` says no one has it recorded is a
+    reservation left by a crash before it was recorded: it is taken again rather than left
+    empty beside a ``<stem> (2)/``.
     """
     parts = _rel_parts(rel_folder, "rel_folder")
     parent = outbox_root.joinpath(*(sanitize_component(p) for p in parts))
@@ -59,10 +68,22 @@ def choose_outbox_folder(outbox_root: Path, rel_folder: PurePosixPath, stem: str
         try:
             folder.mkdir()
         except FileExistsError:
+            if unclaimed is not None and _empty_dir(folder) and unclaimed(folder):
+                return folder
             continue
         fsync_dir(parent)
         return folder
     raise FileExistsError(errno.EEXIST, f"no free folder name for {base!r}", str(parent))
+
+
+def _empty_dir(path: Path) -> bool:
+    if path.is_symlink() or not path.is_dir():
+        return False
+    try:
+        with os.scandir(path) as it:
+            return next(it, None) is None
+    except OSError:
+        return False
 
 
 def _default_hint(error_code: str, job_id: str) -> str:

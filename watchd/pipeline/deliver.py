@@ -55,7 +55,14 @@ def _folder(p: Pipeline, job: JobRow, t: Target) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
         return folder
     rel = PurePosixPath(job.rel_path)
-    folder = delivery.choose_outbox_folder(t.outbox, rel.parent, Path(rel.name).stem)
+    # A crash between the reservation (mkdir) and its record below leaves an empty folder no
+    # job owns: taking it again keeps the delivery under its own name.
+    folder = delivery.choose_outbox_folder(
+        t.outbox,
+        rel.parent,
+        Path(rel.name).stem,
+        unclaimed=lambda f: not p.ledger.outbox_dir_taken(str(f), exclude=job.id),
+    )
     p.ledger.update(job.id, outbox_dir=str(folder))
     return folder
 
