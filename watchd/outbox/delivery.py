@@ -256,6 +256,29 @@ def dispose_source(
     return dst
 
 
+def find_disposed(
+    name: str, inbox_root: Path, rule: str, kind: Kind | str, *, inode: int, dev: int
+) -> Path | None:
+    """Where :func:`dispose_source` moved a source called ``name`` that was the file
+    ``(dev, inode)`` (a rename keeps both), or None: the daemon may have been stopped after
+    the move and before it wrote the new path down. Looks at ``name``, ``name (2)``, … up to
+    the first free one."""
+    folder = inbox_root.joinpath(
+        DONE_DIR if kind == "done" else FAILED_DIR, *_rel_parts(rule, "rule")
+    )
+    for n in range(1, MAX_NUMBER + 1):
+        candidate = folder / numbered(name, n)
+        try:
+            st = candidate.lstat()
+        except FileNotFoundError:
+            return None
+        except OSError:
+            continue
+        if st.st_ino == inode and st.st_dev == dev and stat.S_ISREG(st.st_mode):
+            return candidate
+    return None
+
+
 def _sha256(path: Path) -> str:
     with open(path, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()

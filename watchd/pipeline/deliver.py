@@ -288,9 +288,18 @@ def _reload(p: Pipeline, job: JobRow, clip: ClipRow) -> ClipRow:
 def _dispose(p: Pipeline, job: JobRow, t: Target, *, kind: str) -> str | None:
     """Move/delete/keep the source per the inbox's policy (never before verification)."""
     src = Path(job.path)
-    if not src.exists():
-        return job.disposed_to
     mode = t.on_success if kind == "done" else t.on_failure
+    if not src.exists():
+        moved = None
+        if mode == "move" and job.disposed_to is None:
+            # Moved, then stopped before the new path was recorded: find it by its inode.
+            moved = delivery.find_disposed(
+                src.name, t.inbox, job.rule, kind, inode=job.inode, dev=job.dev
+            )
+        if moved is None:
+            return job.disposed_to
+        p.ledger.update(job.id, path=str(moved))
+        return str(moved)
     new = delivery.dispose_source(src, t.inbox, job.rule, mode, kind)
     if new is not None and new != src:
         p.ledger.update(job.id, path=str(new))
