@@ -1,0 +1,120 @@
+"""delivering -> delivered, duplicate -> delivered | failed | queued, and the failure report:
+what lands in the outbox, where the source goes, and what the ledger says about it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.pipeline.conftest import World, crash_at
+from watchd.config import RenderChoice
+from watchd.emulator import Faults
+from watchd.ledger.states import Stage
+
+ONE = RenderChoice("best", max_clips=1)
+
+
+@pytest.mark.parametrize(
+    ("on_success", "left"),
+    [("move", "_done/talk.mp4"), ("keep", "talk.mp4"), ("delete", None)],
+)
+async def test_delivery_writes_the_outbox_then_disposes_of_the_source(
+    world: World, on_success: str, left: str | None
+) -> None:
+    job = world.drop(render=ONE, delivery={"on_success": on_success})
+    p = world.pipeline()
+    await world.run(p)
+    j = world.job(job.id)
+    folder = world.outbox / "talk"
+    assert (j.state, j.outbox_dir, j.progress) == ("delivered", str(folder), 100)
+    ev = world.events(job.id)[-1]
+    assert (ev.kind, ev.from_state, ev.to_state) == ("delivered", "delivering", "delivered")
+    assert json.loads(ev.detail or "") == {
+        "status": "delivered",
+        "clips": 1,
+        "folder": str(folder),
+    }
+    doc = world.manifest(job.id)
+    (clip,) = doc["clips"]
+    assert (doc["status"], doc["job_id"], doc["project_id"]) == ("delivered", j.id, j.project_id)
+    assert doc["source"] == {"name": "talk.mp4", "size": j.size, "sha256": j.sha256}
+    for key in ("file", "captions", "thumbnail"):
+        assert (folder / clip[key]).is_file(), key
+    assert clip["file"].startswith("01 - ") and clip["file"].endswith(".mp4")
+    assert not [f for f in folder.rglob(".*")]  # no temporary left visible or hidden
+    if left is None:
+        assert j.disposed_to is None and not list(world.inbox.rglob("*.mp4"))
+    else:
+        assert j.disposed_to == str(world.inbox / left) and (world.inbox / left).is_file()
+
+
+async def test_a_failure_with_on_failure_keep_leaves_the_source(world: World) -> None:
+    world.emu.update(faults=Faults(fail_project="FAILED_CORRUPT_VIDEO"))
+    job = world.drop(delivery={"on_failure": "keep"})
+    p = world.pipeline()
+    await world.run(p)
+    j = world.job(job.id)
+    assert j.state == "failed" and Path(job.path).is_file()
+    assert j.disposed_to == job.path
+    text = (world.outbox / "talk" / "FAILED.txt").read_text()
+    assert "FAILED_CORRUPT_VIDEO" in text and j.id in text
+
+
+async def test_an_unwritable_outbox_is_retried_not_failed(world: World) -> None:
+    blocker = world.root / "not-a-folder"
+    blocker.write_text("a file where the outbox should be")
+    job = world.drop(render="none", delivery={"outbox": str(blocker / "out")})
+    p = world.pipeline()
+    await world.run(p, lambda: world.job(job.id).attempts == 1)
+    j = world.job(job.id)
+    assert j.state == "delivering"
+    assert "Not a directory" in (j.error or "")
+    assert 1.6 <= j.next_attempt_at - world.clock.now() <= 2.0
+    blocker.unlink()
+    await world.run(p)
+    j = world.job(job.id)
+    assert (j.state, j.outbox_dir) == ("delivered", str(blocker / "out" / "talk"))
+
+
+# ---- duplicates ---------------------------------------------------------------------------------
+
+
+async def test_a_duplicate_waits_for_its_original_then_points_to_it(world: World) -> None:
+    first = world.drop("a.mp4", render=ONE)
+    p = world.pipeline()
+    crashed = crash_at(p, Stage.RENDERING)
+    await world.run(p, lambda: bool(crashed))
+    second = world.drop("later/b.mp4", render=ONE)
+    await world.step(p)
+    j = world.job(second.id)
+    assert (j.state, j.attempts, j.duplicate_of) == ("duplicate", 0, first.id)
+    assert j.error == f"same content as job {first.id} (rendering); waiting for it"
+    p = await world.restart(p)
+    await world.run(p)
+    assert world.job(first.id).state == "delivered"
+    j = world.job(second.id)
+    assert (j.state, j.project_id) == ("delivered", world.job(first.id).project_id)
+    ev = world.events(second.id)[-1]
+    assert (ev.kind, ev.from_state) == ("delivered_duplicate", "duplicate")
+    doc = world.manifest(second.id)
+    assert doc["duplicate_of"] == {"job_id": first.id, "source": "a.mp4", "outbox_folder": "a"}
+    assert doc["clips"] == [] and doc["skipped"][0]["what"] == "duplicate"
+    assert (world.inbox / "_done" / "b.mp4").is_file()
+    assert len(world.snapshot()["projects"]) == 1
+
+
+async def test_a_duplicate_of_a_failed_job_fails_pointing_to_it(world: World) -> None:
+    world.emu.update(faults=Faults(fail_project="FAILED_NO_SPEECH"))
+    first = world.drop("a.mp4")
+    p = world.pipeline()
+    await world.run(p)
+    second = world.drop("b.mp4")
+    await world.run(p)
+    j = world.assert_failed(
+        second.id, left="duplicate", code="duplicate_of_failed", resume="duplicate"
+    )
+    assert world.path_of(second.id) == ["queued", "duplicate", "failed"]
+    assert f"watchd retry {first.id}" in (j.error or "")
+    assert len(world.snapshot()["projects"]) == 1
