@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from watchd.clock import FakeClock
 from watchd.ledger.db import Ledger
-from watchd.ledger.states import Stage
+from watchd.ledger.states import TERMINAL, Stage
 
 
 def _add(ledger: Ledger, name: str, *, inbox: str = "/in", size: int = 100) -> str:
@@ -59,3 +61,36 @@ def test_upload_totals_sum_the_jobs_uploading(ledger: Ledger) -> None:
         ledger.transition(jid, Stage.CREATING)
         ledger.transition(jid, Stage.UPLOADING, project_id="p" + jid, bytes_uploaded=sent)
     assert ledger.upload_totals() == (1000, 4000)
+
+
+def test_counts_follow_our_writes_and_another_process(tmp_path: Path) -> None:
+    daemon = Ledger.open(tmp_path, clock=FakeClock())
+    cli = Ledger.open(tmp_path, clock=FakeClock())
+    try:
+        a = _add(daemon, "a.mp4")
+        assert daemon.counts_by_state() == {"queued": 1}
+        daemon.transition(a, Stage.FAILED)
+        assert daemon.counts_by_state() == {"failed": 1}
+        cli.retry(a)  # `watchd retry` from another process
+        assert daemon.counts_by_state() == {"queued": 1}
+        _add(cli, "b.mp4")
+        assert daemon.counts_by_state() == {"queued": 2}
+        counts = daemon.counts_by_state()
+        counts["queued"] = 99  # a caller's copy, not the cache
+        assert daemon.counts_by_state() == {"queued": 2}
+    finally:
+        cli.close()
+        daemon.close()
+
+
+def test_due_and_next_due_see_every_active_state(ledger: Ledger) -> None:
+    jobs = {stage: _add(ledger, f"{stage}.mp4") for stage in Stage}
+    for stage, jid in jobs.items():
+        ledger.db.execute(
+            "UPDATE jobs SET state = ?, next_attempt_at = 5 WHERE id = ?", (stage.value, jid)
+        )
+    active = {jid for stage, jid in jobs.items() if stage not in TERMINAL}
+    assert {i for i, _, _ in ledger.due_ids(10)} == active
+    assert {j.id for j in ledger.due_jobs(10)} == active
+    assert ledger.due_ids(4) == []
+    assert ledger.next_due_at() == 5

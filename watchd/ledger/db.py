@@ -264,6 +264,13 @@ def _m2_meta(db: sqlite_utils.Database) -> None:
 MIGRATIONS: Sequence[Callable[[sqlite_utils.Database], None]] = (_m1_initial, _m2_meta)
 
 
+# The non-terminal states, listed: "state IN (...)" searches the (state, next_attempt_at) index,
+# where "state NOT IN (delivered, failed)" scanned every job ever recorded (18 ms a tick with
+# 100,000 delivered jobs, 4 % of a core for a daemon doing nothing).
+_ACTIVE = tuple(s.value for s in Stage if s not in TERMINAL)
+_ACTIVE_MARKS = ",".join("?" * len(_ACTIVE))
+
+
 def new_job_id() -> str:
     return "j" + secrets.token_hex(5)
 
@@ -282,6 +289,11 @@ class Ledger:
         self.path = path
         self.clock: Clock = clock or SystemClock()
         self._lock = threading.RLock()
+        # counts_by_state() is read on every tick; counting 100,000 finished jobs each time
+        # costs more than the rest of an idle tick together. It is recounted only after a
+        # write: ours (counted here) or another process's (PRAGMA data_version moves).
+        self._writes = 0
+        self._counts: tuple[tuple[int, int], dict[str, int]] | None = None
         if path is None:
             conn = sqlite3.connect(":memory:", check_same_thread=False)
         else:
@@ -352,6 +364,8 @@ class Ledger:
                 raise
             else:
                 conn.execute("COMMIT")
+            finally:
+                self._writes += 1  # after it: a count read inside the transaction is stale
 
     def _select(
         self, sql: str, params: Sequence[Any] | dict[str, Any] = ()
@@ -467,11 +481,10 @@ class Ledger:
 
     def due_jobs(self, now: float) -> list[JobRow]:
         """Non-terminal jobs whose next attempt is due (parked ones too: their schedule is due)."""
-        terminal = [s.value for s in TERMINAL]
         rows = self._select(
-            "SELECT * FROM jobs WHERE state NOT IN (?, ?) AND next_attempt_at <= ? "
+            f"SELECT * FROM jobs WHERE state IN ({_ACTIVE_MARKS}) AND next_attempt_at <= ? "
             "ORDER BY next_attempt_at, created_at, id",
-            (*terminal, now),
+            (*_ACTIVE, now),
         )
         return [_row(JobRow, r) for r in rows]
 
@@ -479,12 +492,11 @@ class Ledger:
         """``(id, state, inbox)`` of the jobs :meth:`due_jobs` returns, in its order: what the
         scheduler reads on every tick, without building a row per active job (a burst keeps a
         thousand jobs active)."""
-        terminal = [s.value for s in TERMINAL]
         with self._lock:
             cur = self.db.execute(
-                "SELECT id, state, inbox FROM jobs WHERE state NOT IN (?, ?) "
+                f"SELECT id, state, inbox FROM jobs WHERE state IN ({_ACTIVE_MARKS}) "
                 "AND next_attempt_at <= ? ORDER BY next_attempt_at, created_at, id",
-                (*terminal, now),
+                (*_ACTIVE, now),
             )
             return [(str(i), str(s), str(b)) for i, s, b in cur.fetchall()]
 
@@ -500,10 +512,10 @@ class Ledger:
         return [found[j] for j in ids if j in found]
 
     def next_due_at(self) -> float | None:
-        terminal = [s.value for s in TERMINAL]
-        row = self.db.execute(
-            "SELECT MIN(next_attempt_at) FROM jobs WHERE state NOT IN (?, ?)", terminal
-        ).fetchone()
+        with self._lock:
+            row = self.db.execute(
+                f"SELECT MIN(next_attempt_at) FROM jobs WHERE state IN ({_ACTIVE_MARKS})", _ACTIVE
+            ).fetchone()
         return float(row[0]) if row and row[0] is not None else None
 
     def find_by_identity(
@@ -772,7 +784,11 @@ class Ledger:
 
     def counts_by_state(self) -> dict[str, int]:
         with self._lock:
-            return {
-                str(s): int(n)
-                for s, n in self.db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state")
-            }
+            version = (self._writes, int(self.db.execute("PRAGMA data_version").fetchone()[0]))
+            if self._counts is None or self._counts[0] != version:
+                counts = {
+                    str(s): int(n)
+                    for s, n in self.db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state")
+                }
+                self._counts = (version, counts)
+            return dict(self._counts[1])
