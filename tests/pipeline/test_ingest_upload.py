@@ -243,6 +243,25 @@ async def test_a_source_gone_before_its_upload_fails_and_its_project_is_not_bill
     assert project["deleted"] and not world.billed(j.marker)
 
 
+async def test_a_source_gone_after_an_unrecorded_upload_is_processed_not_billed_again(
+    world: World,
+) -> None:
+    """The bytes reached the storage, then the daemon died before recording it, and the source
+    was moved away meanwhile: /process proves the upload, the job goes on with its project."""
+    p, job = await waiting_upload(world)
+    assert job.upload_url and job.content_type
+    await p.client.upload(job.upload_url, Path(job.path), job.content_type)
+    Path(job.path).unlink()
+    p = await world.restart(p)
+    await world.run(p)
+    j = world.assert_delivered_once(job.id)
+    assert j.project_id == job.project_id
+    assert world.detail(job.id, "upload_unconfirmed") == {
+        "reason": "source gone; the upload may have completed before a restart"
+    }
+    assert len(world.billed(j.marker)) == 1
+
+
 async def test_a_source_gone_while_waiting_for_a_slot_creates_no_project(world: World) -> None:
     job = world.drop()
     p = world.pipeline()

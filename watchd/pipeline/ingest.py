@@ -354,7 +354,21 @@ async def handle_uploading(p: Pipeline, job: JobRow) -> None:
         await _expired(p, job)
         return
     path = p.source_path(job)
-    current = _stat_or_missing(path, job)
+    try:
+        current = _stat_or_missing(path, job)
+    except SourceMissing:
+        if not any(e.kind == "upload_unconfirmed" for e in p.ledger.events(job.id)):
+            # The upload may have ended just before a crash (the ledger still says uploading)
+            # and the source gone since: /process tells. If the storage lacks the object, the
+            # 409 path brings the job back here, and then the file is really missing.
+            p.advance(
+                job,
+                Stage.UPLOADED,
+                kind="upload_unconfirmed",
+                detail={"reason": "source gone; the upload may have completed before a restart"},
+            )
+            return
+        raise
     if not current.same_content_as(FileIdentity(job.size, job.mtime_ns, job.inode, job.dev)):
         await _source_changed(p, job, current)
         return
