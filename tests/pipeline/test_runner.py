@@ -3,6 +3,7 @@ limit, fairness across inboxes and rules, what is due, and parked jobs coming ba
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 
@@ -54,6 +55,25 @@ async def test_retry_later_with_a_delay_counts_an_attempt_and_records_the_reason
     assert (j.state, j.attempts, j.error) == ("queued", 1, "not yet")
     assert j.next_attempt_at == world.clock.now() + 42.0
     assert world.kinds(job.id) == ["discovered"]  # a wait is not a transition
+
+
+async def test_a_handler_that_changes_nothing_backs_off_instead_of_spinning(
+    world: World,
+) -> None:
+    job = world.drop()
+    p = world.pipeline()
+    calls: list[str] = []
+
+    async def idle(_: Pipeline, j: JobRow) -> None:
+        calls.append(j.id)
+
+    p.handlers[Stage.QUEUED] = idle
+    await asyncio.wait_for(p.run_job(job.id), timeout=10)
+    j = world.job(job.id)
+    assert calls == [job.id]
+    assert (j.state, j.attempts) == ("queued", 1)
+    assert j.error == "queued: no progress made (internal error)"
+    assert_backoff(j.next_attempt_at - world.clock.now(), 1)
 
 
 async def test_retry_later_uncounted_keeps_the_attempts(world: World) -> None:

@@ -275,10 +275,15 @@ class Pipeline:
             try:
                 await handler(self, job)
                 self._unexpected.pop(job_id, None)
+                after = self.ledger.get(job_id)
+                if after == job:
+                    # A handler that changed nothing would spin here for ever.
+                    raise RetryLater(f"{stage}: no progress made (internal error)")
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 await self.handle_error(job, exc)
+            await asyncio.sleep(0)  # never hog the loop, however fast the stages go
 
     async def handle_error(self, job: JobRow, exc: BaseException) -> None:
         jl = self.job_log(job)
