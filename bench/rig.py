@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 import sqlite3
 import struct
+import subprocess
+import sys
 import time
 import tomllib
 from collections.abc import Iterator
@@ -124,6 +126,7 @@ class Run:
         self.started = time.monotonic()
         self.proc = env.start()
         self.pid = self.proc.pid
+        self._profiler = _attach_profiler(self.pid, env.root.name)
 
     def log(self) -> str:
         with open(self.env.log_path, "rb") as f:
@@ -144,20 +147,48 @@ class Run:
     def stop(self) -> None:
         """SIGTERM (a clean stop), SIGKILL if it hangs."""
         self.env.stop()
+        if self._profiler is not None:
+            self._profiler.wait(timeout=60)
+
+
+def _attach_profiler(pid: int, tag: str) -> subprocess.Popen[bytes] | None:
+    """With ``BENCH_PYSPY=<folder>`` in the environment, record the daemon with py-spy (from
+    the venv; not a dependency) as collapsed stacks into ``<folder>/<tag>-<pid>.txt`` until it
+    exits; ``BENCH_PYSPY_ARGS`` adds options (``--gil``: only the thread holding the GIL). How
+    the figures of these benchmarks were explained. The profiler's own cost lands on the
+    daemon: never quote figures from a profiled run."""
+    folder = os.environ.get("BENCH_PYSPY")
+    if not folder:
+        return None
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    out = Path(folder) / f"{tag}-{pid}.txt"
+    py_spy = Path(sys.executable).with_name("py-spy")
+    extra = os.environ.get("BENCH_PYSPY_ARGS", "").split()
+    return subprocess.Popen(
+        [str(py_spy), "record", "-f", "raw", "-r", "200", *extra, "-p", str(pid), "-o", str(out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def ledger_query(state_dir: Path, sql: str) -> list[tuple[Any, ...]]:
+    """Rows of ``sql`` read beside the running daemon (read-only, WAL); none while the ledger
+    or its schema is not there yet."""
+    path = state_dir / "ledger.db"
+    if not path.exists():
+        return []
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+    try:
+        return conn.execute(sql).fetchall()
+    except sqlite3.OperationalError:
+        return []  # the schema is not there yet
+    finally:
+        conn.close()
 
 
 def ledger_counts(state_dir: Path) -> dict[str, int]:
-    """Jobs by state, read beside the running daemon (read-only, WAL)."""
-    path = state_dir / "ledger.db"
-    if not path.exists():
-        return {}
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
-    try:
-        rows = conn.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall()
-    except sqlite3.OperationalError:
-        return {}  # the schema is not there yet
-    finally:
-        conn.close()
+    """Jobs by state, read beside the running daemon."""
+    rows = ledger_query(state_dir, "SELECT state, COUNT(*) FROM jobs GROUP BY state")
     return {str(state): int(n) for state, n in rows}
 
 
