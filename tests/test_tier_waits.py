@@ -93,6 +93,22 @@ def test_a_refused_process_counts_only_projects_in_processing(ledger: Ledger) ->
     assert p.tier_refused(refused, refusal(retry_after=0), at_process=True).delay == 1.0
 
 
+def test_a_refused_process_counts_our_process_still_on_the_wire(ledger: Ledger) -> None:
+    # The service granted the first /process but answers it after the second one's refusal
+    # (it looks at the upload first): the first one is counted all the same.
+    p = pipeline(ledger)
+    granted, refused = (job_at(ledger, n, Stage.UPLOADED) for n in (1, 2))
+    with p.asking_to_process(granted.id), p.asking_to_process(refused.id):
+        park(p, refused, p.tier_refused(refused, refusal(), at_process=True))
+    assert p.process_asks == set()
+    assert p.limit.effective() == 1 and p.tier_waits[refused.id].holders == 1
+    # Its answer in, the first one processes: the refused one waits for it to finish.
+    ledger.transition(granted.id, Stage.PROCESSING)
+    assert p.wake_tier_waits(1) == []
+    ledger.transition(granted.id, Stage.CLIPS_READY)
+    assert [j.id for j in p.wake_tier_waits(1)] == [refused.id]
+
+
 def test_a_refusal_while_none_of_ours_runs_learns_nothing_and_waits_retry_after(
     ledger: Ledger,
 ) -> None:

@@ -477,7 +477,8 @@ async def _source_changed(p: Pipeline, job: JobRow, current: FileIdentity) -> No
 async def handle_uploaded(p: Pipeline, job: JobRow) -> None:
     assert job.project_id
     try:
-        await p.client.process_project(job.project_id)
+        with p.asking_to_process(job.id):
+            await p.client.process_project(job.project_id)
     except ConcurrencyLimited as e:
         raise p.tier_refused(job, e, at_process=True) from e
     except Conflict as e:

@@ -9,10 +9,11 @@ ledger write here, so the retry/park/fail policy lives in one place.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -102,6 +103,7 @@ class Pipeline:
         # Jobs parked on a tier-limit refusal, in refusal order (this process's memory only: after
         # a restart they wait out their Retry-After).
         self.tier_waits: dict[str, TierWait] = {}
+        self.process_asks: set[str] = set()  # jobs whose /process is on the wire
         self.on_event = on_event or (lambda kind, data: None)
         self.rng = random.Random()
         self._stopping = False
@@ -185,6 +187,10 @@ class Pipeline:
         job until one of them frees its slot or the service's Retry-After has passed."""
         stages = COUNTED_AT_PROCESS if at_process else COUNTED_AT_CREATE
         holders = self.holders(stages, exclude=job.id)
+        if at_process:
+            # Another /process of ours on the wire may have been granted before this refusal:
+            # the service can answer it second (it looks at the upload before it answers).
+            holders += len(self.process_asks - {job.id})
         if self.limit.learn(holders):
             self.job_log(job).warning(
                 "learned the workspace's processing limit from a refusal while %d of our "
@@ -199,6 +205,15 @@ class Pipeline:
             resume=Stage.UPLOADED if at_process else Stage.PROBED,
             delay=max(TIER_RECHECK_FLOOR, hint),
         )
+
+    @contextlib.contextmanager
+    def asking_to_process(self, job_id: str) -> Iterator[None]:
+        """Marks ``job_id``'s /process as on the wire for as long as the block runs."""
+        self.process_asks.add(job_id)
+        try:
+            yield
+        finally:
+            self.process_asks.discard(job_id)
 
     def wake_tier_waits(self, room: int) -> list[JobRow]:
         """Resume the tier-parked jobs whose refusal one of our own projects has since answered
