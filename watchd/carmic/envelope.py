@@ -124,7 +124,9 @@ def _message_of(body: Any) -> str | None:
                     parts.append(str(msg))
                 else:
                     parts.append(str(item))
-            return "; ".join(parts)
+            joined = "; ".join(p for p in parts if p)
+            if joined:
+                return joined
     return None
 
 
