@@ -174,7 +174,8 @@ class Conductor:
 
     def _kill_due(self, done: int) -> bool:
         k = len(self.log.kills)
-        return k < self.kills and done >= self.n * (k + 1) / (self.kills + 1)
+        # Spread over the run, the last one well before the end (not on an idle daemon).
+        return k < self.kills and done >= self.n * (k + 1) / (self.kills + 2)
 
     def kill_and_restart(self) -> None:
         assert self.run is not None
@@ -444,6 +445,6 @@ def _figures(
         "connection, 5 % upload resets, SSE streams cut after 2 events, 5 s access tokens; "
         f"a billing stop ({BILLING_POOL} minutes left) from {BILLING_STOP_AT:.0%} of the files "
         f"done, lifted after {BILLING_STOP_SECONDS:g} s by a top-up and `watchd retry`. "
-        f"{len(log.kills)} kills, each at a random moment once a further "
-        f"1/{len(log.kills) + 1} of the files is done."
+        f"{len(log.kills)} kills, each at a random moment (0-1.5 s) after a further "
+        f"1/{len(log.kills) + 2} of the files is done."
     )
