@@ -79,7 +79,7 @@ class Log:
     billing_stop: float | None = None
     billing_lift: float | None = None
     retried: int = 0
-    dropped: int = 0
+    crash: str | None = None  # the daemon ended without being killed: the end of its log
 
 
 # ---- the ledger, read beside the daemon ---------------------------------------------------------
@@ -136,9 +136,9 @@ class Dropper(threading.Thread):
     """Puts the files into the inbox at a steady pace, whether the daemon is up or not: half
     as a plain copy (seen while it is written), half as a rename of a finished file."""
 
-    def __init__(self, inbox: Path, sources: list[Source], seconds: float, log: Log) -> None:
+    def __init__(self, inbox: Path, sources: list[Source], seconds: float) -> None:
         super().__init__(name="soak-dropper", daemon=True)
-        self.inbox, self.sources, self.seconds, self.log = inbox, sources, seconds, log
+        self.inbox, self.sources, self.seconds = inbox, sources, seconds
         self.stop = threading.Event()
 
     def run(self) -> None:
@@ -154,7 +154,6 @@ class Dropper(threading.Thread):
                 os.replace(tmp, dest)
             else:
                 shutil.copyfile(s.staged, dest)
-            self.log.dropped += 1
 
 
 # ---- the run -----------------------------------------------------------------------------------
@@ -214,7 +213,9 @@ class Conductor:
         while time.monotonic() < deadline:
             assert self.run is not None
             if self.run.proc.poll() is not None:
-                raise RuntimeError(f"watchd exited by itself:\n{self.run.log()[-4000:]}")
+                self.log.crash = f"watchd exited by itself ({self.run.proc.returncode}):\n"
+                self.log.crash += self.run.log()[-3000:]
+                return False
             done = _done(self.env.state)
             if self._kill_due(done):
                 self.kill_and_restart()
@@ -258,7 +259,7 @@ def _soak(
     with emulator(faults=FAULTS, access_ttl=ACCESS_TTL, timings=TIMINGS) as emu:
         env = make_env(work / "env", emu, RULES)
         conductor = Conductor(env, emu, n, kills, rng)
-        dropper = Dropper(env.inbox, sources, drop_seconds, conductor.log)
+        dropper = Dropper(env.inbox, sources, drop_seconds)
         t0 = time.monotonic()
         with OutboxWatcher(env.outbox) as watcher:
             conductor.start()
@@ -438,7 +439,9 @@ def _figures(
         kills.add(str(i), t, ", ".join(f"{k} {v}" for k, v in sorted(states.items())))
     report.tables.append(kills)
 
-    if not finished:
+    if log.crash:
+        report.notes.insert(0, log.crash)
+    elif not finished:
         report.notes.insert(0, "timed out before every file was done")
     report.notes.append(
         "Faults: 5 % random 5xx, 5 % creates committed then answered with a 500 or a dropped "
