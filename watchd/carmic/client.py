@@ -327,7 +327,9 @@ class CarmicClient:
         if bucket is not None:
             waited = await bucket.acquire()
             if waited > 0:
-                log.info(
+                # A wait worth a line at INFO is one a person would notice.
+                log.log(
+                    logging.INFO if waited >= 1.0 else logging.DEBUG,
                     "paced %s: waited %.1fs (at most %s per minute)",
                     route,
                     waited,
