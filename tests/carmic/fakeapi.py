@@ -7,6 +7,7 @@ test states only the behaviour it is about.
 
 from __future__ import annotations
 
+import base64
 import json
 import random
 from collections.abc import Callable
@@ -67,12 +68,18 @@ class FakeApi:
         self.ticket_shape = "data"  # "data": {"data": {"ticket"}}; "bare": {"ticket"}
         self.tickets: dict[str, bool] = {}  # ticket -> used
         self._n = 0
+        self.jwt_lifetime: int | None = None  # when set, access tokens are JWT-shaped
 
     # ---- token machinery ---------------------------------------------------------------
 
     def _issue(self) -> tuple[str, str]:
         self._n += 1
         access, refresh = f"access-{self._n}", f"refresh-{self._n}"
+        if self.jwt_lifetime is not None:
+            claims = {"sub": "u1", "n": self._n, "iat": 1_700_000_000}
+            claims["exp"] = claims["iat"] + self.jwt_lifetime
+            payload = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+            access = f"eyJhbGciOiJIUzI1NiJ9.{payload}.sig"
         self.valid_access.add(access)
         self.valid_refresh.add(refresh)
         return access, refresh

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from tests.carmic.fakeapi import EMAIL, PASSWORD, WS_ID, FakeApi, err, make_client, ok
-from watchd.carmic.auth import Session
+from watchd.carmic.auth import Session, token_lifetime
 from watchd.carmic.errors import AuthError, RateLimited, TransientError
 from watchd.clock import FakeClock
 
@@ -222,3 +222,48 @@ async def test_rotating_refresh_tokens_are_kept() -> None:
     # A stale failure after someone else refreshed: no call, the newer token.
     assert await s.recover("a1") == "a3"
     assert len(calls) == 3
+
+
+# ---- refresh ahead of expiry ---------------------------------------------------------------
+
+
+async def test_a_jwt_is_refreshed_ahead_of_its_expiry_without_a_401() -> None:
+    api = _api_with_status_route()
+    api.jwt_lifetime = 100
+    clock = FakeClock()
+    async with make_client(api, clock=clock) as client:
+        await client.project_status("p1")
+        clock.advance(79)
+        await client.project_status("p1")
+        assert api.refreshes == 0  # still young
+        clock.advance(2)  # past 80 % of its lifetime
+        await client.project_status("p1")
+        assert api.refreshes == 1
+        clock.advance(79)  # the new token is 79 s old: young again
+        await client.project_status("p1")
+    assert (api.logins, api.refreshes) == (1, 1)
+    assert api.count("GET", "/v1/projects/p1/status") == 4  # no call was refused and repeated
+
+
+async def test_a_failed_refresh_ahead_keeps_the_token_until_a_401() -> None:
+    api = _api_with_status_route()
+    api.jwt_lifetime = 100
+    clock = FakeClock()
+    async with make_client(api, clock=clock) as client:
+        await client.project_status("p1")
+        first = api.log[-1].headers["Authorization"]
+        api.refresh_allowed = False
+        clock.advance(90)
+        await client.project_status("p1")  # the refresh is refused: the old token still works
+        assert api.log[-1].headers["Authorization"] == first
+    assert (api.logins, api.refreshes) == (1, 1)
+
+
+def test_token_lifetime_reads_jwt_claims_only() -> None:
+    api = FakeApi()
+    api.jwt_lifetime = 300
+    access, _ = api._issue()
+    assert token_lifetime(access) == 300
+    assert token_lifetime("access-1") is None
+    assert token_lifetime("a.b.c") is None
+    assert token_lifetime("a.e30.c") is None  # {} has no exp/iat

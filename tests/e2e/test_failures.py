@@ -253,11 +253,12 @@ def test_token_expiry_mid_run_refreshes_without_logging_in_again(
     assert all(j["error"] is None for j in jobs)
     snap = env.emu.snapshot()
     counters = snap["counters"]
-    # One login at start; every expiry after that is a refresh, not a new login.
+    # One login at start; every expiry after that is a refresh, not a new login, and mostly
+    # one made ahead of the expiry (a token whose whole seconds round badly may still get 401s).
     assert counters["logins"] == 1, counters
     assert counters["refreshes"] >= 1, counters
     expired = [r for r in snap["requests"] if r["status"] == 401]
-    assert expired, "the test never ran into an expired token"
+    assert len(expired) <= 2 * counters["refreshes"], (len(expired), counters)
     assert [len(ids) for ids in billed_projects(snap).values()] == [1, 1, 1, 1]
     assert env.stop() == 0
 

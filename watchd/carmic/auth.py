@@ -13,6 +13,8 @@ own retries can never lock the account out, and a 429 on login waits its Retry-A
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
@@ -20,6 +22,7 @@ from typing import Any, Protocol
 from watchd.carmic.errors import (
     AuthError,
     BadRequest,
+    CarmicError,
     Forbidden,
     NotFound,
     RateLimited,
@@ -33,6 +36,24 @@ log = logging.getLogger("watchd.carmic.auth")
 
 LOGIN_ROUTE = "/v1/auth/login"
 REFRESH_ROUTE = "/v1/auth/refresh"
+
+# Refresh ahead of expiry once this share of the token's lifetime has passed (saves every request
+# in flight at the expiry a 401 and a second round trip).
+REFRESH_AT = 0.8
+
+
+def token_lifetime(access: str) -> float | None:
+    """The lifetime (``exp - iat``, seconds) a JWT access token claims, or None when it is not
+    a JWT with both. Only the difference is used, measured on our own monotonic clock, so a
+    server clock far from ours does not matter; the signature is the server's business."""
+    try:
+        payload = access.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        lifetime = float(claims["exp"]) - float(claims["iat"])
+    except (IndexError, ValueError, KeyError, TypeError):
+        return None
+    return lifetime if lifetime > 0 else None
+
 
 # POST a JSON body to a public route without a token; returns the envelope's data.
 PostJson = Callable[[str, JSON], Awaitable[Any]]
@@ -80,6 +101,7 @@ class Session:
         self._rejected_cooldown = rejected_cooldown
         self._on_login = on_login
         self._tokens: Tokens | None = None
+        self._stale_at: float | None = None  # monotonic time to refresh ahead of expiry
         self._rejected: AuthError | None = None
         self._rejected_at = 0.0
         self._lock = asyncio.Lock()
@@ -96,10 +118,13 @@ class Session:
         return self._tokens.access if self._tokens else None
 
     async def token(self) -> str:
-        """A usable access token, logging in first if there is none."""
+        """A usable access token, logging in first if there is none, refreshed ahead of its
+        expiry when its lifetime is known."""
         tokens = self._tokens
         if tokens is not None:
-            return tokens.access
+            if self._stale_at is None or self._clock.monotonic() < self._stale_at:
+                return tokens.access
+            return await self._refresh_ahead(tokens)
         async with self._lock:
             if self._tokens is None:
                 await self._login()
@@ -124,9 +149,40 @@ class Session:
             assert self._tokens is not None
             return self._tokens.access
 
+    async def _refresh_ahead(self, stale: Tokens) -> str:
+        async with self._lock:
+            current = self._tokens
+            if current is None or current is not stale or not current.refresh:
+                # Someone else refreshed, or logged out, or there is nothing to refresh with.
+                if current is not None and not current.refresh:
+                    self._stale_at = None
+                return current.access if current is not None else await self._token_locked()
+            try:
+                await self._refresh(current.refresh)
+            except CarmicError as e:  # the 401 path recovers later; this was a courtesy
+                log.info("refresh ahead of the token's expiry failed (%s); using it till then", e)
+                self._stale_at = None
+                return current.access
+            assert self._tokens is not None
+            return self._tokens.access
+
+    async def _token_locked(self) -> str:
+        await self._login()
+        assert self._tokens is not None
+        return self._tokens.access
+
+    def _fresh(self, tokens: Tokens) -> None:
+        """Adopt ``tokens`` and note when to refresh them ahead of their expiry."""
+        self._tokens = tokens
+        lifetime = token_lifetime(tokens.access)
+        self._stale_at = (
+            self._clock.monotonic() + lifetime * REFRESH_AT if lifetime is not None else None
+        )
+
     def forget(self) -> None:
         """Drop the cached tokens (the next call logs in)."""
         self._tokens = None
+        self._stale_at = None
 
     async def _refresh(self, refresh: str) -> None:
         data = await self._post(REFRESH_ROUTE, {"refresh": refresh})
@@ -134,7 +190,7 @@ class Session:
         if not fresh.access:
             raise ServerError("the refresh answer carried no access token", endpoint=REFRESH_ROUTE)
         # Rotating refresh tokens come back with the access token; otherwise keep the old one.
-        self._tokens = Tokens(access=fresh.access, refresh=fresh.refresh or refresh)
+        self._fresh(Tokens(access=fresh.access, refresh=fresh.refresh or refresh))
         self.refreshes += 1
         log.debug("access token refreshed")
 
@@ -185,7 +241,7 @@ class Session:
         tokens = Tokens.from_api(data if isinstance(data, dict) else {})
         if not tokens.access:
             raise ServerError("the login answer carried no access token", endpoint=LOGIN_ROUTE)
-        self._tokens = tokens
+        self._fresh(tokens)
         self.logins += 1
         log.info("logged in to Carmic as %s", self.email)
         if self._on_login is not None:
