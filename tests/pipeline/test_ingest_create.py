@@ -313,6 +313,33 @@ async def test_a_lost_create_whose_project_was_already_started_is_adopted(
     assert len(uploads) == 1  # ours, above: the daemon did not upload again
 
 
+async def test_two_lost_creates_adopt_the_started_one_and_delete_the_other(
+    world: World,
+) -> None:
+    job = world.drop()
+    p = world.pipeline()
+    await world.step(p)
+    world.force(job.id, Stage.CREATING)
+    j = world.job(job.id)
+    client = world.client()
+    # Two earlier runs each created a project and lost the answer; one of them got further.
+    kw = {"filename": j.name, "filesize": j.size, "duration": j.duration}
+    first = await client.create_project(**kw, title=project_title(j))
+    second = await client.create_project(**kw, title=project_title(j))
+    await client.upload(second.upload_url, Path(j.path), "video/mp4")
+    await client.process_project(second.project_id)
+    await world.run(p)
+    j = world.job(job.id)
+    assert (j.state, j.project_id) == ("delivered", second.project_id)
+    assert world.detail(job.id, "orphan_deleted") == {
+        "project_id": first.project_id,
+        "reason": "a second lost create",
+    }
+    by_id = {pr["id"]: pr for pr in world.projects(j.marker)}
+    assert by_id[first.project_id]["deleted"] and not by_id[second.project_id]["deleted"]
+    world.assert_delivered_once(job.id)
+
+
 async def test_a_lost_create_listed_with_its_upload_url_is_adopted(world: World) -> None:
     job = world.drop()
     world.force(job.id, Stage.CREATING)

@@ -179,45 +179,55 @@ async def _reconcile_lost_create(p: Pipeline, job: JobRow) -> bool:
         if job.marker in str(d.get("title", "")) and not d.get("deleted")
     ]
     jl = p.job_log(job)
+
+    def pid_of(d: dict[str, Any]) -> str:
+        return str(d.get("id") or d.get("project_id"))
+
+    def status_of(d: dict[str, Any]) -> str:
+        return str(d.get("status", "")).upper()
+
+    # Processing already started (we must have uploaded it) beats a project waiting with its
+    # upload URL; a project waiting without one is of no use (its URL was in the lost answer).
+    started = [d for d in found if status_of(d) not in ("PENDING_UPLOAD", "")]
+    waiting = [d for d in found if d not in started and d.get("upload_url")]
+    candidates = started or waiting
+    adopt: dict[str, Any] | None = candidates[0] if candidates else None
     for d in found:
-        pid = str(d.get("id") or d.get("project_id"))
-        status = str(d.get("status", "")).upper()
-        upload_url = d.get("upload_url")
-        if upload_url and status in ("PENDING_UPLOAD", ""):
-            remember_upload_url(p, job.id, str(upload_url))
-            p.advance(
-                job,
-                Stage.UPLOADING,
-                kind="create_recovered",
-                detail={"project_id": pid},
-                project_id=pid,
-                upload_url=str(upload_url),
-                object_key=d.get("object_key"),
-            )
-            return True
-        if status and status != "PENDING_UPLOAD":
-            # Processing already started (we must have uploaded it): adopt it.
-            p.advance(
-                job,
-                Stage.UPLOADING,
-                kind="create_recovered",
-                detail={"project_id": pid, "status": status},
-                project_id=pid,
-                upload_url=None,
-            )
-            return True
-        # The create answer (and with it the presigned URL) was lost and the project is still
-        # waiting for its upload: delete it (it was never processed, so it is not billed) and
-        # create a fresh one.
+        if d is adopt:
+            continue
+        if d in started:
+            jl.warning("project %s also carries this job's marker and has started", pid_of(d))
+            continue
+        # Never processed, so not billed: delete it rather than leave it waiting for ever.
         with contextlib.suppress(NotFound):
-            await p.client.delete_project(pid)
-        p.ledger.record_event(
-            job.id,
-            "orphan_deleted",
-            {"project_id": pid, "reason": "create answer lost; no upload URL"},
+            await p.client.delete_project(pid_of(d))
+        reason = "create answer lost; no upload URL" if adopt is None else "a second lost create"
+        p.ledger.record_event(job.id, "orphan_deleted", {"project_id": pid_of(d), "reason": reason})
+        jl.warning("deleted project %s whose create answer was lost (%s)", pid_of(d), reason)
+    if adopt is None:
+        return False
+    pid = pid_of(adopt)
+    if adopt in started:
+        p.advance(
+            job,
+            Stage.UPLOADING,
+            kind="create_recovered",
+            detail={"project_id": pid, "status": status_of(adopt)},
+            project_id=pid,
+            upload_url=None,
         )
-        jl.warning("deleted project %s whose create answer was lost; creating afresh", pid)
-    return False
+        return True
+    remember_upload_url(p, job.id, str(adopt["upload_url"]))
+    p.advance(
+        job,
+        Stage.UPLOADING,
+        kind="create_recovered",
+        detail={"project_id": pid},
+        project_id=pid,
+        upload_url=str(adopt["upload_url"]),
+        object_key=adopt.get("object_key"),
+    )
+    return True
 
 
 async def handle_creating(p: Pipeline, job: JobRow) -> None:
