@@ -5,6 +5,7 @@ says so."""
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -82,3 +83,36 @@ def test_find_disposed_goes_by_inode_through_numbered_names(inbox: Path) -> None
     assert find_disposed("ep.mp4", inbox, "podcasts", "done", **kw) == moved
     assert find_disposed("ep.mp4", inbox, "podcasts", "failed", **kw) is None
     assert find_disposed("other.mp4", inbox, "podcasts", "done", **kw) is None
+
+
+# ---- killed between reserving the name and renaming onto it -------------------------------------
+
+
+def _placeholder(path: Path, *, age: float) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o000)
+    os.close(fd)
+    os.chmod(path, 0o000)  # whatever the umask
+    then = time.time() - age
+    os.utime(path, (then, then))
+
+
+def test_a_placeholder_left_by_a_killed_daemon_is_taken_over(inbox: Path) -> None:
+    src = inbox / "podcasts" / "ep.mp4"
+    src.write_bytes(b"video")
+    stale = inbox / "_done" / "podcasts" / "ep.mp4"
+    _placeholder(stale, age=3600)  # from before this process started
+    dst = dispose_source(src, inbox, "podcasts", "move", "done")
+    assert dst == stale and dst.read_bytes() == b"video"
+    assert sorted(p.name for p in stale.parent.iterdir()) == ["ep.mp4"]
+
+
+def test_a_fresh_placeholder_or_a_real_empty_file_is_numbered_around(inbox: Path) -> None:
+    done = inbox / "_done" / "podcasts"
+    _placeholder(done / "ep.mp4", age=-5)  # another disposal of this process, still moving
+    (done / "ep (2).mp4").write_bytes(b"")  # somebody's empty file: readable, not ours
+    src = inbox / "podcasts" / "ep.mp4"
+    src.write_bytes(b"video")
+    dst = dispose_source(src, inbox, "podcasts", "move", "done")
+    assert dst == done / "ep (3).mp4" and dst.read_bytes() == b"video"
+    assert (done / "ep.mp4").stat().st_size == 0 and (done / "ep (2).mp4").exists()

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import stat
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
@@ -159,15 +160,36 @@ def write_failed_txt(
     return path
 
 
+# A placeholder is an empty file with no permission bits: nobody else makes those, so one left by
+# a daemon killed between the reservation and the rename can be told from a real file.
+PLACEHOLDER_MODE = 0o000
+_PROCESS_STARTED = time.time()
+
+
 def _reserve(path: Path) -> bool:
     """Create an empty placeholder at ``path`` unless something is there (any case, on shares
-    that ignore it); the file that is moved in replaces it."""
+    that ignore it); the file that is moved in replaces it. A placeholder left by an earlier
+    process (killed before its rename) is taken over instead of numbering around it."""
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, PLACEHOLDER_MODE)
     except FileExistsError:
-        return False
+        return _stale_placeholder(path)
     os.close(fd)
     return True
+
+
+def _stale_placeholder(path: Path) -> bool:
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    # Made before this process started: no disposal of ours is still about to rename onto it.
+    return (
+        stat.S_ISREG(st.st_mode)
+        and stat.S_IMODE(st.st_mode) == PLACEHOLDER_MODE
+        and st.st_size == 0
+        and st.st_mtime < _PROCESS_STARTED
+    )
 
 
 def _move(src: Path, dst: Path) -> None:
