@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -108,22 +108,26 @@ class Env:
 
     # ---- the daemon -----------------------------------------------------------------------
 
-    def start(self) -> subprocess.Popen[bytes]:
+    def start(
+        self, *, drop: Iterable[str] = ("NOTIFY_SOCKET",), **extra: str
+    ) -> subprocess.Popen[bytes]:
+        """``watchd run`` on this config, its output appended to the log; the variables in
+        ``drop`` are not inherited from ours, those in ``extra`` are set."""
         assert self.proc is None or self.proc.poll() is not None, "daemon already running"
         self.runs += 1
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "WATCHD_CONFIG": str(self.config_path)}
-        env.pop("NOTIFY_SOCKET", None)
-        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
-        log.write(f"\n===== run {self.runs} =====\n".encode())
-        log.flush()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "watchd", "run", "-c", str(self.config_path)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=self.root,
-        )
-        log.close()
+        dropped = set(drop)
+        env = {k: v for k, v in os.environ.items() if k not in dropped}
+        env.update(PYTHONUNBUFFERED="1", WATCHD_CONFIG=str(self.config_path), **extra)
+        with open(self.log_path, "ab") as log:
+            log.write(f"\n===== run {self.runs} =====\n".encode())
+            log.flush()
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "watchd", "run", "-c", str(self.config_path)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=self.root,
+            )
         return self.proc
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:

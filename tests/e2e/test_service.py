@@ -18,7 +18,6 @@ import re
 import signal
 import statistics
 import subprocess
-import sys
 import time
 import tomllib
 import urllib.error
@@ -58,21 +57,7 @@ PODCASTS = {
 
 def start_service(env: Env, **extra: str) -> subprocess.Popen[bytes]:
     """``watchd run`` with the variables systemd would set (and none inherited from ours)."""
-    assert env.proc is None or env.proc.poll() is not None, "daemon already running"
-    env.runs += 1
-    child = {k: v for k, v in os.environ.items() if k not in SYSTEMD_VARS}
-    child.update(PYTHONUNBUFFERED="1", **extra)
-    with open(env.log_path, "ab") as log:
-        log.write(f"\n===== run {env.runs} =====\n".encode())
-        log.flush()
-        env.proc = subprocess.Popen(
-            [sys.executable, "-m", "watchd", "run", "-c", str(env.config_path)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=child,
-            cwd=env.root,
-        )
-    return env.proc
+    return env.start(drop=SYSTEMD_VARS, **extra)
 
 
 def read_config(env: Env) -> dict[str, Any]:
