@@ -151,32 +151,27 @@ class Session:
 
     async def _refresh_ahead(self, stale: Tokens) -> str:
         async with self._lock:
-            current = self._tokens
-            if current is None or current is not stale or not current.refresh:
-                # Someone else refreshed, or logged out, or there is nothing to refresh with.
-                if current is not None and not current.refresh:
+            # Unless another task refreshed (or logged out) while we waited for the lock.
+            if self._tokens is stale and stale.refresh:
+                try:
+                    await self._refresh(stale.refresh)
+                except CarmicError as e:  # the 401 path recovers later; this was a courtesy
+                    log.info("early token refresh failed (%s); using the token till then", e)
                     self._stale_at = None
-                return current.access if current is not None else await self._token_locked()
-            try:
-                await self._refresh(current.refresh)
-            except CarmicError as e:  # the 401 path recovers later; this was a courtesy
-                log.info("refresh ahead of the token's expiry failed (%s); using it till then", e)
-                self._stale_at = None
-                return current.access
+            if self._tokens is None:
+                await self._login()
             assert self._tokens is not None
             return self._tokens.access
-
-    async def _token_locked(self) -> str:
-        await self._login()
-        assert self._tokens is not None
-        return self._tokens.access
 
     def _fresh(self, tokens: Tokens) -> None:
         """Adopt ``tokens`` and note when to refresh them ahead of their expiry."""
         self._tokens = tokens
         lifetime = token_lifetime(tokens.access)
+        # Without a refresh token there is nothing to refresh ahead with: the 401 path logs in.
         self._stale_at = (
-            self._clock.monotonic() + lifetime * REFRESH_AT if lifetime is not None else None
+            self._clock.monotonic() + lifetime * REFRESH_AT
+            if lifetime is not None and tokens.refresh
+            else None
         )
 
     def forget(self) -> None:
