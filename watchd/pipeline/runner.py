@@ -274,6 +274,7 @@ class Pipeline:
     # ---- one job ---------------------------------------------------------------------------
 
     async def run_job(self, job_id: str) -> None:
+        handed: JobRow | None = None  # the job as the last handler was given it
         while not self._stopping:
             job = self.ledger.get(job_id)
             if job is None or job.stage in TERMINAL:
@@ -288,15 +289,16 @@ class Pipeline:
                 return  # creation waits for a slot from schedule()
             handler = self.handlers[stage]
             try:
+                if job == handed:
+                    # The last handler returned and changed nothing: it would spin for ever.
+                    raise RetryLater(f"{stage}: no progress made (internal error)")
+                handed = job
                 await handler(self, job)
                 self._unexpected.pop(job_id, None)
-                after = self.ledger.get(job_id)
-                if after == job:
-                    # A handler that changed nothing would spin here for ever.
-                    raise RetryLater(f"{stage}: no progress made (internal error)")
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                handed = None
                 await self.handle_error(job, exc)
             await asyncio.sleep(0)  # never hog the loop, however fast the stages go
 
