@@ -262,6 +262,19 @@ async def test_a_source_gone_after_an_unrecorded_upload_is_processed_not_billed_
     assert len(world.billed(j.marker)) == 1
 
 
+async def test_a_source_unreachable_behind_a_paused_inbox_waits_at_uploading(
+    world: World,
+) -> None:
+    p, job = await waiting_upload(world)
+    p.paused_inboxes.add(job.inbox)
+    Path(job.path).unlink()
+    world.clock.advance(5.0)
+    await world.step(p)
+    j = world.job(job.id)
+    assert (j.state, j.error) == ("uploading", "inbox paused; source not reachable")
+    assert "upload_unconfirmed" not in world.kinds(job.id)
+
+
 async def test_a_source_gone_while_waiting_for_a_slot_creates_no_project(world: World) -> None:
     job = world.drop()
     p = world.pipeline()

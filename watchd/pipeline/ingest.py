@@ -367,7 +367,10 @@ async def handle_uploading(p: Pipeline, job: JobRow) -> None:
     try:
         current = _stat_or_missing(path, job)
     except SourceMissing:
-        if not any(e.kind == "upload_unconfirmed" for e in p.ledger.events(job.id)):
+        # (Not while the inbox is paused: an unmounted share says nothing about the upload.)
+        if job.inbox not in p.paused_inboxes and not any(
+            e.kind == "upload_unconfirmed" for e in p.ledger.events(job.id)
+        ):
             # The upload may have ended just before a crash (the ledger still says uploading)
             # and the source gone since: /process tells. If the storage lacks the object, the
             # 409 path brings the job back here, and then the file is really missing.
