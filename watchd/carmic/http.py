@@ -141,25 +141,26 @@ async def send(
         with translate_errors(endpoint, request.url):
             response = await http.send(request, stream=stream, follow_redirects=follow_redirects)
     except Exception as e:
-        ms = (time.perf_counter() - started) * 1000
-        log.debug(
-            "%s %s -> %s (%.0f ms)",
-            request.method,
-            redact_url(str(request.url)),
-            e.__class__.__name__,
-            ms,
-        )
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "%s %s -> %s (%.0f ms)",
+                request.method,
+                redact_url(str(request.url)),
+                e.__class__.__name__,
+                (time.perf_counter() - started) * 1000,
+            )
         if on_response is not None:
             on_response(endpoint, "error")
         raise
-    ms = (time.perf_counter() - started) * 1000
-    log.debug(
-        "%s %s -> %d (%.0f ms)",
-        request.method,
-        redact_url(str(request.url)),
-        response.status_code,
-        ms,
-    )
+    # The arguments cost more than the call: build them only when the line is written.
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug(
+            "%s %s -> %d (%.0f ms)",
+            request.method,
+            redact_url(str(request.url)),
+            response.status_code,
+            (time.perf_counter() - started) * 1000,
+        )
     if on_response is not None:
         on_response(endpoint, response.status_code)
     return response
