@@ -44,6 +44,28 @@ def test_due_ids_are_due_jobs_without_the_rows(ledger: Ledger) -> None:
     assert set(ledger.due_ids(now)) == {(a, "queued", "/in"), (b, "probed", "/other")}
 
 
+def test_idle_only_leaves_out_the_jobs_marked_busy(tmp_path: Path) -> None:
+    ledger = Ledger.open(tmp_path, clock=FakeClock())
+    a, b, c = (_add(ledger, f"{n}.mp4") for n in "abc")
+    now = ledger.clock.now()
+    ledger.set_busy(a, True)
+    ledger.set_busy(c, True)
+    ledger.set_busy(c, True)  # twice: still one mark
+    assert [i for i, _, _ in ledger.due_ids(now, idle_only=True)] == [b]
+    assert {i for i, _, _ in ledger.due_ids(now)} == {a, b, c}
+    ledger.set_busy(c, False)
+    assert {i for i, _, _ in ledger.due_ids(now, idle_only=True)} == {b, c}
+    # The marks open no transaction of their own that a write would trip over, and leave
+    # nothing on disk: another connection (a restart) sees every job idle.
+    ledger.transition(b, Stage.PROBED)
+    assert not ledger.db.conn.in_transaction
+    other = Ledger.open(tmp_path, clock=FakeClock())
+    assert {i for i, _, _ in other.due_ids(now, idle_only=True)} == {a, b, c}
+    ledger.close()
+    ledger.set_busy(a, False)  # after close (tasks finishing at shutdown): a no-op
+    other.close()
+
+
 def test_get_many_keeps_the_order_given_and_skips_unknown_ids(ledger: Ledger) -> None:
     ids = [_add(ledger, f"f{i}.mp4") for i in range(1200)]  # more than one chunk of ids
     wanted = [ids[1100], "j-unknown", ids[3], *ids[500:1000]]

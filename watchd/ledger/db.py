@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import sqlite_utils
 
@@ -310,6 +310,8 @@ class Ledger:
             self.db.execute("PRAGMA synchronous = FULL")
         if not readonly:
             self.migrate()
+        # Jobs a task of this process is advancing (see set_busy): per connection, in memory.
+        self.db.execute("CREATE TEMP TABLE IF NOT EXISTS busy (id TEXT PRIMARY KEY) WITHOUT ROWID")
 
     @classmethod
     def open(cls, state_dir: Path, *, clock: Clock | None = None) -> Ledger:
@@ -488,17 +490,37 @@ class Ledger:
         )
         return [_row(JobRow, r) for r in rows]
 
-    def due_ids(self, now: float) -> list[tuple[str, str, str]]:
+    def due_ids(self, now: float, *, idle_only: bool = False) -> list[tuple[str, str, str]]:
         """``(id, state, inbox)`` of the jobs :meth:`due_jobs` returns, in its order: what the
-        scheduler reads on every tick, without building a row per active job (a burst keeps a
-        thousand jobs active)."""
+        scheduler reads on every tick, without building a row per active job. With
+        ``idle_only`` the jobs marked busy (:meth:`set_busy`) are left out inside SQLite: in a
+        burst a thousand jobs are due and nearly all of them already have a task."""
+        idle = " AND id NOT IN (SELECT id FROM temp.busy)" if idle_only else ""
         with self._lock:
             cur = self.db.execute(
                 f"SELECT id, state, inbox FROM jobs WHERE state IN ({_ACTIVE_MARKS}) "
-                "AND next_attempt_at <= ? ORDER BY next_attempt_at, created_at, id",
+                f"AND next_attempt_at <= ?{idle} ORDER BY next_attempt_at, created_at, id",
                 (*_ACTIVE, now),
             )
-            return [(str(i), str(s), str(b)) for i, s, b in cur.fetchall()]
+            # Text columns come back as str: the rows are the tuples wanted.
+            return cast(list[tuple[str, str, str]], cur.fetchall())
+
+    def set_busy(self, job_id: str, busy: bool) -> None:
+        """Mark a job as advanced by a task of this process, or no longer. Kept in a temporary
+        table of this connection: nothing on disk, gone with the process."""
+        with self._lock:
+            conn = self.db.conn
+            if busy:
+                sql = "INSERT OR IGNORE INTO temp.busy (id) VALUES (?)"
+            else:
+                sql = "DELETE FROM temp.busy WHERE id = ?"
+            try:
+                opened = not conn.in_transaction
+                conn.execute(sql, (job_id,))
+            except sqlite3.ProgrammingError:
+                return  # closed at shutdown, with the tasks still finishing: nothing to mark
+            if opened and conn.in_transaction:
+                conn.commit()  # the statement's implicit transaction (temp table only: no sync)
 
     def get_many(self, job_ids: Sequence[str]) -> list[JobRow]:
         """The jobs with these ids (unknown ones left out), in the order given."""

@@ -135,7 +135,7 @@ class Pipeline:
         started: list[str] = []
         # Ids first: most due jobs already have a task, and this runs on every tick.
         waiting_create: list[str] = []
-        for job_id, state, inbox in self.ledger.due_ids(now):
+        for job_id, state, inbox in self.ledger.due_ids(now, idle_only=True):
             if job_id in self.tasks:
                 continue
             if state == Stage.PROBED.value:
@@ -253,11 +253,13 @@ class Pipeline:
     def _start(self, job_id: str) -> None:
         task = asyncio.create_task(self.run_job(job_id), name=f"job-{job_id}")
         self.tasks[job_id] = task
+        self.ledger.set_busy(job_id, True)  # schedule() no longer reads it while it runs
         task.add_done_callback(functools.partial(self._done, job_id))
 
     def _done(self, job_id: str, task: asyncio.Task[None]) -> None:
         if self.tasks.get(job_id) is task:
             del self.tasks[job_id]
+            self.ledger.set_busy(job_id, False)
         if not task.cancelled() and task.exception() is not None:
             log.error("job %s: task crashed: %r", job_id, task.exception())
 
