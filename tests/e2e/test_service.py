@@ -399,8 +399,8 @@ def test_json_logs_at_debug(env: Env, systemd: NotifyRecorder, sample_videos: li
         r"PUT http://127\.0\.0\.1:\d+/\S+/source\.mp4\?<redacted> -> 200 \(\d+ ms\)"
     )
     assert any(upload.fullmatch(m) for m in http), http
-    # Progress: the upload's percentages and each processing step, at INFO.
-    assert any(re.fullmatch(r"uploading ep1\.mp4: 100%", m) for m in msgs)
+    # Progress: the upload's end with its rate and each processing step, at INFO.
+    assert any(re.fullmatch(r"uploaded ep1\.mp4 \(\d+ bytes, [\d.]+ MB/s\)", m) for m in msgs)
     steps = [m for m in msgs if m.startswith("processing: ")]
     assert len(steps) >= 3 and any("CLIPS_READY" in m for m in steps), steps
     assert_no_secrets(env.log(), env.emu.seed_password, "the JSON log")

@@ -363,3 +363,21 @@ async def test_process_tier_limit_parks_at_uploaded_and_wakes_when_ours_finishes
     await world.run(p, jump=False)  # woken by our own slot coming free, not by the clock
     for job in (first, second):
         world.assert_delivered_once(job.id)
+
+
+async def test_upload_progress_logs_the_quarters_between_its_first_and_last_line(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    job = world.drop()
+    p = world.pipeline()
+    report = ingest._ProgressReporter(p, job)
+    with caplog.at_level("INFO"):
+        for sent in (0, 10, 30, 55, 60, 80, 100):
+            report(sent, 100)
+        one_chunk = ingest._ProgressReporter(p, job)
+        one_chunk(0, 100)
+        one_chunk(100, 100)  # a small file: no percentage line at all
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("uploading ")]
+    name = job.name
+    assert lines == [f"uploading {name}: 25%", f"uploading {name}: 50%", f"uploading {name}: 75%"]
+    assert world.job(job.id).bytes_uploaded == 100

@@ -428,7 +428,8 @@ async def handle_uploading(p: Pipeline, job: JobRow) -> None:
 
 
 class _ProgressReporter:
-    """Upload progress into the ledger (throttled) and the log (every 25 %)."""
+    """Upload progress into the ledger (throttled) and the log (at 25, 50 and 75 %: the start
+    and the end have their own lines, ``creating -> uploading`` and ``uploaded ... MB/s``)."""
 
     def __init__(self, p: Pipeline, job: JobRow) -> None:
         self.p = p
@@ -446,7 +447,8 @@ class _ProgressReporter:
         quarter = int(pct // 25)
         if quarter > self.last_logged:
             self.last_logged = quarter
-            self.p.job_log(self.job).info("uploading %s: %d%%", self.job.name, quarter * 25)
+            if 0 < quarter < 4:
+                self.p.job_log(self.job).info("uploading %s: %d%%", self.job.name, quarter * 25)
 
 
 async def _expired(p: Pipeline, job: JobRow) -> None:
