@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import time
@@ -9,12 +10,14 @@ import tracemalloc
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from tests.carmic.fakeapi import FakeApi, err, make_client
 from tests.carmic.storage_stub import StorageStub, StoredObject
+from watchd.carmic import transfer
 from watchd.carmic.client import CarmicClient
 from watchd.carmic.errors import (
     NetworkError,
@@ -345,6 +348,39 @@ async def test_partial_download_leaves_no_file_under_the_final_name(
         with pytest.raises(NetworkError):
             await download_file(http, storage.presign("GET", "c.mp4"), dest, now=time.time)
     assert os.listdir(tmp_path) == []
+
+
+async def test_download_cut_after_the_first_batch_leaves_nothing(
+    storage: StorageStub, tmp_path: Path
+) -> None:
+    data = os.urandom(3 << 20)
+    storage.objects["c.mp4"] = StoredObject(len(data), "", data, "video/mp4")
+    storage.truncate_get_at = (5 << 20) // 2  # the temporary file has been written to by then
+    dest = tmp_path / "c.mp4"
+    async with httpx.AsyncClient() as http:
+        with pytest.raises(NetworkError):
+            await download_file(http, storage.presign("GET", "c.mp4"), dest, now=time.time)
+    assert os.listdir(tmp_path) == []
+
+
+async def test_a_small_download_is_written_in_one_hand_off_to_a_thread(
+    storage: StorageStub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = os.urandom(300_000)  # several network blocks
+    storage.objects["t.jpg"] = StoredObject(len(data), "", data, "image/jpeg")
+    handed: list[str] = []
+    real = asyncio.to_thread
+
+    async def counting(fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+        handed.append(getattr(fn, "__name__", repr(fn)))
+        return await real(fn, *args, **kwargs)
+
+    monkeypatch.setattr(transfer.asyncio, "to_thread", counting)
+    dest = tmp_path / "t.jpg"
+    async with httpx.AsyncClient() as http:
+        res = await download_file(http, storage.presign("GET", "t.jpg"), dest, now=time.time)
+    assert dest.read_bytes() == data and res.sha256 == hashlib.sha256(data).hexdigest()
+    assert handed == ["finish"]
 
 
 async def test_partial_download_is_retried_by_the_client(

@@ -272,12 +272,9 @@ def _strip_credentials(request: httpx.Request) -> None:
 # ---- download ----------------------------------------------------------------------------------
 
 
-def _finish(tmp: Path, fh: IO[bytes], dest: Path) -> None:
-    fh.flush()
-    os.fsync(fh.fileno())
-    fh.close()
-    atomic.replace_with_retry(tmp, dest)
-    atomic.fsync_dir(dest.parent)
+# Blocks of a download are handed to the worker thread in batches of this size: a small file
+# (a thumbnail, a short clip) is then opened, written, synced and renamed in one hand-off.
+WRITE_BATCH = 1 << 20
 
 
 async def save_response(
@@ -300,40 +297,67 @@ async def save_response(
     ):
         length = None  # the declared length is of the encoded body
     # The outbox's temporary names: hidden, skipped by scanners, swept after a crash.
-    tmp = atomic.tmp_path_for(dest)
-    fh = await asyncio.to_thread(open, tmp, "xb")
-    digest = hashlib.sha256()
-    size = 0
+    sink = _Sink(atomic.tmp_path_for(dest))
+    batch: list[bytes] = []
+    batched = 0
     done = False
     try:
         with translate_errors(DOWNLOAD_ENDPOINT, url):
             async for block in response.aiter_bytes():
-                size += len(block)
-                await asyncio.to_thread(_write_and_hash, fh, block, digest)
+                batch.append(block)
+                batched += len(block)
+                if batched >= WRITE_BATCH:
+                    await asyncio.to_thread(sink.write, batch)
+                    batch, batched = [], 0
+        size = sink.size + batched
         for name, want in (("Content-Length", length), ("the expected size", expected_size)):
             if want is not None and size != want:
                 raise TransferError(
                     f"download of {redact_url(url)} is {size} bytes, {name} says {want}"
                 )
-        await asyncio.to_thread(_finish, tmp, fh, dest)
+        await asyncio.to_thread(sink.finish, batch, dest)
         done = True
     finally:
         await response.aclose()
         if not done:
-            await asyncio.to_thread(_discard, fh, tmp)
-    return DownloadResult(path=dest, size=size, sha256=digest.hexdigest())
+            await asyncio.to_thread(sink.discard)
+    return DownloadResult(path=dest, size=size, sha256=sink.digest.hexdigest())
 
 
-def _write_and_hash(fh: IO[bytes], block: bytes, digest: hashlib._Hash) -> None:
-    fh.write(block)
-    digest.update(block)
+class _Sink:
+    """A download's temporary file: opened at the first write, hashed as written (runs in a
+    worker thread)."""
 
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.fh: IO[bytes] | None = None
+        self.digest = hashlib.sha256()
+        self.size = 0
 
-def _discard(fh: IO[bytes], tmp: Path) -> None:
-    with contextlib.suppress(OSError):
-        fh.close()
-    with contextlib.suppress(FileNotFoundError):
-        tmp.unlink()
+    def write(self, blocks: list[bytes]) -> None:
+        if self.fh is None:
+            self.fh = open(self.tmp, "xb")  # noqa: SIM115 - closed by finish() or discard()
+        for block in blocks:
+            self.fh.write(block)
+            self.digest.update(block)
+            self.size += len(block)
+
+    def finish(self, blocks: list[bytes], dest: Path) -> None:
+        """The last blocks written, the file synced, closed and renamed into place."""
+        self.write(blocks)
+        assert self.fh is not None
+        self.fh.flush()
+        os.fsync(self.fh.fileno())
+        self.fh.close()
+        atomic.replace_with_retry(self.tmp, dest)
+        atomic.fsync_dir(dest.parent)
+
+    def discard(self) -> None:
+        if self.fh is not None:
+            with contextlib.suppress(OSError):
+                self.fh.close()
+        with contextlib.suppress(FileNotFoundError):
+            self.tmp.unlink()
 
 
 async def download_file(
