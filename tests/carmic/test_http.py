@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from tests.carmic.fakeapi import FakeApi, err, make_client, ok
+from watchd.carmic.aiotransport import AiohttpTransport
 from watchd.carmic.client import CarmicClient
 from watchd.carmic.errors import NetworkError, PermanentError, ServerError
 from watchd.carmic.http import make_client as make_http
@@ -40,9 +41,10 @@ async def test_daemon_clients_are_http11_with_explicit_timeouts() -> None:
         assert http.timeout.pool
         assert not http.follow_redirects
         assert http.headers["User-Agent"] == "carmic-watchd"
-        # HTTP/2 would need the h2 package and is not offered.
-        pool = http._transport._pool  # type: ignore[attr-defined]
-        assert pool._http1 and not pool._http2
+        # The wire is aiohttp's client, which speaks HTTP/1.1 only, verifying TLS.
+        transport = http._transport
+        assert isinstance(transport, AiohttpTransport)
+        assert transport._ssl.verify_mode == ssl.CERT_REQUIRED
 
 
 @pytest.mark.parametrize(
