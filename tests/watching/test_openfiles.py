@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from watchd.watching.openfiles import is_open_for_write
+from watchd.watching.openfiles import SharedWalks, is_open_for_write, open_for_write
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs /proc")
 
@@ -136,3 +137,55 @@ def test_cost_is_small(video: Path) -> None:
         is_open_for_write(video)
     per_call = (time.perf_counter() - t0) / 5
     assert per_call < 0.5, per_call
+
+
+@linux_only
+def test_one_walk_answers_for_many_files(tmp_path: Path) -> None:
+    files = [tmp_path / f"f{i}.mp4" for i in range(5)]
+    for f in files:
+        f.write_bytes(b"x")
+    same_name = tmp_path / "sub" / "f1.mp4"  # the name of one, another inode
+    same_name.parent.mkdir()
+    same_name.write_bytes(b"y")
+    with files[1].open("ab"), files[3].open("r+b"), files[4].open("rb"):
+        assert open_for_write([*files, same_name, tmp_path / "gone.mp4"]) == {files[1], files[3]}
+        assert open_for_write([str(files[3])]) == {str(files[3])}
+    assert open_for_write(files) == set()
+    assert open_for_write([]) == set()
+
+
+async def test_shared_walks_answer_concurrent_askers_together(tmp_path: Path) -> None:
+    walks: list[list[Path]] = []
+
+    def check(paths: list[Path]) -> set[Path]:
+        walks.append(sorted(paths))
+        return {p for p in paths if p.name.startswith("busy")}
+
+    shared = SharedWalks(check)
+    names = [f"f{i}.mp4" for i in range(20)] + ["busy.mp4"]
+    paths = [tmp_path / n for n in names]
+    answers = await asyncio.gather(*(shared.is_open_for_write(p) for p in paths))
+    assert answers == [p.name == "busy.mp4" for p in paths]
+    # The first asker started a walk; everyone who asked meanwhile shared the next one.
+    assert len(walks) <= 2 and sorted(p for w in walks for p in w) == sorted(paths)
+    assert await shared.is_open_for_write(paths[0]) is False  # a later question: a new walk
+
+
+async def test_shared_walks_pass_a_failure_to_every_asker(tmp_path: Path) -> None:
+    def check(paths: list[Path]) -> set[Path]:
+        raise OSError("proc is gone")
+
+    shared = SharedWalks(check)
+    results = await asyncio.gather(
+        *(shared.is_open_for_write(tmp_path / f"{i}.mp4") for i in range(3)),
+        return_exceptions=True,
+    )
+    assert all(isinstance(r, OSError) for r in results)
+
+
+@linux_only
+async def test_shared_walks_see_a_real_writer(video: Path) -> None:
+    shared = SharedWalks()
+    assert await shared.is_open_for_write(video) is False
+    with video.open("ab"):
+        assert await shared.is_open_for_write(video) is True

@@ -23,6 +23,7 @@ class FakeFS:
     open_for_write: set[Path] = field(default_factory=set)
     stat_calls: int = 0
     open_checks: int = 0
+    walks: int = 0
 
     def write(self, path: Path, size: int, mtime_ns: int, ino: int = 1) -> None:
         self.files[path] = [size, mtime_ns, ino]
@@ -37,12 +38,13 @@ class FakeFS:
             _St(st_mode=stat_mod.S_IFREG | 0o644, st_size=size, st_mtime_ns=mtime_ns, st_ino=ino),
         )
 
-    def is_open(self, path: Path) -> bool:
-        self.open_checks += 1
-        return path in self.open_for_write
+    def writing(self, paths: list[Path]) -> set[Path]:
+        self.open_checks += len(paths)
+        self.walks += 1
+        return {p for p in paths if p in self.open_for_write}
 
     def tracker(self, settle: float = 5.0) -> SettleTracker:
-        return SettleTracker(settle, stat=self.stat, is_open_for_write=self.is_open)
+        return SettleTracker(settle, stat=self.stat, open_for_write=self.writing)
 
 
 @dataclass
@@ -164,6 +166,21 @@ def test_open_for_write_blocks_and_is_checked_only_when_due() -> None:
     fs.open_for_write.clear()
     assert len(t.due(10.0)) == 1
     assert fs.open_checks == 2
+
+
+def test_files_due_together_are_checked_in_one_walk() -> None:
+    fs = FakeFS()
+    paths = [Path(f"/in/f{i}.mp4") for i in range(50)]
+    for i, p in enumerate(paths):
+        fs.write(p, 10, i + 1)
+    fs.open_for_write.add(paths[7])
+    t = fs.tracker(5)
+    for p in paths:
+        t.observe(p, 0.0)
+    ready = t.due(5.0)
+    assert [s.path for s in ready] == [p for p in paths if p != paths[7]]
+    assert (fs.walks, fs.open_checks) == (1, 50)
+    assert t.pending() == 1 and t.next_due_in(5.0) == 5.0  # the one being written waits on
 
 
 def test_forget() -> None:

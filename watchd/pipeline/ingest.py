@@ -31,7 +31,6 @@ from watchd.ledger.states import Stage
 from watchd.pipeline.identity import FileIdentity, fingerprint
 from watchd.pipeline.outcomes import Fail, Park, RetryLater, SourceMissing
 from watchd.pipeline.selection import choose_clips, render_choice
-from watchd.watching.openfiles import is_open_for_write
 
 if TYPE_CHECKING:
     from watchd.pipeline.runner import Pipeline
@@ -386,7 +385,7 @@ async def handle_uploading(p: Pipeline, job: JobRow) -> None:
         await _source_changed(p, job, current)
         return
     # The last look before the bytes leave: nobody may be writing to it now.
-    if await asyncio.to_thread(is_open_for_write, path):
+    if await p.open_checks.is_open_for_write(path):
         raise RetryLater("a local process has the file open for writing", delay=5.0, count=False)
     jl = p.job_log(job)
     async with p.upload_slots:

@@ -38,6 +38,7 @@ from watchd.pipeline.scheduler import (
     ProcessingLimit,
     TierWait,
 )
+from watchd.watching.openfiles import SharedWalks
 
 if TYPE_CHECKING:
     from watchd.carmic.client import CarmicClient
@@ -95,6 +96,7 @@ class Pipeline:
         self.limit = limit or ProcessingLimit()
         self.picker = FairPicker()
         self.upload_slots = asyncio.Semaphore(max(1, self.settings.max_uploads))
+        self.open_checks = SharedWalks()  # the last look before an upload, shared by all jobs
         self.paused_inboxes: set[str] = set()
         self.fresh_intents: set[str] = set()  # CREATING jobs whose POST this process has not sent
         # job id -> (upload URL, monotonic time this process received it)

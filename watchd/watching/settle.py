@@ -30,7 +30,8 @@ from watchd.watching import openfiles
 log = logging.getLogger(__name__)
 
 StatFn = Callable[[Path], os.stat_result]
-OpenCheck = Callable[[Path], bool]
+# Which of these files a process holds open for writing (one walk of /proc for all of them).
+OpenCheck = Callable[[list[Path]], set[Path]]
 
 
 @dataclass(frozen=True)
@@ -70,13 +71,13 @@ class SettleTracker:
         self,
         settle_seconds: float,
         stat: StatFn = os.stat,
-        is_open_for_write: OpenCheck = openfiles.is_open_for_write,
+        open_for_write: OpenCheck = openfiles.open_for_write,
     ) -> None:
         if settle_seconds < 0:
             raise ValueError(f"settle_seconds must be >= 0, not {settle_seconds!r}")
         self.settle_seconds = float(settle_seconds)
         self._stat = stat
-        self._is_open_for_write = is_open_for_write
+        self._open_for_write = open_for_write
         self._entries: dict[Path, _Entry] = {}
         # (due_at, generation, path). An entry whose clock restarts pushes a new item with a
         # new generation; stale items are skipped when they surface, which keeps due() and
@@ -105,7 +106,7 @@ class SettleTracker:
         network filesystem may change without any); only then is the open-for-write check
         made.
         """
-        ready: list[Settled] = []
+        unchanged: list[tuple[Path, FileStat]] = []
         while self._heap and self._heap[0][0] <= now:
             _, generation, path = heapq.heappop(self._heap)
             entry = self._entries.get(path)
@@ -116,7 +117,15 @@ class SettleTracker:
                 del self._entries[path]
             elif current != entry.stat:
                 self._start(path, current, now)
-            elif self._is_open_for_write(path):
+            else:
+                unchanged.append((path, current))
+        if not unchanged:
+            return []
+        # One walk of /proc for every file due now (a burst settles a thousand at once).
+        writing = self._open_for_write([path for path, _ in unchanged])
+        ready: list[Settled] = []
+        for path, current in unchanged:
+            if path in writing:
                 log.debug("%s is still open for writing; waiting another settle period", path)
                 self._start(path, current, now)
             else:
@@ -149,7 +158,7 @@ class SettleTracker:
         must go round the settle loop again rather than be sent half-written.
         """
         current = self._current(path)
-        return current == expected and not self._is_open_for_write(path)
+        return current == expected and not self._open_for_write([path])
 
     def _start(self, path: Path, current: FileStat, now: float) -> None:
         self._generation += 1
