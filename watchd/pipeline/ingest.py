@@ -433,7 +433,9 @@ class _ProgressReporter:
     def __init__(self, p: Pipeline, job: JobRow) -> None:
         self.p = p
         self.job = job
-        self.last_write = 0.0
+        # The upload's start is already in the ledger (step "uploading", 0 bytes): the first
+        # write is due half a second in, or at the end (a small file's only one).
+        self.last_write = time.monotonic()
         self.last_logged = -1
 
     def __call__(self, sent: int, total: int) -> None:
