@@ -177,7 +177,25 @@ class _Source:
         self.sent += want
         if self.sent == self.size:
             self.check_path()
+            self.file.close()  # here, in the worker thread: no hand-off of its own
         return block
+
+    @classmethod
+    def open(
+        cls, path: Path, expect: ExpectedFile | None, chunk_size: int
+    ) -> tuple[_Source, bytes]:
+        """The source opened, checked and its first chunk read: one hand-off to a worker thread
+        for all of a small file (an empty one is checked and closed at once)."""
+        source = cls(path, expect, chunk_size)
+        try:
+            if source.size == 0:
+                source.check_path()
+                source.file.close()
+                return source, b""
+            return source, source.read_chunk()
+        except BaseException:
+            source.close()
+            raise
 
     def check_path(self) -> None:
         """The path still names the very file we read, unchanged."""
@@ -226,13 +244,15 @@ async def upload_file(
     read, :class:`UrlExpired` when the signature has expired, :class:`TransferError` on other
     refusals, and transient errors (network, 5xx) that the caller may retry.
     """
-    source = await asyncio.to_thread(_Source, path, expect, chunk_size)
+    source, first = await asyncio.to_thread(_Source.open, path, expect, chunk_size)
     report = _safe_progress(progress)
     try:
-        if source.size == 0:
-            await asyncio.to_thread(source.check_path)
 
         async def body() -> AsyncIterator[bytes]:
+            if first:
+                yield first
+                if report is not None:
+                    report(source.sent, source.size)
             while source.sent < source.size:
                 block = await asyncio.to_thread(source.read_chunk)
                 yield block
@@ -251,7 +271,8 @@ async def upload_file(
             report(0, source.size)
         response = await send(http, request, endpoint=UPLOAD_ENDPOINT, on_response=on_response)
     finally:
-        await asyncio.to_thread(source.close)
+        if not source.file.closed:  # the upload ended before the last chunk was read
+            await asyncio.to_thread(source.close)
     if not response.is_success:
         raise storage_error(response, what="upload", url=url, now=now())
     if source.sent != source.size:  # pragma: no cover - the server answered before the body ended
