@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from watchd.outbox.atomic import (
+    TempFile,
     atomic_write_bytes,
     atomic_write_json,
     atomic_write_text,
@@ -264,3 +265,17 @@ def test_clean_stale_temps_removes_only_ours(tmp_path: Path) -> None:
         stale_outside.unlink()
         outside.rmdir()
     assert clean_stale_temps(tmp_path / "missing") == []
+
+
+def test_temp_file_filled_over_several_calls_then_committed_or_discarded(tmp_path: Path) -> None:
+    final = tmp_path / "clip.mp4"
+    tmp = TempFile(final)
+    tmp.file.write(b"ab")
+    tmp.file.write(b"cd")
+    assert os.listdir(tmp_path) == [tmp.path.name] and is_tmp_name(tmp.path.name)
+    tmp.commit()
+    assert final.read_bytes() == b"abcd" and os.listdir(tmp_path) == ["clip.mp4"]
+    gone = TempFile(tmp_path / "other.mp4")
+    gone.file.write(b"x")
+    gone.discard()
+    assert os.listdir(tmp_path) == ["clip.mp4"]

@@ -15,7 +15,6 @@ directory fsynced, so nothing incomplete ever carries the final name.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import os
@@ -318,7 +317,7 @@ async def save_response(
     ):
         length = None  # the declared length is of the encoded body
     # The outbox's temporary names: hidden, skipped by scanners, swept after a crash.
-    sink = _Sink(atomic.tmp_path_for(dest))
+    sink = _Sink(dest)
     batch: list[bytes] = []
     batched = 0
     done = False
@@ -336,7 +335,7 @@ async def save_response(
                 raise TransferError(
                     f"download of {redact_url(url)} is {size} bytes, {name} says {want}"
                 )
-        await asyncio.to_thread(sink.finish, batch, dest)
+        await asyncio.to_thread(sink.finish, batch)
         done = True
     finally:
         await response.aclose()
@@ -346,39 +345,32 @@ async def save_response(
 
 
 class _Sink:
-    """A download's temporary file: opened at the first write, hashed as written (runs in a
-    worker thread)."""
+    """A download's temporary file (:class:`~watchd.outbox.atomic.TempFile`): created at the
+    first write, hashed as written (runs in a worker thread)."""
 
-    def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
-        self.fh: IO[bytes] | None = None
+    def __init__(self, dest: Path) -> None:
+        self.dest = dest
+        self.tmp: atomic.TempFile | None = None
         self.digest = hashlib.sha256()
         self.size = 0
 
     def write(self, blocks: list[bytes]) -> None:
-        if self.fh is None:
-            self.fh = open(self.tmp, "xb")  # noqa: SIM115 - closed by finish() or discard()
+        if self.tmp is None:
+            self.tmp = atomic.TempFile(self.dest)
         for block in blocks:
-            self.fh.write(block)
+            self.tmp.file.write(block)
             self.digest.update(block)
             self.size += len(block)
 
-    def finish(self, blocks: list[bytes], dest: Path) -> None:
-        """The last blocks written, the file synced, closed and renamed into place."""
+    def finish(self, blocks: list[bytes]) -> None:
+        """The last blocks written, the file synced and renamed into place."""
         self.write(blocks)
-        assert self.fh is not None
-        self.fh.flush()
-        os.fsync(self.fh.fileno())
-        self.fh.close()
-        atomic.replace_with_retry(self.tmp, dest)
-        atomic.fsync_dir(dest.parent)
+        assert self.tmp is not None
+        self.tmp.commit()
 
     def discard(self) -> None:
-        if self.fh is not None:
-            with contextlib.suppress(OSError):
-                self.fh.close()
-        with contextlib.suppress(FileNotFoundError):
-            self.tmp.unlink()
+        if self.tmp is not None:
+            self.tmp.discard()
 
 
 async def download_file(

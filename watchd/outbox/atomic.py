@@ -93,6 +93,45 @@ def replace_with_retry(
         delay *= 2
 
 
+class TempFile:
+    """A file being written under a temporary name beside ``final`` (:func:`tmp_path_for`), for
+    a writer that fills it over several calls (a download, handed to a worker thread a batch at a
+    time). :meth:`commit` gives it its final name; :meth:`discard` removes it."""
+
+    def __init__(self, final: Path) -> None:
+        self.final = final
+        self.path = tmp_path_for(final)
+        fd = os.open(
+            self.path, _CREATE, 0o666
+        )  # the umask decides, as for any file a person creates
+        self.file: BinaryIO = os.fdopen(fd, "wb")
+
+    def commit(self, *, like: Path | None = None, sync_dir: bool = True) -> None:
+        """Flush and sync the file, rename it over ``final`` (and flush the folder unless
+        ``sync_dir`` is False). If anything fails the temporary file is removed."""
+        try:
+            self.file.flush()
+            os.fsync(self.file.fileno())
+            self.file.close()
+            if like is not None:
+                # Mode and times follow the original on a move; a share may refuse (that is fine).
+                with contextlib.suppress(OSError):
+                    shutil.copystat(like, self.path)
+            replace_with_retry(self.path, self.final)
+        except BaseException:
+            self.discard()
+            raise
+        if sync_dir:
+            fsync_dir(self.final.parent)
+
+    def discard(self) -> None:
+        """Close and remove the temporary file; ``final`` is untouched."""
+        with contextlib.suppress(OSError):
+            self.file.close()
+        with contextlib.suppress(OSError):
+            self.path.unlink()
+
+
 def write_via_tmp(
     final: Path,
     fill: Callable[[BinaryIO], None],
@@ -106,24 +145,13 @@ def write_via_tmp(
     folder fsync to a caller that writes many files into it (then :func:`fsync_dir` once).
     If anything fails, the temporary file is removed and ``final`` is untouched.
     """
-    tmp = tmp_path_for(final)
-    fd = os.open(tmp, _CREATE, 0o666)  # the umask decides, as for any file a person creates
+    tmp = TempFile(final)
     try:
-        with os.fdopen(fd, "wb") as f:
-            fill(f)
-            f.flush()
-            os.fsync(f.fileno())
-        if like is not None:
-            # Mode and times follow the original on a move; a share may refuse (that is fine).
-            with contextlib.suppress(OSError):
-                shutil.copystat(like, tmp)
-        replace_with_retry(tmp, final)
+        fill(tmp.file)
     except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+        tmp.discard()
         raise
-    if sync_dir:
-        fsync_dir(final.parent)
+    tmp.commit(like=like, sync_dir=sync_dir)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
