@@ -362,25 +362,19 @@ async def test_download_exact_bytes_and_sha256(
     assert seen.headers.get("Accept-Encoding") == "identity"
 
 
+@pytest.mark.parametrize(
+    ("size", "cut_at"),
+    [
+        (1 << 20, 1000),  # cut before anything was written
+        (3 << 20, (5 << 20) // 2),  # cut after the temporary file was written to
+    ],
+)
 async def test_partial_download_leaves_no_file_under_the_final_name(
-    storage: StorageStub, tmp_path: Path
+    storage: StorageStub, tmp_path: Path, size: int, cut_at: int
 ) -> None:
-    data = os.urandom(1 << 20)
+    data = os.urandom(size)
     storage.objects["c.mp4"] = StoredObject(len(data), "", data, "video/mp4")
-    storage.truncate_get_at = 1000
-    dest = tmp_path / "c.mp4"
-    async with httpx.AsyncClient() as http:
-        with pytest.raises(NetworkError):
-            await download_file(http, storage.presign("GET", "c.mp4"), dest, now=time.time)
-    assert os.listdir(tmp_path) == []
-
-
-async def test_download_cut_after_the_first_batch_leaves_nothing(
-    storage: StorageStub, tmp_path: Path
-) -> None:
-    data = os.urandom(3 << 20)
-    storage.objects["c.mp4"] = StoredObject(len(data), "", data, "video/mp4")
-    storage.truncate_get_at = (5 << 20) // 2  # the temporary file has been written to by then
+    storage.truncate_get_at = cut_at
     dest = tmp_path / "c.mp4"
     async with httpx.AsyncClient() as http:
         with pytest.raises(NetworkError):
