@@ -135,11 +135,11 @@ class Pipeline:
         if self._stopping:
             return []
         started: list[str] = []
-        # Ids first: most due jobs already have a task, and this runs on every tick.
+        # Ids only, of the due jobs without a task (marked busy by _start): runs every tick.
         waiting_create: list[str] = []
         for job_id, state, inbox in self.ledger.due_ids(now, idle_only=True):
             if job_id in self.tasks:
-                continue
+                continue  # the busy marks mirror self.tasks; kept as the guard it always was
             if state == Stage.PROBED.value:
                 if inbox not in self.paused_inboxes:
                     waiting_create.append(job_id)

@@ -140,6 +140,8 @@ class SharedWalks:
     async def _walk(self) -> None:
         while self._waiting:
             batch, self._waiting = self._waiting, {}
+            writing: set[Path] = set()
+            error: Exception | None = None
             try:
                 writing = await asyncio.to_thread(self._check, list(batch))
             except asyncio.CancelledError:
@@ -148,12 +150,12 @@ class SharedWalks:
                         f.cancel()
                 raise
             except Exception as e:  # every asker hears of it, none is left waiting
-                for futures in batch.values():
-                    for f in futures:
-                        if not f.done():
-                            f.set_exception(e)
-                continue
+                error = e
             for path, futures in batch.items():
                 for f in futures:
-                    if not f.done():
+                    if f.done():
+                        continue  # its asker was cancelled
+                    if error is not None:
+                        f.set_exception(error)
+                    else:
                         f.set_result(path in writing)
