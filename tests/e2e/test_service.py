@@ -377,7 +377,8 @@ def check_job_logs(records: list[dict[str, Any]], env: Env, jobs: list[dict[str,
                 # The slot grant in the scheduler (runner.py) logs nothing itself; the next
                 # line, "creating -> uploading", names the project. Reported to the lead.
                 continue
-            lines = [m for m in info if m == f"{src} -> {dst}"]
+            # Alone, or with what the step achieved ("uploading -> uploaded: ep1.mp4 (...)").
+            lines = [m for m in info if m == f"{src} -> {dst}" or m.startswith(f"{src} -> {dst}: ")]
             assert len(lines) == 1, (src, dst, info)
 
 
@@ -399,10 +400,14 @@ def test_json_logs_at_debug(env: Env, systemd: NotifyRecorder, sample_videos: li
         r"PUT http://127\.0\.0\.1:\d+/\S+/source\.mp4\?<redacted> -> 200 \(\d+ ms\)"
     )
     assert any(upload.fullmatch(m) for m in http), http
-    # Progress: the upload's end with its rate and each processing step, at INFO.
-    assert any(re.fullmatch(r"uploaded ep1\.mp4 \(\d+ bytes, [\d.]+ MB/s\)", m) for m in msgs)
+    # Progress at INFO: the upload's end with its rate, each processing step on the way, and the
+    # end of processing on its transition's line.
+    uploaded = r"uploading -> uploaded: ep1\.mp4 \(\d+ bytes, [\d.]+ MB/s\)"
+    assert any(re.fullmatch(uploaded, m) for m in msgs), msgs
     steps = [m for m in msgs if m.startswith("processing: ")]
-    assert len(steps) >= 3 and any("CLIPS_READY" in m for m in steps), steps
+    assert len(steps) >= 2 and not any("CLIPS_READY" in m for m in steps), steps
+    ready = r"processing -> clips_ready: \d+ clip\(s\) found, \d+ chosen"
+    assert any(re.fullmatch(ready, m) for m in msgs), msgs
     assert_no_secrets(env.log(), env.emu.seed_password, "the JSON log")
 
 

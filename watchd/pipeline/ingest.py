@@ -271,6 +271,9 @@ async def handle_creating(p: Pipeline, job: JobRow) -> None:
         project_id=created.project_id,
         upload_url=created.upload_url,
         object_key=created.object_key,
+        step="uploading",
+        progress=0,
+        bytes_uploaded=0,
     )
 
 
@@ -387,9 +390,9 @@ async def handle_uploading(p: Pipeline, job: JobRow) -> None:
     # The last look before the bytes leave: nobody may be writing to it now.
     if await p.open_checks.is_open_for_write(path):
         raise RetryLater("a local process has the file open for writing", delay=5.0, count=False)
-    jl = p.job_log(job)
     async with p.upload_slots:
-        p.ledger.update(job.id, step="uploading", progress=0, bytes_uploaded=0)
+        if (job.step, job.progress, job.bytes_uploaded) != ("uploading", 0, 0):
+            p.ledger.update(job.id, step="uploading", progress=0, bytes_uploaded=0)
         reporter = _ProgressReporter(p, job)
         started = time.monotonic()
         try:
@@ -412,12 +415,12 @@ async def handle_uploading(p: Pipeline, job: JobRow) -> None:
                 return
             raise RetryLater(f"upload failed: {e}; it will start again from the beginning") from e
     secs = max(1e-6, time.monotonic() - started)
-    jl.info("uploaded %s (%d bytes, %.1f MB/s)", job.name, result.size, result.size / secs / 1e6)
     p.on_event("uploaded", {"job_id": job.id, "bytes": result.size, "seconds": secs})
     p.advance(
         job,
         Stage.UPLOADED,
         kind="uploaded",
+        say=f"{job.name} ({result.size} bytes, {result.size / secs / 1e6:.1f} MB/s)",
         detail={"sha256": result.sha256, "bytes": result.size},
         sha256=result.sha256,
         bytes_uploaded=result.size,
@@ -428,20 +431,22 @@ async def handle_uploading(p: Pipeline, job: JobRow) -> None:
 
 class _ProgressReporter:
     """Upload progress into the ledger (throttled) and the log (at 25, 50 and 75 %: the start
-    and the end have their own lines, ``creating -> uploading`` and ``uploaded ... MB/s``)."""
+    and the end have their own lines, ``creating -> uploading`` and ``uploading -> uploaded: ...
+    MB/s``)."""
 
     def __init__(self, p: Pipeline, job: JobRow) -> None:
         self.p = p
         self.job = job
-        # The upload's start is already in the ledger (step "uploading", 0 bytes): the first
-        # write is due half a second in, or at the end (a small file's only one).
+        # The upload's start is already in the ledger (step "uploading", 0 bytes) and its end is
+        # the transition's: writes are due every half second between (none for a small file).
         self.last_write = time.monotonic()
         self.last_logged = -1
 
     def __call__(self, sent: int, total: int) -> None:
         now = time.monotonic()
         pct = 100.0 * sent / total if total else 100.0
-        if now - self.last_write >= 0.5 or sent == total:
+        # The end is written by the transition to ``uploaded`` (bytes and 100 %), not here.
+        if now - self.last_write >= 0.5 and sent < total:
             self.last_write = now
             with contextlib.suppress(Exception):
                 self.p.ledger.update(self.job.id, bytes_uploaded=sent, progress=round(pct, 1))
@@ -565,11 +570,13 @@ async def handle_processing(p: Pipeline, job: JobRow) -> None:
         for c, rank, picked in choose_clips(project.clips, rule)
     ]
     p.ledger.put_clips(job.id, rows)
+    chosen = sum(1 for r in rows if r["selected"])
     p.advance(
         job,
         Stage.CLIPS_READY,
         kind="clips_ready",
-        detail={"clips": len(rows), "chosen": sum(r["selected"] for r in rows)},
+        detail={"clips": len(rows), "chosen": chosen},
+        say=f"{len(rows)} clip(s) found, {chosen} chosen",
         progress=100,
         step="clips ready",
     )
@@ -613,7 +620,8 @@ class _StepTracker:
 
     def __call__(self, st: ProjectStatus) -> None:
         key = (st.status, st.current_step, int(st.progress))
-        if key == self.last:
+        if key == self.last or st.ready or st.failed:
+            # The end is told by what follows: the transition to clips_ready, or the failure.
             return
         if self.last is None or self.last[:2] != key[:2]:
             self.p.job_log(self.job).info(

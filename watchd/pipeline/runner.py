@@ -440,9 +440,18 @@ class Pipeline:
         )
 
     def advance(
-        self, job: JobRow, to: Stage, *, kind: str = "transition", detail: Any = None, **fields: Any
+        self,
+        job: JobRow,
+        to: Stage,
+        *,
+        kind: str = "transition",
+        detail: Any = None,
+        say: str = "",
+        **fields: Any,
     ) -> JobRow:
-        """Move ``job`` on, resetting its retry counters, and log the change at INFO."""
+        """Move ``job`` on, resetting its retry counters, and log the change at INFO, with what
+        ``say`` adds (``uploading -> uploaded: ep1.mp4 (...)``): one line where a milestone and
+        its transition used to take two."""
         new = self.ledger.transition(
             job.id,
             to,
@@ -454,7 +463,10 @@ class Pipeline:
             error=None,
             **fields,
         )
-        self.job_log(new).info("%s -> %s", job.state, to)
+        if say:
+            self.job_log(new).info("%s -> %s: %s", job.state, to, say)
+        else:
+            self.job_log(new).info("%s -> %s", job.state, to)
         self.on_event("transition", {"job_id": job.id, "from": job.state, "to": to.value})
         return new
 
