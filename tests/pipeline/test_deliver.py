@@ -118,3 +118,73 @@ async def test_a_duplicate_of_a_failed_job_fails_pointing_to_it(world: World) ->
     assert world.path_of(second.id) == ["queued", "duplicate", "failed"]
     assert f"watchd retry {first.id}" in (j.error or "")
     assert len(world.snapshot()["projects"]) == 1
+
+
+async def test_delivery_writes_each_clip_and_the_job_once(world: World) -> None:
+    """The writes a delivery costs: the folder's reservation, one row update per clip (its
+    video, captions and thumbnail together) and the transition, which also records where the
+    source went; no progress line for a single clip."""
+    job = world.drop(render=ONE)
+    p = world.pipeline()
+    crashed = crash_at(p, Stage.DELIVERING)
+    await world.run(p, lambda: bool(crashed))
+    p = await world.restart(p)
+    writes: list[str] = []
+    world.ledger.db.conn.set_trace_callback(
+        lambda sql: writes.append(sql) if sql.startswith("UPDATE ") else None
+    )
+    try:
+        await world.run(p)
+    finally:
+        world.ledger.db.conn.set_trace_callback(None)
+    j = world.assert_delivered_once(job.id)
+    clip_writes = [w for w in writes if w.startswith("UPDATE clips")]
+    job_writes = [w for w in writes if w.startswith("UPDATE jobs")]
+    assert len(clip_writes) == 1, clip_writes
+    assert all(k in clip_writes[0] for k in ("file =", "sha256 =", "captions =", "thumbnail ="))
+    assert len(job_writes) == 2, job_writes  # outbox_dir reserved; then the transition
+    assert "outbox_dir =" in job_writes[0] and "state = 'delivered'" in job_writes[1]
+    assert j.path == j.disposed_to == str(world.inbox / "_done" / "talk.mp4")
+    (row,) = world.ledger.clips(job.id, selected_only=True)
+    assert row.file and row.captions and row.thumbnail and row.sha256
+
+
+def _clip_reads(world: World, clip_id: str) -> int:
+    return sum(
+        1
+        for r in world.snapshot()["requests"]
+        if r["method"] == "GET" and r["path"].endswith(f"/v1/clips/{clip_id}")
+    )
+
+
+async def test_delivery_uses_the_transcript_and_thumbnail_saved_with_the_preset(
+    world: World,
+) -> None:
+    job = world.drop(render=ONE)
+    p = world.pipeline()
+    await world.run(p)
+    world.assert_delivered_once(job.id)
+    (clip,) = world.ledger.clips(job.id, selected_only=True)
+    assert clip.words and clip.thumbnail_url
+    assert _clip_reads(world, clip.clip_id) == 1  # when the preset was applied, not again
+    (entry,) = world.manifest(job.id)["clips"]
+    srt_text = (world.outbox / "talk" / entry["captions"]).read_text()
+    assert srt_text.startswith("1\n00:00:00,")  # the saved words, clip-relative
+
+
+async def test_a_saved_thumbnail_link_that_fails_is_asked_for_again(world: World) -> None:
+    job = world.drop(render=ONE)
+    p = world.pipeline()
+    crashed = crash_at(p, Stage.DELIVERING)
+    await world.run(p, lambda: bool(crashed))
+    (clip,) = world.ledger.clips(job.id, selected_only=True)
+    assert clip.thumbnail_url
+    gone = clip.thumbnail_url.split("?")[0] + ".expired"  # the storage answers 404
+    world.ledger.update_clip(job.id, clip.clip_id, thumbnail_url=gone)
+    p = await world.restart(p)
+    await world.run(p)
+    world.assert_delivered_once(job.id)
+    (entry,) = world.manifest(job.id)["clips"]
+    assert (world.outbox / "talk" / entry["thumbnail"]).stat().st_size > 0
+    assert not world.manifest(job.id)["skipped"]
+    assert _clip_reads(world, clip.clip_id) == 2  # the preset's read, and the fresh link

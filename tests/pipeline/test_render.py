@@ -232,3 +232,28 @@ async def test_export_rate_limit_waits_without_counting(world: World) -> None:
     await world.run(p)
     assert world.job(job.id).state == "delivered"
     assert {e.state for e in world.ledger.exports(job.id)} == {"delivered"}
+
+
+async def test_a_clip_is_written_once_per_render_step(world: World) -> None:
+    """The preset's outcome (transcript, thumbnail link) goes to disk with the render intent, in
+    one write; then the request's answer and the render's end: three writes, and no progress
+    write for the job once every render has ended (its transition follows)."""
+    job = world.drop(render=RenderChoice("best", max_clips=1))
+    p = world.pipeline()
+    crashed = crash_at(p, Stage.DELIVERING)
+    writes: list[str] = []
+    world.ledger.db.conn.set_trace_callback(
+        lambda sql: writes.append(sql) if sql.startswith("UPDATE ") else None
+    )
+    try:
+        await world.run(p, lambda: bool(crashed))
+    finally:
+        world.ledger.db.conn.set_trace_callback(None)
+    clip_writes = [w for w in writes if w.startswith("UPDATE clips")]
+    assert [w.split("state = '")[1].split("'")[0] for w in clip_writes] == [
+        "render_requested",
+        "rendering",
+        "rendered",
+    ]
+    assert "words = " in clip_writes[0] and "thumbnail_url = " in clip_writes[0]
+    assert not [w for w in writes if "step = 'rendering " in w]

@@ -17,7 +17,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from watchd.carmic.errors import CarmicError, NotFound
-from watchd.carmic.models import Word
+from watchd.carmic.models import ClipDetail, Word
 from watchd.ledger.db import ClipRow, JobRow
 from watchd.ledger.states import Stage
 from watchd.outbox import atomic, bundles, delivery, manifest, names, srt
@@ -126,9 +126,10 @@ async def handle_delivering(p: Pipeline, job: JobRow) -> None:
     entries: list[dict[str, Any]] = []
     total = max(1, len(delivered))
     for i, clip in enumerate(delivered):
-        p.ledger.update(
-            job.id, progress=round(100.0 * i / total, 1), step=f"delivering {i + 1}/{total}"
-        )
+        if total > 1:  # one clip: the transition's step ("delivering") says it all
+            p.ledger.update(
+                job.id, progress=round(100.0 * i / total, 1), step=f"delivering {i + 1}/{total}"
+            )
         entries.append(
             await _deliver_clip(
                 p,
@@ -161,19 +162,21 @@ async def handle_delivering(p: Pipeline, job: JobRow) -> None:
         for c in delivered:
             p.ledger.update_clip(job.id, c.clip_id, file=None)
         raise RetryLater("delivery did not verify: " + "; ".join(problems[:3]))
-    disposed = _dispose(p, job, t, kind="done")
+    # The source's new path goes into the transition's write: a stop between the move and that
+    # write finds the moved file again by its inode (see _dispose).
+    disposed = _dispose(p, job, t, kind="done", record=False)
+    moved = {"path": disposed} if disposed is not None and disposed != job.path else {}
     p.advance(
         job,
         Stage.DELIVERED,
         kind="delivered",
         detail={"status": status, "clips": len(entries), "folder": str(folder)},
+        say=f"{job.name}: {len(entries)} clip(s) in {folder} ({status})",
         progress=100,
         step=None,
         disposed_to=disposed,
         outbox_dir=str(folder),
-    )
-    p.job_log(job).info(
-        "delivered %s: %d clip(s) in %s (%s)", job.name, len(entries), folder, status
+        **moved,
     )
 
 
@@ -201,42 +204,59 @@ async def _deliver_clip(
         "sha256": None,
         "exports": [],
     }
-    if renders:
-        mp4 = f"{base}.mp4"
-        if not (clip.file == mp4 and clip.sha256 and _file_ok(folder, mp4, clip.size)):
-            res = await p.client.download_clip_video(clip.clip_id, folder / mp4)
-            p.ledger.update_clip(job.id, clip.clip_id, file=mp4, size=res.size, sha256=res.sha256)
-            clip = _reload(p, job, clip)
-        entry["file"] = mp4
-        entry["sha256"] = clip.sha256
-    words = _words(clip)
-    if captions or clip.thumbnail_url or not clip.words:
-        with contextlib.suppress(NotFound):
-            detail = await p.client.get_clip(clip.clip_id)
-        if detail is not None:
-            words = list(detail.words) or words
-    if captions:
-        rel_words = srt.to_clip_relative(words, clip.start_time, clip.end_time)
-        text = srt.words_to_srt(rel_words)
-        if text:
-            name = f"{base}.srt"
-            await asyncio.to_thread(atomic.atomic_write_text, folder / name, text)
-            entry["captions"] = name
-            p.ledger.update_clip(job.id, clip.clip_id, captions=name)
-        else:
-            skipped.append(
-                {"what": f"captions {clip.title}", "reason": "the transcript has no words"}
-            )
-    thumb_url = (detail.thumbnail_url if detail is not None else None) or clip.thumbnail_url
-    if thumb_url:
-        jpg = f"{base}.jpg"
-        try:
-            if not _file_ok(folder, clip.thumbnail, None) or clip.thumbnail != jpg:
-                await p.client.download(thumb_url, folder / jpg)
-                p.ledger.update_clip(job.id, clip.clip_id, thumbnail=jpg)
-            entry["thumbnail"] = jpg
-        except (CarmicError, OSError) as err:
-            skipped.append({"what": f"thumbnail {clip.title}", "reason": str(err)})
+    # What this clip's files add to its ledger row, written once at the end (also when a later
+    # step fails): a kill before that costs a download again; a write per file cost more.
+    record: dict[str, Any] = {}
+    try:
+        if renders:
+            mp4 = f"{base}.mp4"
+            sha256 = clip.sha256
+            if not (clip.file == mp4 and clip.sha256 and _file_ok(folder, mp4, clip.size)):
+                res = await p.client.download_clip_video(clip.clip_id, folder / mp4)
+                record.update(file=mp4, size=res.size, sha256=res.sha256)
+                sha256 = res.sha256
+            entry["file"] = mp4
+            entry["sha256"] = sha256
+        # The transcript and the thumbnail's link were saved when the preset was applied: the
+        # clip is only read again when they are not known (nothing rendered) or the link fails.
+        words = _words(clip)
+        if not clip.words:
+            detail = await _clip_detail(p, clip)
+            if detail is not None:
+                words = list(detail.words) or words
+        if captions:
+            rel_words = srt.to_clip_relative(words, clip.start_time, clip.end_time)
+            text = srt.words_to_srt(rel_words)
+            if text:
+                name = f"{base}.srt"
+                await asyncio.to_thread(atomic.atomic_write_text, folder / name, text)
+                entry["captions"] = name
+                if clip.captions != name:
+                    record["captions"] = name
+            else:
+                skipped.append(
+                    {"what": f"captions {clip.title}", "reason": "the transcript has no words"}
+                )
+        thumb_url = clip.thumbnail_url or (detail.thumbnail_url if detail is not None else None)
+        if thumb_url:
+            jpg = f"{base}.jpg"
+            try:
+                if not _file_ok(folder, clip.thumbnail, None) or clip.thumbnail != jpg:
+                    try:
+                        await p.client.download(thumb_url, folder / jpg)
+                    except CarmicError:
+                        # A saved link may have expired (presigned): ask for a fresh one, once.
+                        fresh = await _clip_detail(p, clip) if detail is None else None
+                        if fresh is None or fresh.thumbnail_url in (None, "", thumb_url):
+                            raise
+                        await p.client.download(fresh.thumbnail_url, folder / jpg)
+                    record["thumbnail"] = jpg
+                entry["thumbnail"] = jpg
+            except (CarmicError, OSError) as err:
+                skipped.append({"what": f"thumbnail {clip.title}", "reason": str(err)})
+    finally:
+        if record:
+            p.ledger.update_clip(job.id, clip.clip_id, **record)
     for ex in p.ledger.exports(job.id):
         if ex.clip_id != clip.clip_id:
             continue
@@ -259,6 +279,13 @@ async def _deliver_clip(
     return entry
 
 
+async def _clip_detail(p: Pipeline, clip: ClipRow) -> ClipDetail | None:
+    """The clip as the API has it now (None when it is gone)."""
+    with contextlib.suppress(NotFound):
+        return await p.client.get_clip(clip.clip_id)
+    return None
+
+
 async def _deliver_export(
     p: Pipeline, job: JobRow, export_id: str | None, folder: Path, rel_dir: str
 ) -> list[bundles.SkippedMember]:
@@ -278,15 +305,9 @@ async def _deliver_export(
             tmp_zip.unlink()
 
 
-def _reload(p: Pipeline, job: JobRow, clip: ClipRow) -> ClipRow:
-    for c in p.ledger.clips(job.id):
-        if c.clip_id == clip.clip_id:
-            return c
-    return clip
-
-
-def _dispose(p: Pipeline, job: JobRow, t: Target, *, kind: str) -> str | None:
-    """Move/delete/keep the source per the inbox's policy (never before verification)."""
+def _dispose(p: Pipeline, job: JobRow, t: Target, *, kind: str, record: bool = True) -> str | None:
+    """Move/delete/keep the source per the inbox's policy (never before verification); its new
+    path is written to the ledger unless ``record`` is false (the caller's next write has it)."""
     src = Path(job.path)
     mode = t.on_success if kind == "done" else t.on_failure
     if not src.exists():
@@ -298,10 +319,11 @@ def _dispose(p: Pipeline, job: JobRow, t: Target, *, kind: str) -> str | None:
             )
         if moved is None:
             return job.disposed_to
-        p.ledger.update(job.id, path=str(moved))
+        if record:
+            p.ledger.update(job.id, path=str(moved))
         return str(moved)
     new = delivery.dispose_source(src, t.inbox, job.rule, mode, kind)
-    if new is not None and new != src:
+    if record and new is not None and new != src:
         p.ledger.update(job.id, path=str(new))
     if new != src and src.parent == t.inbox:
         # One entry fewer at the inbox's top level, taken by us: an inbox we emptied ourselves

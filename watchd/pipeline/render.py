@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from watchd.carmic.errors import (
     BillingRequired,
@@ -56,9 +56,10 @@ def words_json(detail: ClipDetail) -> str:
     return json.dumps([[w.text, w.start, w.end] for w in detail.words])
 
 
-async def configure_clip(p: Pipeline, job: JobRow, clip: ClipRow) -> None:
+async def configure_clip(p: Pipeline, job: JobRow, clip: ClipRow) -> dict[str, Any]:
     """Read the clip's editor state, merge the rule's caption style and template into it, and
-    save it only when that changes something."""
+    save it only when that changes something. Returns what the clip's ledger row learns (its
+    transcript, its thumbnail): written with the render request that follows, in one write."""
     detail = await p.client.get_clip(clip.clip_id)
     preset = job.preset_dict
     merged, changed = apply_preset(
@@ -68,18 +69,18 @@ async def configure_clip(p: Pipeline, job: JobRow, clip: ClipRow) -> None:
     )
     if changed:
         await p.client.put_clip(clip.clip_id, merged)
-    p.ledger.update_clip(
-        job.id,
-        clip.clip_id,
-        state="configured",
-        words=words_json(detail),
-        thumbnail_url=detail.thumbnail_url or clip.thumbnail_url,
-    )
+    return {
+        "words": words_json(detail),
+        "thumbnail_url": detail.thumbnail_url or clip.thumbnail_url,
+    }
 
 
-async def _request_render(p: Pipeline, job: JobRow, clip: ClipRow) -> None:
+async def _request_render(
+    p: Pipeline, job: JobRow, clip: ClipRow, learned: dict[str, Any] | None = None
+) -> None:
     # The intent goes to disk first: after a crash, render-progress is asked before re-sending.
-    p.ledger.update_clip(job.id, clip.clip_id, state="render_requested")
+    # (A crash before it, after configure_clip, configures again: a read and an idempotent PUT.)
+    p.ledger.update_clip(job.id, clip.clip_id, state="render_requested", **(learned or {}))
     try:
         await p.client.render_clip(clip.clip_id)
     except BillingRequired:
@@ -131,7 +132,6 @@ async def _poll_render(p: Pipeline, job: JobRow, clip: ClipRow) -> str:
 
 
 async def handle_rendering(p: Pipeline, job: JobRow) -> None:
-    jl = p.job_log(job)
     chosen = p.ledger.clips(job.id, selected_only=True)
     if chosen and all(c.state == "failed" for c in chosen):
         # Back after "no clip could be rendered" (`watchd retry`): every clip gets its
@@ -141,8 +141,12 @@ async def handle_rendering(p: Pipeline, job: JobRow) -> None:
     # 1. Preset and render requests, clip by clip (cheap calls; order kept for the log).
     for clip in p.ledger.clips(job.id, selected_only=True):
         if clip.state == "pending":
-            await configure_clip(p, job, clip)
-            clip = _reload(p, job, clip)
+            learned = await configure_clip(p, job, clip)
+            try:
+                await _request_render(p, job, clip, learned)
+            except BillingRequired as e:
+                raise Park(f"billing: {e.message}", resume=Stage.RENDERING) from e
+            continue
         if clip.state == "failed_render_waiting":
             p.ledger.update_clip(job.id, clip.clip_id, state="rendering")
             clip = _reload(p, job, clip)
@@ -176,6 +180,8 @@ async def handle_rendering(p: Pipeline, job: JobRow) -> None:
                 "a render request was not registered yet", delay=p.settings.poll_seconds
             )
         clips = p.ledger.clips(job.id, selected_only=True)
+        if not any(c.state == "rendering" for c in clips):
+            break  # all ended: the transition below (or the failure) is the next write
         done = sum(1 for c in clips if c.state in ("rendered", "failed"))
         total_progress = sum(
             100.0 if c.state in ("rendered", "failed") else c.progress for c in clips
@@ -185,8 +191,7 @@ async def handle_rendering(p: Pipeline, job: JobRow) -> None:
             progress=round(total_progress / max(1, len(clips)), 1),
             step=f"rendering {done}/{len(clips)}",
         )
-        if any(c.state == "rendering" for c in clips):
-            await p.clock.sleep(p.settings.poll_seconds)
+        await p.clock.sleep(p.settings.poll_seconds)
     clips = p.ledger.clips(job.id, selected_only=True)
     rendered = [c for c in clips if c.state == "rendered"]
     if not rendered:
@@ -197,11 +202,11 @@ async def handle_rendering(p: Pipeline, job: JobRow) -> None:
             hint="Check the rule's template settings, then `watchd retry` the job.",
             resume=Stage.RENDERING,
         )
-    jl.info("rendered %d of %d clips", len(rendered), len(clips))
+    said = f"rendered {len(rendered)} of {len(clips)} clips"
     if _exports(job):
-        p.advance(job, Stage.EXPORTING, kind="exporting", progress=0, step="exporting")
+        p.advance(job, Stage.EXPORTING, kind="exporting", say=said, progress=0, step="exporting")
     else:
-        p.advance(job, Stage.DELIVERING, kind="delivering", progress=0, step="delivering")
+        p.advance(job, Stage.DELIVERING, kind="delivering", say=said, progress=0, step="delivering")
 
 
 def _reload(p: Pipeline, job: JobRow, clip: ClipRow) -> ClipRow:
