@@ -7,6 +7,7 @@ import json
 import logging
 import re
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from watchd.service.logsetup import (
     FieldRedactingFilter,
     JsonFormatter,
     TextFormatter,
+    describe,
     job_logger,
     journal_field_name,
     journal_stream_matches,
@@ -27,6 +29,7 @@ from watchd.service.logsetup import (
     setup_logging,
     syslog_priority,
     teardown_logging,
+    utc_timestamp,
 )
 
 PRESIGNED = (
@@ -472,3 +475,22 @@ def test_a_url_redacted_once_stays_as_it_is() -> None:
     assert redact(f"PUT {url} -> 200") == f"PUT {url} -> 200"
     sneaky = "http://h/p?<redacted>&X-Amz-Credential=AKIA/2026"
     assert redact(sneaky) == "http://h/p?<redacted>"
+
+
+def test_timestamps_are_right_across_seconds_and_back() -> None:
+    # Each second is formatted once and reused: the reuse must follow the clock both ways.
+    base = 1_795_954_000.0
+    for t in (base, base + 0.999, base + 1.0, base - 0.5, base + 3600.25, base + 0.5):
+        assert utc_timestamp(t) == time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+    assert utc_timestamp(base + 1.25, millis=True).endswith(":41.250Z")
+
+
+def test_the_who_part_names_the_file_whatever_the_path() -> None:
+    def who(source: str) -> str:
+        record = logging.LogRecord("watchd.job", logging.INFO, "", 0, "m", None, None)
+        record.job_id = "j1"
+        record.source_path = source
+        return describe(record)
+
+    assert who("/srv/in/podcasts/ep 1.mp4") == "job j1 ep 1.mp4: m"
+    assert who("ep1.mp4") == "job j1 ep1.mp4: m"

@@ -116,9 +116,16 @@ class FieldRedactingFilter(RedactingFilter):
         return True
 
 
+_last_second: tuple[int, str] = (-1, "")
+
+
 def utc_timestamp(created: float, *, millis: bool = False) -> str:
     """``2026-11-29T12:00:00Z`` (or ``...:00.123Z``) for a record's ``created`` time."""
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created))
+    global _last_second
+    second = int(created)
+    if _last_second[0] != second:  # records come in bursts: format each second once
+        _last_second = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+    stamp = _last_second[1]
     if millis:
         stamp += f".{int(created * 1000) % 1000:03d}"
     return stamp + "Z"
@@ -128,7 +135,7 @@ def describe(record: logging.LogRecord) -> str:
     """The human part of a record: ``job j-ab12 ep12.mp4: <message>``."""
     job_id = getattr(record, "job_id", None)
     source = getattr(record, "source_path", None)
-    name = PurePath(str(source)).name if source else ""
+    name = str(source).rstrip("/").rpartition("/")[2] if source else ""
     who = " ".join(p for p in (f"job {job_id}" if job_id else "", name) if p)
     message = record.getMessage()
     return f"{who}: {message}" if who else message
@@ -351,6 +358,9 @@ def setup_logging(
     handler.addFilter(FieldRedactingFilter())
     setattr(handler, _OWNED_MARK, True)
 
+    # No format shows the process id or name: don't look them up for every record.
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     teardown_logging()
     root = logging.getLogger()
     root.addHandler(handler)
