@@ -215,3 +215,21 @@ def test_validate_paths_follows_links_on_disk(tmp_path: Path) -> None:
         write_manifest(folder, doc)
     assert not (folder / MANIFEST_NAME).exists()
     validate_paths(folder, {"clips": [{"file": "a.mp4", "captions": "sub/a.srt"}]})
+
+
+def test_links_are_judged_wherever_they_sit_in_the_path(tmp_path: Path) -> None:
+    folder = tmp_path / "out"
+    (folder / "inside").mkdir(parents=True)
+    (folder / "stay").symlink_to(folder / "inside")  # a link that stays in the folder
+    (folder / "mid").symlink_to(tmp_path)  # a directory link halfway
+    (folder / "leaf.mp4").symlink_to(tmp_path / "elsewhere.mp4")  # the file itself
+    doc = {
+        "clips": [
+            {"file": "stay/a.mp4", "captions": "mid/deeper/a.srt", "thumbnail": "leaf.mp4"},
+            {"file": "not/there/yet.mp4"},
+        ]
+    }
+    assert path_problems(doc, folder) == [
+        "clips[0].captions 'mid/deeper/a.srt': leads outside the folder",
+        "clips[0].thumbnail 'leaf.mp4': leads outside the folder",
+    ]

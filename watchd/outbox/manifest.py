@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, is_dataclass
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import watchd
@@ -215,13 +215,24 @@ def path_problems(manifest: Mapping[str, Any], folder: Path | None = None) -> li
     root = folder.resolve() if folder is not None else None
     for where, path in manifest_paths(manifest):
         why = _path_problem(path)
-        if why is None and root is not None:
-            target = Path(posixpath.normpath(str(root / path)))
-            if not target.resolve().is_relative_to(root):
-                why = "leads outside the folder"
+        if why is None and root is not None and _leads_out(root, path):
+            why = "leads outside the folder"
         if why:
             problems.append(f"{where} {path!r}: {why}")
     return problems
+
+
+def _leads_out(root: Path, path: str) -> bool:
+    """Whether ``path`` (relative, no ``..``: checked before) ends outside ``root`` on disk. Only
+    a link can take it out, so the whole path is resolved only when one of its components
+    inside ``root`` is a link (an lstat per component, not per component from ``/``)."""
+    here = root
+    for part in PurePosixPath(path).parts:
+        here = here / part
+        if here.is_symlink():
+            target = Path(posixpath.normpath(str(root / path)))
+            return not target.resolve().is_relative_to(root)
+    return False
 
 
 def validate_paths(folder: Path, manifest: Mapping[str, Any]) -> None:

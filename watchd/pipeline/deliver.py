@@ -111,8 +111,10 @@ def _file_ok(folder: Path, rel: str | None, size: int | None) -> bool:
 
 async def handle_delivering(p: Pipeline, job: JobRow) -> None:
     t = target_of(job)
+    resumed = bool(job.outbox_dir)
     folder = _folder(p, job, t)
-    await asyncio.to_thread(atomic.clean_stale_temps, folder)
+    if resumed:  # a folder reserved just now has nothing in it to sweep
+        await asyncio.to_thread(atomic.clean_stale_temps, folder)
     with contextlib.suppress(FileNotFoundError):
         (folder / delivery.FAILED_TXT).unlink()
     preset = job.preset_dict
@@ -156,8 +158,7 @@ async def handle_delivering(p: Pipeline, job: JobRow) -> None:
         completed_at=_now_iso(p),
         job_id=job.id,
     )
-    manifest.write_manifest(folder, doc)
-    problems = await asyncio.to_thread(delivery.verify_delivery, folder, doc)
+    problems = await asyncio.to_thread(_write_and_verify, folder, doc)
     if problems:
         for c in delivered:
             p.ledger.update_clip(job.id, c.clip_id, file=None)
@@ -178,6 +179,13 @@ async def handle_delivering(p: Pipeline, job: JobRow) -> None:
         outbox_dir=str(folder),
         **moved,
     )
+
+
+def _write_and_verify(folder: Path, doc: dict[str, Any]) -> list[str]:
+    """The manifest last (atomically, fsynced), then the whole delivery checked against it: in
+    one hand-off to a thread, off the event loop."""
+    manifest.write_manifest(folder, doc)
+    return delivery.verify_delivery(folder, doc)
 
 
 async def _deliver_clip(
