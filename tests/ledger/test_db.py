@@ -208,3 +208,50 @@ def test_concurrent_writers_wait_instead_of_failing(tmp_path: Path) -> None:
     assert len(first.events()) == 20 + 40
     first.close()
     second.close()
+
+
+def test_set_inbox_inserts_then_updates(ledger: Ledger) -> None:
+    ledger.set_inbox("/in", paused=True, reason="gone", entries=0, last_scan_at=None)
+    ledger.set_inbox("/in", paused=False, reason=None, entries=3, last_scan_at=5.0)
+    ledger.set_inbox("/other", paused=False, reason=None, entries=1, last_scan_at=6.0)
+    assert [(i.path, i.paused, i.reason, i.entries, i.last_scan_at) for i in ledger.inboxes()] == [
+        ("/in", 0, None, 3, 5.0),
+        ("/other", 0, None, 1, 6.0),
+    ]
+
+
+def test_put_clips_refuses_unknown_fields_and_keeps_json_values(ledger: Ledger) -> None:
+    jid = _add(ledger)
+    clip = {
+        "clip_id": "c1",
+        "rank": 1,
+        "title": "T",
+        "start_time": 1.0,
+        "end_time": 5.0,
+        "virality_score": 90.0,
+        "reasoning": "r",
+        "words": [["hi", 0.0, 0.5]],  # stored as JSON, as sqlite-utils' insert did
+    }
+    with pytest.raises(LedgerError, match="unknown clip fields"):
+        ledger.put_clips(jid, [{**clip, "colour": "red"}])
+    assert ledger.clips(jid) == []
+    ledger.put_clips(jid, [clip])
+    assert ledger.clips(jid)[0].words == '[["hi", 0.0, 0.5]]'
+
+
+def test_a_write_is_one_plain_transaction(ledger: Ledger) -> None:
+    """No savepoint inside BEGIN IMMEDIATE, no look-up of the schema per insert, and no
+    transaction opened around a busy mark (a statement on a temporary table)."""
+    seen: list[str] = []
+    ledger.db.conn.set_trace_callback(seen.append)
+    jid = _add(ledger)
+    ledger.transition(jid, Stage.PROBED)
+    ledger.put_clips(jid, [{"clip_id": "c", "rank": 1, "title": "T", "start_time": 0,
+                            "end_time": 1, "virality_score": 1}])  # fmt: skip
+    ledger.put_export(jid, "c", "premiere")
+    ledger.set_busy(jid, True)
+    ledger.set_busy(jid, False)
+    words = [s.split()[0].upper() for s in seen]
+    assert words.count("BEGIN") == words.count("COMMIT") == 4
+    assert "SAVEPOINT" not in words and not [s for s in seen if "sqlite_master" in s]
+    assert not ledger.db.conn.in_transaction

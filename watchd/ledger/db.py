@@ -21,9 +21,10 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import sqlite_utils
+from sqlite_utils.db import jsonify_if_needed
 
 from watchd.clock import Clock, SystemClock
 from watchd.ledger.states import RESUMABLE, TERMINAL, Stage, check_transition
@@ -151,8 +152,18 @@ def _columns(cls: type) -> tuple[str, ...]:
     return tuple(f.name for f in fields(cls))
 
 
-def _row(cls: type, d: dict[str, Any]) -> Any:
-    return cls(**{k: d.get(k) for k in _columns(cls)})
+Row = TypeVar("Row")
+
+# Rows are selected by these column lists, in field order, and built positionally: no dict
+# per row, and a column added to a table does not shift the fields.
+_JOB_COLS = ", ".join(_columns(JobRow))
+_CLIP_COLS = ", ".join(_columns(ClipRow))
+_EXPORT_COLS = ", ".join(_columns(ExportRow))
+_EVENT_COLS = ", ".join(_columns(EventRow))
+_INBOX_COLS = ", ".join(_columns(InboxRow))
+_JOB_FIELDS = frozenset(_columns(JobRow))
+_CLIP_FIELDS = frozenset(_columns(ClipRow))
+_EXPORT_FIELDS = frozenset(_columns(ExportRow))
 
 
 # ---- migrations: numbered, append-only ---------------------------------------------------------
@@ -294,13 +305,19 @@ class Ledger:
         # write: ours (counted here) or another process's (PRAGMA data_version moves).
         self._writes = 0
         self._counts: tuple[tuple[int, int], dict[str, int]] | None = None
+        # isolation_level=None: no implicit BEGIN/COMMIT around a statement; every write
+        # transaction is the explicit BEGIN IMMEDIATE of _write().
         if path is None:
-            conn = sqlite3.connect(":memory:", check_same_thread=False)
+            conn = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
         else:
             conn = sqlite3.connect(
-                str(path), timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False
+                str(path),
+                timeout=BUSY_TIMEOUT_MS / 1000,
+                check_same_thread=False,
+                isolation_level=None,
             )
         conn.row_factory = None
+        self._conn = conn
         self.db = sqlite_utils.Database(conn)
         self.db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         self.db.execute("PRAGMA foreign_keys = ON")
@@ -332,12 +349,12 @@ class Ledger:
         return ledger
 
     def close(self) -> None:
-        self.db.conn.close()
+        self._conn.close()
 
     # ---- schema ----------------------------------------------------------------------------
 
     def schema_version(self) -> int:
-        row = self.db.execute("PRAGMA user_version").fetchone()
+        row = self._conn.execute("PRAGMA user_version").fetchone()
         return int(row[0])
 
     def migrate(self) -> None:
@@ -348,34 +365,48 @@ class Ledger:
                     continue
                 with self._write():
                     migration(self.db)
-                    self.db.execute(f"PRAGMA user_version = {number}")
+                    self._conn.execute(f"PRAGMA user_version = {number}")
 
-    # ---- transactions ----------------------------------------------------------------------
+    # ---- transactions ----------------------------------------------------------------
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite_utils.Database]:
+    def _write(self) -> Iterator[None]:
+        """One write transaction. BEGIN IMMEDIATE and COMMIT are the whole of it: a savepoint
+        inside would roll back nothing the ROLLBACK here does not."""
         with self._lock:
-            conn = self.db.conn
+            conn = self._conn
             conn.execute("BEGIN IMMEDIATE")
             try:
-                with self.db.atomic():
-                    yield self.db
+                yield
+                conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
-            else:
-                conn.execute("COMMIT")
             finally:
                 self._writes += 1  # after it: a count read inside the transaction is stale
+
+    def _rows(self, cls: type[Row], sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        with self._lock:
+            return [cls(*r) for r in self._conn.execute(sql, params)]
 
     def _select(
         self, sql: str, params: Sequence[Any] | dict[str, Any] = ()
     ) -> list[dict[str, Any]]:
         with self._lock:
-            cur = self.db.execute(sql, params)
+            cur = self._conn.execute(sql, params)
             cols = [c[0] for c in cur.description]
             return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+
+    def _insert(self, table: str, row: dict[str, Any]) -> None:
+        # Values converted as sqlite-utils' insert did (dicts and lists as JSON): the same rows
+        # as before, without its look-ups of the schema on every insert.
+        cols = ", ".join(row)
+        marks = ", ".join("?" * len(row))
+        self._conn.execute(
+            f"INSERT INTO {table} ({cols}) VALUES ({marks})",
+            [jsonify_if_needed(v) for v in row.values()],
+        )
 
     def _event(
         self,
@@ -387,7 +418,7 @@ class Ledger:
         dst: str | None = None,
         detail: Any = None,
     ) -> None:
-        self.db.execute(
+        self._conn.execute(
             "INSERT INTO events (job_id, at, actor, kind, from_state, to_state, detail) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
             (
@@ -421,30 +452,29 @@ class Ledger:
         """Record a newly settled source file in state ``queued``."""
         job_id = new_job_id()
         now = self.clock.now()
-        with self._write() as db:
-            db.table("jobs").insert(
-                {
-                    "id": job_id,
-                    "inbox": inbox,
-                    "rel_path": rel_path,
-                    "path": path,
-                    "rule": rule,
-                    "preset": json.dumps(preset, sort_keys=True),
-                    "state": Stage.QUEUED.value,
-                    "size": size,
-                    "mtime_ns": mtime_ns,
-                    "inode": inode,
-                    "dev": dev,
-                    "fingerprint": fingerprint,
-                    "marker": f"wd-{job_id[1:]}",
-                    "progress": 0,
-                    "bytes_uploaded": 0,
-                    "attempts": 0,
-                    "next_attempt_at": 0,
-                    "created_at": now,
-                    "updated_at": now,
-                }
-            )
+        values = {
+            "id": job_id,
+            "inbox": inbox,
+            "rel_path": rel_path,
+            "path": path,
+            "rule": rule,
+            "preset": json.dumps(preset, sort_keys=True),
+            "state": Stage.QUEUED.value,
+            "size": size,
+            "mtime_ns": mtime_ns,
+            "inode": inode,
+            "dev": dev,
+            "fingerprint": fingerprint,
+            "marker": f"wd-{job_id[1:]}",
+            "progress": 0,
+            "bytes_uploaded": 0,
+            "attempts": 0,
+            "next_attempt_at": 0,
+            "created_at": now,
+            "updated_at": now,
+        }
+        with self._write():
+            self._insert("jobs", values)
             self._event(
                 job_id,
                 "discovered",
@@ -452,13 +482,11 @@ class Ledger:
                 dst=Stage.QUEUED.value,
                 detail={"path": path, "rule": rule, "size": size},
             )
-        job = self.get(job_id)
-        assert job is not None
-        return job
+        return self.require(job_id)
 
     def get(self, job_id: str) -> JobRow | None:
-        rows = self._select("SELECT * FROM jobs WHERE id = ?", (job_id,))
-        return _row(JobRow, rows[0]) if rows else None
+        rows = self._rows(JobRow, f"SELECT {_JOB_COLS} FROM jobs WHERE id = ?", (job_id,))
+        return rows[0] if rows else None
 
     def require(self, job_id: str) -> JobRow:
         job = self.get(job_id)
@@ -468,14 +496,14 @@ class Ledger:
 
     def jobs(self, states: Iterable[Stage] | None = None) -> list[JobRow]:
         if states is None:
-            rows = self._select("SELECT * FROM jobs ORDER BY created_at, id")
-        else:
-            vals = [s.value for s in states]
-            marks = ",".join("?" * len(vals))
-            rows = self._select(
-                f"SELECT * FROM jobs WHERE state IN ({marks}) ORDER BY created_at, id", vals
-            )
-        return [_row(JobRow, r) for r in rows]
+            return self._rows(JobRow, f"SELECT {_JOB_COLS} FROM jobs ORDER BY created_at, id")
+        vals = [s.value for s in states]
+        marks = ",".join("?" * len(vals))
+        return self._rows(
+            JobRow,
+            f"SELECT {_JOB_COLS} FROM jobs WHERE state IN ({marks}) ORDER BY created_at, id",
+            vals,
+        )
 
     def active_jobs(self) -> list[JobRow]:
         """Every job that is not terminal (parked ones included)."""
@@ -483,12 +511,12 @@ class Ledger:
 
     def due_jobs(self, now: float) -> list[JobRow]:
         """Non-terminal jobs whose next attempt is due (parked ones too: their schedule is due)."""
-        rows = self._select(
-            f"SELECT * FROM jobs WHERE state IN ({_ACTIVE_MARKS}) AND next_attempt_at <= ? "
-            "ORDER BY next_attempt_at, created_at, id",
+        return self._rows(
+            JobRow,
+            f"SELECT {_JOB_COLS} FROM jobs WHERE state IN ({_ACTIVE_MARKS}) "
+            "AND next_attempt_at <= ? ORDER BY next_attempt_at, created_at, id",
             (*_ACTIVE, now),
         )
-        return [_row(JobRow, r) for r in rows]
 
     def due_ids(self, now: float, *, idle_only: bool = False) -> list[tuple[str, str, str]]:
         """``(id, state, inbox)`` of the jobs :meth:`due_jobs` returns, in its order: what the
@@ -497,7 +525,7 @@ class Ledger:
         burst a thousand jobs are due and nearly all of them already have a task."""
         idle = " AND id NOT IN (SELECT id FROM temp.busy)" if idle_only else ""
         with self._lock:
-            cur = self.db.execute(
+            cur = self._conn.execute(
                 f"SELECT id, state, inbox FROM jobs WHERE state IN ({_ACTIVE_MARKS}) "
                 f"AND next_attempt_at <= ?{idle} ORDER BY next_attempt_at, created_at, id",
                 (*_ACTIVE, now),
@@ -509,18 +537,17 @@ class Ledger:
         """Mark a job as advanced by a task of this process, or no longer. Kept in a temporary
         table of this connection: nothing on disk, gone with the process."""
         with self._lock:
-            conn = self.db.conn
+            conn = self._conn
             if busy:
                 sql = "INSERT OR IGNORE INTO temp.busy (id) VALUES (?)"
             else:
                 sql = "DELETE FROM temp.busy WHERE id = ?"
             try:
-                opened = not conn.in_transaction
+                # Autocommit: one statement on a temporary table, no transaction to open and
+                # commit around it, nothing synced.
                 conn.execute(sql, (job_id,))
             except sqlite3.ProgrammingError:
                 return  # closed at shutdown, with the tasks still finishing: nothing to mark
-            if opened and conn.in_transaction:
-                conn.commit()  # the statement's implicit transaction (temp table only: no sync)
 
     def get_many(self, job_ids: Sequence[str]) -> list[JobRow]:
         """The jobs with these ids (unknown ones left out), in the order given."""
@@ -529,13 +556,15 @@ class Ledger:
         for i in range(0, len(ids), 500):  # under SQLite's limit on bound parameters
             chunk = ids[i : i + 500]
             marks = ",".join("?" * len(chunk))
-            for r in self._select(f"SELECT * FROM jobs WHERE id IN ({marks})", chunk):
-                found[r["id"]] = _row(JobRow, r)
+            for job in self._rows(
+                JobRow, f"SELECT {_JOB_COLS} FROM jobs WHERE id IN ({marks})", chunk
+            ):
+                found[job.id] = job
         return [found[j] for j in ids if j in found]
 
     def next_due_at(self) -> float | None:
         with self._lock:
-            row = self.db.execute(
+            row = self._conn.execute(
                 f"SELECT MIN(next_attempt_at) FROM jobs WHERE state IN ({_ACTIVE_MARKS})", _ACTIVE
             ).fetchone()
         return float(row[0]) if row and row[0] is not None else None
@@ -543,19 +572,21 @@ class Ledger:
     def find_by_identity(
         self, inbox: str, rel_path: str, size: int, mtime_ns: int
     ) -> JobRow | None:
-        rows = self._select(
-            "SELECT * FROM jobs WHERE inbox = ? AND rel_path = ? AND size = ? AND mtime_ns = ? "
-            "ORDER BY created_at DESC LIMIT 1",
+        rows = self._rows(
+            JobRow,
+            f"SELECT {_JOB_COLS} FROM jobs WHERE inbox = ? AND rel_path = ? AND size = ? "
+            "AND mtime_ns = ? ORDER BY created_at DESC LIMIT 1",
             (inbox, rel_path, size, mtime_ns),
         )
-        return _row(JobRow, rows[0]) if rows else None
+        return rows[0] if rows else None
 
     def find_by_fingerprint(self, fingerprint: str, *, exclude: str | None = None) -> list[JobRow]:
-        rows = self._select(
-            "SELECT * FROM jobs WHERE fingerprint = ? AND id != ? ORDER BY created_at, id",
+        return self._rows(
+            JobRow,
+            f"SELECT {_JOB_COLS} FROM jobs WHERE fingerprint = ? AND id != ? "
+            "ORDER BY created_at, id",
             (fingerprint, exclude or ""),
         )
-        return [_row(JobRow, r) for r in rows]
 
     def outbox_dir_taken(self, outbox_dir: str, *, exclude: str | None = None) -> bool:
         """Whether a job (other than ``exclude``) has this outbox folder recorded as its own."""
@@ -569,7 +600,7 @@ class Ledger:
         """(inbox, rel_path) -> {(size, mtime_ns)} of every job: the scanner's fast filter."""
         out: dict[tuple[str, str], set[tuple[int, int]]] = {}
         with self._lock:
-            for inbox, rel, size, mtime in self.db.execute(
+            for inbox, rel, size, mtime in self._conn.execute(
                 "SELECT inbox, rel_path, size, mtime_ns FROM jobs"
             ):
                 out.setdefault((inbox, rel), set()).add((int(size), int(mtime)))
@@ -589,11 +620,11 @@ class Ledger:
         """Move a job to ``to`` (checked against the transition table) and apply ``updates``,
         in one transaction with its event. ``expect`` guards against a concurrent change."""
         now = self.clock.now()
-        with self._write() as db:
-            rows = self._select("SELECT state FROM jobs WHERE id = ?", (job_id,))
-            if not rows:
+        with self._write():
+            row = self._conn.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None:
                 raise LedgerError(f"unknown job {job_id}")
-            src = Stage(rows[0]["state"])
+            src = Stage(row[0])
             if expect is not None and src is not expect:
                 raise LedgerError(f"job {job_id} is {src.value}, expected {expect.value}")
             if src is not to:
@@ -601,27 +632,26 @@ class Ledger:
             values = {**updates, "state": to.value, "updated_at": now}
             if to in TERMINAL:
                 values.setdefault("finished_at", now)
-            self._update(db, job_id, values)
+            self._update(job_id, values)
             self._event(job_id, kind, actor=actor, src=src.value, dst=to.value, detail=detail)
         return self.require(job_id)
 
     def update(self, job_id: str, **updates: Any) -> None:
         """Change fields that are not a transition (progress, step, error text)."""
-        with self._write() as db:
-            self._update(db, job_id, {**updates, "updated_at": self.clock.now()})
+        with self._write():
+            self._update(job_id, {**updates, "updated_at": self.clock.now()})
 
-    def _update(self, db: sqlite_utils.Database, job_id: str, values: dict[str, Any]) -> None:
-        allowed = set(_columns(JobRow))
-        bad = set(values) - allowed
+    def _update(self, job_id: str, values: dict[str, Any]) -> None:
+        bad = values.keys() - _JOB_FIELDS
         if bad:
             raise LedgerError(f"unknown job fields: {sorted(bad)}")
         if "preset" in values and not isinstance(values["preset"], str):
             values["preset"] = json.dumps(values["preset"], sort_keys=True)
-        for k, v in list(values.items()):
+        for k, v in values.items():
             if isinstance(v, Stage):
                 values[k] = v.value
         sets = ", ".join(f"{k} = ?" for k in values)
-        db.execute(f"UPDATE jobs SET {sets} WHERE id = ?", (*values.values(), job_id))
+        self._conn.execute(f"UPDATE jobs SET {sets} WHERE id = ?", (*values.values(), job_id))
 
     def record_event(
         self, job_id: str, kind: str, detail: Any = None, *, actor: str = "daemon"
@@ -631,10 +661,10 @@ class Ledger:
 
     def events(self, job_id: str | None = None) -> list[EventRow]:
         if job_id is None:
-            rows = self._select("SELECT * FROM events ORDER BY id")
-        else:
-            rows = self._select("SELECT * FROM events WHERE job_id = ? ORDER BY id", (job_id,))
-        return [_row(EventRow, r) for r in rows]
+            return self._rows(EventRow, f"SELECT {_EVENT_COLS} FROM events ORDER BY id")
+        return self._rows(
+            EventRow, f"SELECT {_EVENT_COLS} FROM events WHERE job_id = ? ORDER BY id", (job_id,)
+        )
 
     # ---- operator commands -----------------------------------------------------------------
 
@@ -668,10 +698,11 @@ class Ledger:
             raise LedgerError(
                 f"job {job_id} is {job.state}: only delivered or failed jobs can be forgotten"
             )
-        with self._write() as db:
-            db.execute("DELETE FROM clips WHERE job_id = ?", (job_id,))
-            db.execute("DELETE FROM exports WHERE job_id = ?", (job_id,))
-            db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+        with self._write():
+            conn = self._conn
+            conn.execute("DELETE FROM clips WHERE job_id = ?", (job_id,))
+            conn.execute("DELETE FROM exports WHERE job_id = ?", (job_id,))
+            conn.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
             self._event(job_id, "forgotten", actor=actor, src=job.state)
 
     # ---- clips and exports -----------------------------------------------------------------
@@ -679,60 +710,65 @@ class Ledger:
     def put_clips(self, job_id: str, clips: Sequence[dict[str, Any]]) -> None:
         """Record the project's clips (insert or refresh; per-clip progress is kept)."""
         now = self.clock.now()
-        with self._write() as db:
+        with self._write():
+            conn = self._conn
+            existing = {
+                r[0] for r in conn.execute("SELECT clip_id FROM clips WHERE job_id = ?", (job_id,))
+            }
             for c in clips:
                 row = {**c, "job_id": job_id, "updated_at": now}
-                existing = db.execute(
-                    "SELECT 1 FROM clips WHERE job_id = ? AND clip_id = ?", (job_id, c["clip_id"])
-                ).fetchone()
-                if existing:
-                    self._update_clip(db, job_id, c["clip_id"], row)
+                if c["clip_id"] in existing:
+                    self._update_clip(job_id, c["clip_id"], row)
                 else:
-                    db.table("clips").insert(row)
+                    bad = row.keys() - _CLIP_FIELDS
+                    if bad:
+                        raise LedgerError(f"unknown clip fields: {sorted(bad)}")
+                    self._insert("clips", row)
+                    existing.add(c["clip_id"])
 
     def clips(self, job_id: str, *, selected_only: bool = False) -> list[ClipRow]:
-        sql = "SELECT * FROM clips WHERE job_id = ?"
+        """The job's clips by rank (only those chosen for rendering with ``selected_only``)."""
+        sql = f"SELECT {_CLIP_COLS} FROM clips WHERE job_id = ?"
         if selected_only:
             sql += " AND selected = 1"
-        rows = self._select(sql + " ORDER BY rank, clip_id", (job_id,))
-        return [_row(ClipRow, r) for r in rows]
+        return self._rows(ClipRow, sql + " ORDER BY rank, clip_id", (job_id,))
 
     def update_clip(self, job_id: str, clip_id: str, **updates: Any) -> None:
-        with self._write() as db:
-            self._update_clip(db, job_id, clip_id, {**updates, "updated_at": self.clock.now()})
+        with self._write():
+            self._update_clip(job_id, clip_id, {**updates, "updated_at": self.clock.now()})
 
-    def _update_clip(
-        self, db: sqlite_utils.Database, job_id: str, clip_id: str, values: dict[str, Any]
-    ) -> None:
+    def _update_clip(self, job_id: str, clip_id: str, values: dict[str, Any]) -> None:
         values = {k: v for k, v in values.items() if k not in ("job_id", "clip_id")}
-        bad = set(values) - set(_columns(ClipRow))
+        bad = values.keys() - _CLIP_FIELDS
         if bad:
             raise LedgerError(f"unknown clip fields: {sorted(bad)}")
         sets = ", ".join(f"{k} = ?" for k in values)
-        db.execute(
+        self._conn.execute(
             f"UPDATE clips SET {sets} WHERE job_id = ? AND clip_id = ?",
             (*values.values(), job_id, clip_id),
         )
 
     def put_export(self, job_id: str, clip_id: str, fmt: str, **values: Any) -> None:
         now = self.clock.now()
-        with self._write() as db:
-            existing = db.execute(
+        with self._write():
+            conn = self._conn
+            existing = conn.execute(
                 "SELECT 1 FROM exports WHERE job_id = ? AND clip_id = ? AND format = ?",
                 (job_id, clip_id, fmt),
             ).fetchone()
-            bad = set(values) - set(_columns(ExportRow))
+            bad = values.keys() - _EXPORT_FIELDS
             if bad:
                 raise LedgerError(f"unknown export fields: {sorted(bad)}")
             if existing:
                 vals = {**values, "updated_at": now}
                 sets = ", ".join(f"{k} = ?" for k in vals)
-                db.execute(
+                conn.execute(
                     f"UPDATE exports SET {sets} WHERE job_id = ? AND clip_id = ? AND format = ?",
                     (*vals.values(), job_id, clip_id, fmt),
                 )
             else:
-                db.table("exports").insert(
+                self._insert(
+                    "exports",
                     {
                         "job_id": job_id,
                         "clip_id": clip_id,
@@ -740,14 +776,15 @@ class Ledger:
                         "state": "pending",
                         **values,
                         "updated_at": now,
-                    }
+                    },
                 )
 
     def exports(self, job_id: str) -> list[ExportRow]:
-        rows = self._select(
-            "SELECT * FROM exports WHERE job_id = ? ORDER BY clip_id, format", (job_id,)
+        return self._rows(
+            ExportRow,
+            f"SELECT {_EXPORT_COLS} FROM exports WHERE job_id = ? ORDER BY clip_id, format",
+            (job_id,),
         )
-        return [_row(ExportRow, r) for r in rows]
 
     # ---- inboxes ---------------------------------------------------------------------------
 
@@ -760,27 +797,24 @@ class Ledger:
         entries: int,
         last_scan_at: float | None,
     ) -> None:
-        with self._write() as db:
-            db.table("inboxes").upsert(
-                {
-                    "path": path,
-                    "paused": int(paused),
-                    "reason": reason,
-                    "entries": entries,
-                    "last_scan_at": last_scan_at,
-                },
-                pk="path",
+        with self._write():
+            self._conn.execute(
+                "INSERT INTO inboxes (path, paused, reason, entries, last_scan_at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT(path) DO UPDATE SET paused = excluded.paused, "
+                "reason = excluded.reason, entries = excluded.entries, "
+                "last_scan_at = excluded.last_scan_at",
+                (path, int(paused), reason, entries, last_scan_at),
             )
 
     def inboxes(self) -> list[InboxRow]:
-        return [_row(InboxRow, r) for r in self._select("SELECT * FROM inboxes ORDER BY path")]
+        return self._rows(InboxRow, f"SELECT {_INBOX_COLS} FROM inboxes ORDER BY path")
 
     # ---- daemon heartbeat ------------------------------------------------------------------
 
     def heartbeat(self, pid: int) -> None:
         """Record that the daemon is alive (and prove the ledger is writable)."""
-        with self._write() as db:
-            db.execute(
+        with self._write():
+            self._conn.execute(
                 "INSERT INTO meta (key, value) VALUES ('heartbeat', ?) "
                 "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                 (json.dumps({"at": self.clock.now(), "pid": pid}),),
@@ -797,7 +831,7 @@ class Ledger:
         """``(bytes sent, bytes in all)`` over the jobs in ``uploading`` (the status line's
         percentage), summed by SQLite: a burst queues hundreds of jobs there."""
         with self._lock:
-            row = self.db.execute(
+            row = self._conn.execute(
                 "SELECT COALESCE(SUM(bytes_uploaded), 0), COALESCE(SUM(size), 0) FROM jobs "
                 "WHERE state = ?",
                 (Stage.UPLOADING.value,),
@@ -806,11 +840,12 @@ class Ledger:
 
     def counts_by_state(self) -> dict[str, int]:
         with self._lock:
-            version = (self._writes, int(self.db.execute("PRAGMA data_version").fetchone()[0]))
+            conn = self._conn
+            version = (self._writes, int(conn.execute("PRAGMA data_version").fetchone()[0]))
             if self._counts is None or self._counts[0] != version:
                 counts = {
                     str(s): int(n)
-                    for s, n in self.db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state")
+                    for s, n in conn.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state")
                 }
                 self._counts = (version, counts)
             return dict(self._counts[1])
