@@ -7,8 +7,11 @@ An aiohttp server in a child process (so its CPU is not counted) answers a small
 a ~100 kB body; this process sends the same requests with (a) ``httpx.AsyncClient()`` on its
 default transport (httpcore), (b) ``httpx.AsyncClient`` over
 :class:`watchd.carmic.aiotransport.AiohttpTransport`, (c) a bare ``aiohttp.ClientSession`` (the
-floor), and prints this process's CPU (``time.process_time``) per request, best of the rounds.
-Why the daemon's clients use (b): see the commit that introduced it.
+floor), (d) the daemon's own path: (b)'s client, but the request built by
+:func:`watchd.carmic.http.build_request` and sent by :func:`watchd.carmic.http.send` (no
+``AsyncClient.build_request``/``send``), and prints this process's CPU (``time.process_time``)
+per request, best of the rounds. Why the daemon's clients use (b) and (d): see the commits that
+introduced them.
 
 With ``--upload-gib`` it measures instead the CPU of
 :func:`watchd.carmic.transfer.upload_file` putting a sparse file of that size to the bundled
@@ -34,7 +37,13 @@ import httpx
 from aiohttp import web
 
 from watchd.carmic.aiotransport import AiohttpTransport
-from watchd.carmic.http import STORAGE_LIMITS, STORAGE_TIMEOUT, ssl_context
+from watchd.carmic.http import (
+    STORAGE_LIMITS,
+    STORAGE_TIMEOUT,
+    build_request,
+    send,
+    ssl_context,
+)
 from watchd.carmic.transfer import download_file, upload_file
 
 SMALL = b'{"id": "job_123", "status": "processing", "progress": 42}'
@@ -106,6 +115,16 @@ def _httpx_get(client: httpx.AsyncClient) -> Get:
     return get
 
 
+def _carmic_get(client: httpx.AsyncClient) -> Get:
+    async def get(url: str) -> int:
+        request = build_request(client, "GET", url)
+        response = await send(client, request, endpoint="bench")
+        assert len(response.content) > 0
+        return response.status_code
+
+    return get
+
+
 def _aiohttp_get(session: aiohttp.ClientSession) -> Get:
     async def get(url: str) -> int:
         async with session.get(url) as response:
@@ -128,6 +147,11 @@ async def _round(base: str, requests: int, concurrency: int) -> dict[tuple[str, 
         async with httpx.AsyncClient(transport=transport, limits=limits) as client:
             out["b httpx + aiohttp", path] = await _measure(
                 _httpx_get(client), url, requests, concurrency
+            )
+        transport = AiohttpTransport(ssl_context=ssl.create_default_context(), limits=limits)
+        async with httpx.AsyncClient(transport=transport, limits=limits) as client:
+            out["d carmic.http.send", path] = await _measure(
+                _carmic_get(client), url, requests, concurrency
             )
         async with aiohttp.ClientSession() as session:
             out["c bare aiohttp", path] = await _measure(
@@ -256,7 +280,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{who:20} {best[who, '/small']:11.3f} {best[who, '/large']:8.3f}")
     for path in ("/small", "/large"):
         a, b = best["a httpx default", path], best["b httpx + aiohttp", path]
-        print(f"{path}: (b) costs {b / a:.0%} of (a)")
+        d = best["d carmic.http.send", path]
+        print(f"{path}: (b) costs {b / a:.0%} of (a), (d) {d / b:.0%} of (b)")
     return 0
 
 

@@ -37,6 +37,7 @@ from watchd.carmic.http import (
     STORAGE_LIMITS,
     STORAGE_TIMEOUT,
     ResponseHook,
+    build_request,
     make_client,
     send,
 )
@@ -257,7 +258,8 @@ class CarmicClient:
         headers = {"Accept": "application/json"}
         if scoped:
             headers["X-Workspace-ID"] = (await self.resolve_workspace()).id
-        request = self._http.build_request(
+        request = build_request(
+            self._http,
             method,
             self._url(route, ids or {}),
             json=json,

@@ -22,7 +22,7 @@ from httpx_sse import EventSource, ServerSentEvent, SSEError
 
 from watchd.carmic.envelope import error_from_response
 from watchd.carmic.errors import NetworkError, TransientError
-from watchd.carmic.http import ResponseHook, send, translate_errors
+from watchd.carmic.http import ResponseHook, build_request, send, translate_errors
 from watchd.carmic.models import JSON
 from watchd.carmic.retry import RetryPolicy
 from watchd.clock import Clock
@@ -116,7 +116,8 @@ async def reconnecting_events(
         started = clock.monotonic()
         why = "the stream ended"
         try:
-            request = http.build_request(
+            request = build_request(
+                http,
                 "GET",
                 url_for(await ticket()),
                 headers={"Accept": "text/event-stream", "Cache-Control": "no-store"},

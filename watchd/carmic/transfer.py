@@ -36,7 +36,7 @@ from watchd.carmic.errors import (
     TransferError,
     UrlExpired,
 )
-from watchd.carmic.http import ResponseHook, send, translate_errors
+from watchd.carmic.http import ResponseHook, build_request, send, translate_errors
 from watchd.outbox import atomic
 from watchd.redact import redact, redact_url
 
@@ -258,7 +258,8 @@ async def upload_file(
                 if report is not None:
                     report(source.sent, source.size)
 
-        request = http.build_request(
+        request = build_request(
+            http,
             "PUT",
             exact_url(url),
             content=body(),
@@ -383,7 +384,8 @@ async def download_file(
     on_response: ResponseHook | None = None,
 ) -> DownloadResult:
     """GET a storage ``url`` into ``dest`` (atomically), with no credentials of ours."""
-    request = http.build_request(
+    request = build_request(
+        http,
         "GET",
         exact_url(url),
         # Bytes as stored: a transparently decompressed body would not match its length.
