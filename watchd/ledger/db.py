@@ -27,6 +27,7 @@ import sqlite_utils
 from sqlite_utils.db import jsonify_if_needed
 
 from watchd.clock import Clock, SystemClock
+from watchd.ledger.rowcache import RowCache, affinities, with_values
 from watchd.ledger.states import RESUMABLE, TERMINAL, Stage, check_transition
 
 DB_NAME = "ledger.db"
@@ -164,6 +165,15 @@ _INBOX_COLS = ", ".join(_columns(InboxRow))
 _JOB_FIELDS = frozenset(_columns(JobRow))
 _CLIP_FIELDS = frozenset(_columns(ClipRow))
 _EXPORT_FIELDS = frozenset(_columns(ExportRow))
+_JOB_KINDS = affinities(JobRow)
+# The columns left out of an insert are NULL (those with defaults are all given).
+_NO_JOB = JobRow(**{name: cast(Any, None) for name in _columns(JobRow)})
+_CLIP_KINDS = affinities(ClipRow)
+
+# Rows kept by the row cache: every job in flight in a large burst, and the clips of the jobs
+# rendering or delivering (their words make a clip list the larger entry).
+JOB_CACHE_ROWS = 2048
+CLIP_CACHE_JOBS = 512
 
 
 # ---- migrations: numbered, append-only ---------------------------------------------------------
@@ -288,7 +298,13 @@ def new_job_id() -> str:
 
 class Ledger:
     """The job ledger. Not thread-safe across threads by design: the daemon owns one instance
-    on its event-loop thread; the CLI opens its own."""
+    on its event-loop thread; the CLI opens its own.
+
+    Job rows and clip lists are cached (:mod:`watchd.ledger.rowcache`): the pipeline reads a job
+    again after every step. The cache holds while no other connection commits (``PRAGMA
+    data_version``, checked before a cached row is handed out and at the start of every write)
+    and nothing writes through :attr:`db` behind the ledger's back (the connection's change
+    count); our own writes update it as they commit."""
 
     def __init__(
         self,
@@ -318,6 +334,10 @@ class Ledger:
             )
         conn.row_factory = None
         self._conn = conn
+        self._jobs: RowCache[JobRow] = RowCache(JOB_CACHE_ROWS)
+        self._clips: RowCache[tuple[ClipRow, ...]] = RowCache(CLIP_CACHE_JOBS)
+        # (data_version, total_changes) when the caches were last known good.
+        self._mark = (-1, -1)
         self.db = sqlite_utils.Database(conn)
         self.db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         self.db.execute("PRAGMA foreign_keys = ON")
@@ -366,8 +386,10 @@ class Ledger:
                 with self._write():
                     migration(self.db)
                     self._conn.execute(f"PRAGMA user_version = {number}")
+                    self._jobs.clear()
+                    self._clips.clear()
 
-    # ---- transactions ----------------------------------------------------------------
+    # ---- transactions and the row cache ----------------------------------------------------
 
     @contextmanager
     def _write(self) -> Iterator[None]:
@@ -376,15 +398,37 @@ class Ledger:
         with self._lock:
             conn = self._conn
             conn.execute("BEGIN IMMEDIATE")
+            self._jobs.begin()
+            self._clips.begin()
             try:
+                # Holding the write lock: no other connection can commit until we do, so the
+                # cache checked now stays right through the transaction and after it.
+                self._check_cache()
                 yield
                 conn.execute("COMMIT")
             except BaseException:
+                self._jobs.rollback()
+                self._clips.rollback()
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
+            else:
+                self._jobs.commit()
+                self._clips.commit()
             finally:
                 self._writes += 1  # after it: a count read inside the transaction is stale
+                # Our own changes are filed in the cache already (or dropped from it).
+                self._mark = (self._mark[0], conn.total_changes)
+
+    def _check_cache(self) -> None:
+        """Drop every cached row if another connection committed since the last look, or
+        something wrote through :attr:`db` directly."""
+        conn = self._conn
+        mark = (int(conn.execute("PRAGMA data_version").fetchone()[0]), conn.total_changes)
+        if mark != self._mark:
+            self._jobs.clear()
+            self._clips.clear()
+            self._mark = mark
 
     def _rows(self, cls: type[Row], sql: str, params: Sequence[Any] = ()) -> list[Row]:
         with self._lock:
@@ -482,11 +526,28 @@ class Ledger:
                 dst=Stage.QUEUED.value,
                 detail={"path": path, "rule": rule, "size": size},
             )
-        return self.require(job_id)
+            job = with_values(_NO_JOB, values, _JOB_KINDS)
+            if job is not None:
+                self._jobs.put(job_id, job)
+        return job or self.require(job_id)
 
     def get(self, job_id: str) -> JobRow | None:
-        rows = self._rows(JobRow, f"SELECT {_JOB_COLS} FROM jobs WHERE id = ?", (job_id,))
-        return rows[0] if rows else None
+        """The job, or None. Rows are frozen: the one handed out may be the cached one."""
+        with self._lock:
+            self._check_cache()
+            return self._job(job_id)
+
+    def _job(self, job_id: str) -> JobRow | None:
+        """The job from the cache, else read (and cached). Only with the cache checked: inside
+        a write transaction or right after :meth:`_check_cache`."""
+        job = self._jobs.get(job_id)
+        if job is None:
+            rows = self._rows(JobRow, f"SELECT {_JOB_COLS} FROM jobs WHERE id = ?", (job_id,))
+            if not rows:
+                return None
+            job = rows[0]
+            self._jobs.put(job_id, job)
+        return job
 
     def require(self, job_id: str) -> JobRow:
         job = self.get(job_id)
@@ -543,11 +604,14 @@ class Ledger:
             else:
                 sql = "DELETE FROM temp.busy WHERE id = ?"
             try:
+                before = conn.total_changes
                 # Autocommit: one statement on a temporary table, no transaction to open and
                 # commit around it, nothing synced.
                 conn.execute(sql, (job_id,))
             except sqlite3.ProgrammingError:
                 return  # closed at shutdown, with the tasks still finishing: nothing to mark
+            if self._mark[1] == before:  # a mark is no change to the rows cached
+                self._mark = (self._mark[0], conn.total_changes)
 
     def get_many(self, job_ids: Sequence[str]) -> list[JobRow]:
         """The jobs with these ids (unknown ones left out), in the order given."""
@@ -621,10 +685,10 @@ class Ledger:
         in one transaction with its event. ``expect`` guards against a concurrent change."""
         now = self.clock.now()
         with self._write():
-            row = self._conn.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()
-            if row is None:
+            job = self._job(job_id)
+            if job is None:
                 raise LedgerError(f"unknown job {job_id}")
-            src = Stage(row[0])
+            src = Stage(job.state)
             if expect is not None and src is not expect:
                 raise LedgerError(f"job {job_id} is {src.value}, expected {expect.value}")
             if src is not to:
@@ -632,16 +696,22 @@ class Ledger:
             values = {**updates, "state": to.value, "updated_at": now}
             if to in TERMINAL:
                 values.setdefault("finished_at", now)
-            self._update(job_id, values)
+                # A finished job's clips are not read again by the daemon: make room.
+                self._clips.drop(job_id)
+            after = self._update(job_id, values, job)
             self._event(job_id, kind, actor=actor, src=src.value, dst=to.value, detail=detail)
-        return self.require(job_id)
+        return after or self.require(job_id)
 
     def update(self, job_id: str, **updates: Any) -> None:
         """Change fields that are not a transition (progress, step, error text)."""
         with self._write():
-            self._update(job_id, {**updates, "updated_at": self.clock.now()})
+            self._update(
+                job_id, {**updates, "updated_at": self.clock.now()}, self._jobs.get(job_id)
+            )
 
-    def _update(self, job_id: str, values: dict[str, Any]) -> None:
+    def _update(self, job_id: str, values: dict[str, Any], job: JobRow | None) -> JobRow | None:
+        """Write ``values`` to the job; its row after, when ``job`` (its row before) is known
+        and the values' stored forms are predicted (the cache keeps it), else None."""
         bad = values.keys() - _JOB_FIELDS
         if bad:
             raise LedgerError(f"unknown job fields: {sorted(bad)}")
@@ -652,6 +722,12 @@ class Ledger:
                 values[k] = v.value
         sets = ", ".join(f"{k} = ?" for k in values)
         self._conn.execute(f"UPDATE jobs SET {sets} WHERE id = ?", (*values.values(), job_id))
+        after = with_values(job, values, _JOB_KINDS) if job is not None else None
+        if after is None or after.id != job_id:
+            self._jobs.drop(job_id)
+            return None
+        self._jobs.put(job_id, after)
+        return after
 
     def record_event(
         self, job_id: str, kind: str, detail: Any = None, *, actor: str = "daemon"
@@ -703,6 +779,8 @@ class Ledger:
             conn.execute("DELETE FROM clips WHERE job_id = ?", (job_id,))
             conn.execute("DELETE FROM exports WHERE job_id = ?", (job_id,))
             conn.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+            self._jobs.drop(job_id)
+            self._clips.drop(job_id)
             self._event(job_id, "forgotten", actor=actor, src=job.state)
 
     # ---- clips and exports -----------------------------------------------------------------
@@ -725,13 +803,25 @@ class Ledger:
                         raise LedgerError(f"unknown clip fields: {sorted(bad)}")
                     self._insert("clips", row)
                     existing.add(c["clip_id"])
+            self._clips.drop(job_id)  # read again, in rank order, when next asked
 
     def clips(self, job_id: str, *, selected_only: bool = False) -> list[ClipRow]:
         """The job's clips by rank (only those chosen for rendering with ``selected_only``)."""
-        sql = f"SELECT {_CLIP_COLS} FROM clips WHERE job_id = ?"
+        with self._lock:
+            self._check_cache()
+            rows = self._clips.get(job_id)
+            if rows is None:
+                rows = tuple(
+                    self._rows(
+                        ClipRow,
+                        f"SELECT {_CLIP_COLS} FROM clips WHERE job_id = ? ORDER BY rank, clip_id",
+                        (job_id,),
+                    )
+                )
+                self._clips.put(job_id, rows)
         if selected_only:
-            sql += " AND selected = 1"
-        return self._rows(ClipRow, sql + " ORDER BY rank, clip_id", (job_id,))
+            return [c for c in rows if c.selected == 1]
+        return list(rows)
 
     def update_clip(self, job_id: str, clip_id: str, **updates: Any) -> None:
         with self._write():
@@ -747,6 +837,20 @@ class Ledger:
             f"UPDATE clips SET {sets} WHERE job_id = ? AND clip_id = ?",
             (*values.values(), job_id, clip_id),
         )
+        rows = self._clips.get(job_id)
+        if rows is None:
+            self._clips.drop(job_id)  # nothing cached; noted, so a rollback drops nothing stale
+            return
+        updated: list[ClipRow] = []
+        for c in rows:
+            if c.clip_id == clip_id:
+                after = with_values(c, values, _CLIP_KINDS)
+                if after is None:
+                    self._clips.drop(job_id)
+                    return
+                c = after
+            updated.append(c)
+        self._clips.put(job_id, tuple(updated))
 
     def put_export(self, job_id: str, clip_id: str, fmt: str, **values: Any) -> None:
         now = self.clock.now()
