@@ -41,6 +41,7 @@ from watchd.carmic.http import (
     STORAGE_LIMITS,
     STORAGE_TIMEOUT,
     build_request,
+    join_url,
     send,
     ssl_context,
 )
@@ -117,7 +118,9 @@ def _httpx_get(client: httpx.AsyncClient) -> Get:
 
 def _carmic_get(client: httpx.AsyncClient) -> Get:
     async def get(url: str) -> int:
-        request = build_request(client, "GET", url)
+        # As CarmicClient builds its requests: the API's base URL joined with the route.
+        base, name = url.rsplit("/", 1)
+        request = build_request(client, "GET", join_url(base, f"/{name}"))
         response = await send(client, request, endpoint="bench")
         assert len(response.content) > 0
         return response.status_code

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -15,9 +16,11 @@ from aiohttp import web
 from hypothesis import given
 from hypothesis import strategies as st
 
+from watchd.carmic import http as http_module
 from watchd.carmic.aiotransport import AiohttpTransport
 from watchd.carmic.errors import NetworkError, ServerError
-from watchd.carmic.http import build_request, make_client, send
+from watchd.carmic.http import build_request, join_url, make_client, send
+from watchd.carmic.transfer import exact_url
 
 API = "https://api.test/api"
 
@@ -402,3 +405,94 @@ async def test_daemon_client_over_loopback_releases_connections() -> None:
             assert not session.connector._acquired  # both connections back in the pool
     finally:
         await runner.cleanup()
+
+
+# ---- URLs -------------------------------------------------------------------------------------
+
+
+def url_shape(url: httpx.URL) -> tuple[Any, ...]:
+    return (str(url), url.raw_path, url.scheme, url.host, url.port, url.netloc, url.path, url.query)
+
+
+BASES = [
+    "https://api.test/api",
+    "http://127.0.0.1:8080/api",
+    "https://API.test:443/api/",
+    "https://api.test",
+    "https://[::1]:8443/a%2Fb",
+    "https://api.test/a/../api",
+    "https://api.test/api?x=1",
+    "https://u:p@api.test/api",
+]
+
+
+@given(
+    base=st.sampled_from(BASES),
+    path=st.lists(
+        st.sampled_from(
+            ["/", "v1", "projects", "%2F", "%zz", ".", "..", "a b", "é", "?", "#", "~"]
+        ),
+        max_size=8,
+    ).map("".join),
+)
+def test_joined_url_is_the_parsed_concatenation(base: str, path: str) -> None:
+    try:
+        expected = httpx.URL(base + path)
+    except httpx.InvalidURL:
+        with pytest.raises(httpx.InvalidURL):
+            join_url(base, path)
+        return
+    assert url_shape(join_url(base, path)) == url_shape(expected)
+
+
+def test_plain_paths_skip_the_parse(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The installed httpx lets the path be set in place; were that lost, every API request
+    # would parse its URL again (correct, only slower).
+    assert http_module._JOIN_IN_PLACE
+    calls: list[str] = []
+    real_init = httpx.URL.__init__
+
+    def counting_init(self: httpx.URL, url: Any = "", **kwargs: Any) -> None:
+        calls.append(str(url))
+        real_init(self, url, **kwargs)
+
+    join_url(API, "/v1/warm")  # the base parsed once
+    monkeypatch.setattr(httpx.URL, "__init__", counting_init)
+    url = join_url(API, "/v1/projects/p%2F1/status")
+    assert calls == [] and str(url) == f"{API}/v1/projects/p%2F1/status"
+    join_url(API, "/v1/projects/a b")
+    assert calls == [f"{API}/v1/projects/a b"]
+
+
+def test_without_in_place_joins_urls_are_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(http_module, "_JOIN_IN_PLACE", False)
+    for base in BASES:
+        assert url_shape(join_url(base, "/v1/x")) == url_shape(httpx.URL(base + "/v1/x"))
+
+
+def pinned_the_long_way(url: str) -> httpx.URL:
+    """exact_url as it was: always a second parse."""
+    parts = urlsplit(url)
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    try:
+        return httpx.URL(url).copy_with(raw_path=target.encode("ascii"))
+    except UnicodeEncodeError:
+        return httpx.URL(url)
+
+
+@given(
+    path=st.lists(st.sampled_from(["/", "b", "%2F", "a b", "é", "~", "*", "'"]), max_size=5).map(
+        "".join
+    ),
+    query=st.none()
+    | st.lists(st.sampled_from(["X-Sig=", "%2F", "%3D", "&", "=", "a b", "~*'()!", "é"])).map(
+        "".join
+    ),
+)
+def test_exact_url_is_what_it_was(path: str, query: str | None) -> None:
+    url = "https://r2.test" + path + ("" if query is None else f"?{query}")
+    try:
+        expected = pinned_the_long_way(url)
+    except httpx.InvalidURL:
+        return
+    assert url_shape(exact_url(url)) == url_shape(expected)

@@ -38,6 +38,7 @@ from watchd.carmic.http import (
     STORAGE_TIMEOUT,
     ResponseHook,
     build_request,
+    join_url,
     make_client,
     send,
 )
@@ -200,9 +201,9 @@ class CarmicClient:
 
     # ---- plumbing --------------------------------------------------------------------------
 
-    def _url(self, route: str, ids: Mapping[str, str]) -> str:
+    def _path(self, route: str, ids: Mapping[str, str]) -> str:
         # IDs come from the server; quoting keeps a strange one from reaching another route.
-        return self.api_url + route.format(**{k: quote(str(v), safe="") for k, v in ids.items()})
+        return route.format(**{k: quote(str(v), safe="") for k, v in ids.items()})
 
     async def _bucket(self, kind: str) -> TokenBucket:
         # Limits are per workspace: resolve it before choosing the bucket.
@@ -261,7 +262,7 @@ class CarmicClient:
         request = build_request(
             self._http,
             method,
-            self._url(route, ids or {}),
+            join_url(self.api_url, self._path(route, ids or {})),
             json=json,
             params={k: v for k, v in (params or {}).items() if v is not None} or None,
             headers=headers,
@@ -607,7 +608,7 @@ class CarmicClient:
             return await self._ticket(retry=False)
 
         def url_for(t: str) -> str:
-            return f"{self._url(route, {'id': rid})}?ticket={quote(t, safe='')}"
+            return f"{self.api_url}{self._path(route, {'id': rid})}?ticket={quote(t, safe='')}"
 
         return reconnecting_events(
             self._http,

@@ -17,8 +17,10 @@ tokens, signed storage URLs, no cookies). Clients configured with what that mach
 from __future__ import annotations
 
 import datetime
+import functools
 import json as jsonlib
 import logging
+import re
 import ssl
 import sys
 import time
@@ -139,6 +141,77 @@ def translate_errors(endpoint: str, url: str | httpx.URL) -> Iterator[None]:
             f"undecodable answer from {redact_url(str(url))}: {redact(str(e))}", endpoint=endpoint
         ) from e
 
+
+# ---- URLs --------------------------------------------------------------------------------------
+
+# A path httpx's parser leaves exactly as it is: unreserved characters, "/" and %XX escapes.
+_PLAIN_PATH = re.compile(r"(?:[A-Za-z0-9._~/-]|%[0-9A-Fa-f]{2})*")
+_MAX_PLAIN = 4096  # far below httpx's own URL length limit
+
+
+@functools.lru_cache(maxsize=16)
+def _parsed_base(base: str) -> Any:
+    """httpx's parsed form of ``base`` (a NamedTuple inside httpx.URL) when a plain path can be
+    appended to it in place: it reads back exactly as written, with no query or fragment."""
+    ref = getattr(httpx.URL(base), "_uri_reference", None)
+    if (
+        ref is None
+        or not hasattr(ref, "_replace")
+        or str(ref) != base
+        or ref.query is not None
+        or ref.fragment is not None
+    ):
+        return None
+    return ref
+
+
+def _joined_in_place(base: str, path: str) -> httpx.URL | None:
+    ref = _parsed_base(base)
+    if ref is None or not path.startswith("/") or len(path) > _MAX_PLAIN:
+        return None
+    full = ref.path + path
+    if not _PLAIN_PATH.fullmatch(path) or ("." in full and {".", ".."} & set(full.split("/"))):
+        return None  # parsing would encode something or drop dot segments
+    url = httpx.URL.__new__(httpx.URL)
+    url._uri_reference = ref._replace(path=full)
+    return url
+
+
+def _can_join_in_place() -> bool:
+    # httpx.URL's insides are httpx's business: use them only while they behave as expected.
+    try:
+        for base, path in (("https://h.test:8443/api", "/v1/a%2Fb-c"), ("http://h.test", "/x")):
+            url = _joined_in_place(base, path)
+            parsed = httpx.URL(base + path)
+            if url is None or (str(url), url.raw_path, url.netloc, url.host) != (
+                str(parsed),
+                parsed.raw_path,
+                parsed.netloc,
+                parsed.host,
+            ):
+                return False
+    except Exception:  # pragma: no cover - another httpx
+        return False
+    finally:
+        _parsed_base.cache_clear()
+    return True
+
+
+_JOIN_IN_PLACE = _can_join_in_place()
+
+
+def join_url(base: str, path: str) -> httpx.URL:
+    """``httpx.URL(base + path)``, without parsing the whole URL again for every request when
+    ``path`` is plain (unreserved characters, ``/`` and ``%XX`` escapes, no dot segments): the
+    parse (~13 us) was a tenth of what an API exchange cost above aiohttp's own work."""
+    if _JOIN_IN_PLACE:
+        url = _joined_in_place(base, path)
+        if url is not None:
+            return url
+    return httpx.URL(base + path)
+
+
+# ---- requests ----------------------------------------------------------------------------------
 
 # Methods for which httpx adds ``Content-Length: 0`` to a request without a body.
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})

@@ -91,6 +91,8 @@ def exact_url(url: str) -> httpx.URL:
         raw = target.encode("ascii")
     except UnicodeEncodeError:
         return parsed
+    if parts.path and parsed.raw_path == raw:
+        return parsed  # already exact (the usual case): spare a second parse
     return parsed.copy_with(raw_path=raw)
 
 
