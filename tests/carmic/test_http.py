@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from pathlib import Path
 
@@ -13,8 +14,8 @@ from tests.carmic.fakeapi import FakeApi, err, make_client, ok
 from watchd.carmic.aiotransport import AiohttpTransport
 from watchd.carmic.client import CarmicClient
 from watchd.carmic.errors import NetworkError, PermanentError, ServerError
+from watchd.carmic.http import build_request, send, ssl_context, translate_errors
 from watchd.carmic.http import make_client as make_http
-from watchd.carmic.http import ssl_context, translate_errors
 
 
 def test_tls_context_verifies_and_takes_an_extra_ca_file() -> None:
@@ -91,3 +92,50 @@ async def test_rate_limit_hook_sees_every_429() -> None:
     async with make_client(api, on_rate_limited=lambda e, ra: seen.append((e, ra))) as c:
         assert (await c.render_progress("c1")).done
     assert seen == [("/v1/clips/{id}/render-progress", 3.0)]
+
+
+@pytest.fixture
+def no_proxy_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    return monkeypatch
+
+
+async def test_proxies_from_the_environment_are_mounted(no_proxy_env: pytest.MonkeyPatch) -> None:
+    # httpx reads no proxy variables for a client given a transport: make_client mounts them.
+    async with make_http() as http:
+        assert isinstance(http._transport_for_url(httpx.URL("https://a.test/")), AiohttpTransport)
+    no_proxy_env.setenv("HTTPS_PROXY", "http://proxy.test:3128")
+    no_proxy_env.setenv("NO_PROXY", "localhost,internal.test")
+    async with make_http() as http:
+        via = http._transport_for_url
+        assert isinstance(via(httpx.URL("https://api.test/api")), httpx.AsyncHTTPTransport)
+        assert isinstance(via(httpx.URL("https://x.internal.test/")), AiohttpTransport)
+        assert isinstance(via(httpx.URL("http://api.test/")), AiohttpTransport)  # no HTTP_PROXY
+
+
+async def test_requests_reach_a_proxy_from_the_environment(
+    no_proxy_env: pytest.MonkeyPatch,
+) -> None:
+    lines: list[bytes] = []
+
+    async def proxy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        lines.append(head.split(b"\r\n", 1)[0])
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(proxy, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    no_proxy_env.setenv("HTTP_PROXY", f"http://127.0.0.1:{port}")
+    try:
+        async with make_http() as http:
+            request = build_request(http, "GET", "http://api.test/api/v1/health")
+            response = await send(http, request, endpoint="/v1/health")
+        assert response.text == "ok"
+        assert lines == [b"GET http://api.test/api/v1/health HTTP/1.1"]
+    finally:
+        server.close()
+        await server.wait_closed()

@@ -27,6 +27,7 @@ import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
+from urllib.request import getproxies
 
 import httpx
 
@@ -89,7 +90,7 @@ def make_client(
 
     The wire is aiohttp's (:class:`AiohttpTransport`: half the CPU per request of httpcore's,
     and cheaper and faster for storage transfers); proxies from the environment still go
-    through httpx's own transports."""
+    through httpx's own transports (:func:`proxy_mounts`)."""
     ctx = ssl_context(ca_file)
     return httpx.AsyncClient(
         http1=True,
@@ -98,10 +99,34 @@ def make_client(
         timeout=timeout,
         limits=limits,
         transport=AiohttpTransport(ssl_context=ctx, limits=limits),
+        mounts=proxy_mounts(ctx, limits),
         follow_redirects=False,
         headers={"User-Agent": USER_AGENT},
         trust_env=True,
     )
+
+
+def proxy_mounts(
+    ctx: ssl.SSLContext, limits: httpx.Limits
+) -> dict[str, httpx.AsyncBaseTransport | None]:
+    """The proxies of the environment (``HTTP(S)_PROXY``, ``ALL_PROXY``, ``NO_PROXY``) as httpx
+    mounts them for a client that makes its own transport: a client given one (ours) reads no
+    proxy settings at all. ``None`` mounts (``NO_PROXY``) leave those URLs to our transport."""
+    try:
+        # httpx's own reading of the variables (NO_PROXY's forms are many); private.
+        from httpx._utils import get_environment_proxies
+    except ImportError:  # pragma: no cover - another httpx
+        if getproxies():
+            log.warning("proxy settings in the environment are ignored (httpx changed)")
+        return {}
+    return {
+        pattern: None
+        if url is None
+        else httpx.AsyncHTTPTransport(
+            verify=ctx, http1=True, http2=False, limits=limits, trust_env=True, proxy=url
+        )
+        for pattern, url in get_environment_proxies().items()
+    }
 
 
 def _describe(exc: httpx.HTTPError) -> str:
