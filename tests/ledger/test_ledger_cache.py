@@ -278,3 +278,33 @@ def test_a_finished_job_gives_up_its_clips(ledger: Ledger) -> None:
     ledger.transition(jid, Stage.FAILED)
     assert ledger._clips.get(jid) is None
     assert [c.clip_id for c in ledger.clips(jid)] == ["c1"]
+
+
+def test_a_batch_is_one_transaction_and_reads_its_own_writes(ledger: Ledger) -> None:
+    job_id = _add(ledger)
+    seen = _statements(ledger)
+    with ledger.batch():
+        ledger.put_clips(job_id, [_clip("c1", 1)])
+        ledger.transition(job_id, Stage.PROBED, duration=6.0)
+        assert ledger.get(job_id).stage is Stage.PROBED  # type: ignore[union-attr]
+        assert [c.clip_id for c in ledger.clips(job_id)] == ["c1"]
+        ledger.update_clip(job_id, "c1", state="rendered")
+    ledger.db.conn.set_trace_callback(None)
+    assert [s for s in seen if s in ("BEGIN IMMEDIATE", "COMMIT")] == ["BEGIN IMMEDIATE", "COMMIT"]
+    assert [s for s in seen if "data_version" in s] == ["PRAGMA data_version"]  # at BEGIN only
+    assert _as_stored(ledger, job_id).state == "probed"
+    assert ledger.clips(job_id)[0].state == "rendered"
+
+
+def test_a_batch_that_fails_leaves_none_of_its_writes(two: tuple[Ledger, Ledger]) -> None:
+    daemon, cli = two
+    job_id = _add(daemon)
+    with pytest.raises(LedgerError), daemon.batch():
+        daemon.put_clips(job_id, [_clip("c1", 1)])
+        daemon.transition(job_id, Stage.PROBED)
+        daemon.transition(job_id, Stage.DELIVERED, expect=Stage.QUEUED)  # refused: PROBED now
+    for ledger in (daemon, cli):
+        assert ledger.require(job_id).stage is Stage.QUEUED
+        assert ledger.clips(job_id) == []
+    daemon.transition(job_id, Stage.PROBED)  # the connection is usable after it
+    assert cli.require(job_id).stage is Stage.PROBED

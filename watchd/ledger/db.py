@@ -338,6 +338,7 @@ class Ledger:
         self._clips: RowCache[tuple[ClipRow, ...]] = RowCache(CLIP_CACHE_JOBS)
         # (data_version, total_changes) when the caches were last known good.
         self._mark = (-1, -1)
+        self._depth = 0  # > 0 inside a write transaction (see batch)
         self.db = sqlite_utils.Database(conn)
         self.db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         self.db.execute("PRAGMA foreign_keys = ON")
@@ -392,14 +393,31 @@ class Ledger:
     # ---- transactions and the row cache ----------------------------------------------------
 
     @contextmanager
+    def batch(self) -> Iterator[None]:
+        """The writes made inside share one transaction: one commit (one fsync) for all of
+        them, all or none on disk. An error inside rolls every one back and propagates, so a
+        writer inside must not swallow errors of its own writes."""
+        with self._write():
+            yield
+
+    @contextmanager
     def _write(self) -> Iterator[None]:
         """One write transaction. BEGIN IMMEDIATE and COMMIT are the whole of it: a savepoint
-        inside would roll back nothing the ROLLBACK here does not."""
+        inside would roll back nothing the ROLLBACK here does not. Inside :meth:`batch` a write
+        is part of the batch's transaction."""
         with self._lock:
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield
+                finally:
+                    self._depth -= 1
+                return
             conn = self._conn
             conn.execute("BEGIN IMMEDIATE")
             self._jobs.begin()
             self._clips.begin()
+            self._depth = 1
             try:
                 # Holding the write lock: no other connection can commit until we do, so the
                 # cache checked now stays right through the transaction and after it.
@@ -416,6 +434,7 @@ class Ledger:
                 self._jobs.commit()
                 self._clips.commit()
             finally:
+                self._depth = 0
                 self._writes += 1  # after it: a count read inside the transaction is stale
                 # Our own changes are filed in the cache already (or dropped from it).
                 self._mark = (self._mark[0], conn.total_changes)
@@ -534,7 +553,8 @@ class Ledger:
     def get(self, job_id: str) -> JobRow | None:
         """The job, or None. Rows are frozen: the one handed out may be the cached one."""
         with self._lock:
-            self._check_cache()
+            if not self._depth:  # inside a write the cache was checked under the write lock
+                self._check_cache()
             return self._job(job_id)
 
     def _job(self, job_id: str) -> JobRow | None:
@@ -808,7 +828,8 @@ class Ledger:
     def clips(self, job_id: str, *, selected_only: bool = False) -> list[ClipRow]:
         """The job's clips by rank (only those chosen for rendering with ``selected_only``)."""
         with self._lock:
-            self._check_cache()
+            if not self._depth:  # inside a write the cache was checked under the write lock
+                self._check_cache()
             rows = self._clips.get(job_id)
             if rows is None:
                 rows = tuple(
