@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -121,9 +122,9 @@ async def test_a_duplicate_of_a_failed_job_fails_pointing_to_it(world: World) ->
 
 
 async def test_delivery_writes_each_clip_and_the_job_once(world: World) -> None:
-    """The writes a delivery costs: the folder's reservation, one row update per clip (its
-    video, captions and thumbnail together) and the transition, which also records where the
-    source went; no progress line for a single clip."""
+    """The writes a delivery costs: the folder's reservation, then one row update per clip (its
+    video, captions and thumbnail together) committed with the transition, which also records
+    where the source went; no progress line for a single clip."""
     job = world.drop(render=ONE)
     p = world.pipeline()
     crashed = crash_at(p, Stage.DELIVERING)
@@ -131,13 +132,15 @@ async def test_delivery_writes_each_clip_and_the_job_once(world: World) -> None:
     p = await world.restart(p)
     writes: list[str] = []
     world.ledger.db.conn.set_trace_callback(
-        lambda sql: writes.append(sql) if sql.startswith("UPDATE ") else None
+        lambda sql: writes.append(sql) if sql.startswith(("UPDATE ", "COMMIT")) else None
     )
     try:
         await world.run(p)
     finally:
         world.ledger.db.conn.set_trace_callback(None)
     j = world.assert_delivered_once(job.id)
+    # Two commits: the reservation, then the clip's row with the transition.
+    assert writes.count("COMMIT") == 2, writes
     clip_writes = [w for w in writes if w.startswith("UPDATE clips")]
     job_writes = [w for w in writes if w.startswith("UPDATE jobs")]
     assert len(clip_writes) == 1, clip_writes
@@ -188,3 +191,31 @@ async def test_a_saved_thumbnail_link_that_fails_is_asked_for_again(world: World
     assert (world.outbox / "talk" / entry["thumbnail"]).stat().st_size > 0
     assert not world.manifest(job.id)["skipped"]
     assert _clip_reads(world, clip.clip_id) == 2  # the preset's read, and the fresh link
+
+
+async def test_clips_delivered_before_a_failure_are_not_fetched_again(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from watchd.outbox import manifest as manifest_mod
+
+    job = world.drop(render=ONE)
+    p = world.pipeline()
+    real_write = manifest_mod.write_manifest
+    failures: list[int] = []
+
+    def full_disk(folder: Path, doc: Any) -> Path:
+        if not failures:
+            failures.append(1)
+            raise OSError(28, "No space left on device")
+        return real_write(folder, doc)
+
+    monkeypatch.setattr(manifest_mod, "write_manifest", full_disk)
+    await world.run(p, lambda: bool(failures))
+    (clip,) = world.ledger.clips(job.id, selected_only=True)
+    assert clip.file and clip.sha256 and clip.captions and clip.thumbnail  # kept for the retry
+    await world.run(p)
+    world.assert_delivered_once(job.id)
+    videos = [
+        r for r in world.snapshot()["requests"] if r["path"].endswith(f"/{clip.clip_id}/video")
+    ]
+    assert len(videos) == 1

@@ -126,59 +126,81 @@ async def handle_delivering(p: Pipeline, job: JobRow) -> None:
     bases = _base_names(delivered)
     skipped: list[dict[str, str]] = []
     entries: list[dict[str, Any]] = []
+    # What each clip's files add to its row: written with the transition (one commit), or on
+    # the way out when a later step fails, so that a retry does not fetch them again.
+    records: dict[str, dict[str, Any]] = {}
     total = max(1, len(delivered))
-    for i, clip in enumerate(delivered):
-        if total > 1:  # one clip: the transition's step ("delivering") says it all
-            p.ledger.update(
-                job.id, progress=round(100.0 * i / total, 1), step=f"delivering {i + 1}/{total}"
+    try:
+        for i, clip in enumerate(delivered):
+            if total > 1:  # one clip: the transition's step ("delivering") says it all
+                p.ledger.update(
+                    job.id,
+                    progress=round(100.0 * i / total, 1),
+                    step=f"delivering {i + 1}/{total}",
+                )
+            entries.append(
+                await _deliver_clip(
+                    p,
+                    job,
+                    clip,
+                    bases[clip.clip_id],
+                    folder,
+                    skipped,
+                    records.setdefault(clip.clip_id, {}),
+                    captions=bool(preset.get("captions", True)),
+                    renders=renders,
+                )
             )
-        entries.append(
-            await _deliver_clip(
-                p,
-                job,
-                clip,
-                bases[clip.clip_id],
-                folder,
-                skipped,
-                captions=bool(preset.get("captions", True)),
-                renders=renders,
-            )
+        for c in failed_renders:
+            skipped.append({"what": f"render {c.title}", "reason": c.error or "render failed"})
+        status = "partial" if failed_renders else "delivered"
+        doc = manifest.build_manifest(
+            status=status,
+            source={"name": job.name, "size": job.size, "sha256": await _source_sha256(job)},
+            rule=job.rule,
+            project_id=job.project_id,
+            clips=entries,
+            skipped=skipped,
+            error=None,
+            completed_at=_now_iso(p),
+            job_id=job.id,
         )
-    for c in failed_renders:
-        skipped.append({"what": f"render {c.title}", "reason": c.error or "render failed"})
-    status = "partial" if failed_renders else "delivered"
-    doc = manifest.build_manifest(
-        status=status,
-        source={"name": job.name, "size": job.size, "sha256": await _source_sha256(job)},
-        rule=job.rule,
-        project_id=job.project_id,
-        clips=entries,
-        skipped=skipped,
-        error=None,
-        completed_at=_now_iso(p),
-        job_id=job.id,
-    )
-    problems = await asyncio.to_thread(_write_and_verify, folder, doc)
-    if problems:
-        for c in delivered:
-            p.ledger.update_clip(job.id, c.clip_id, file=None)
-        raise RetryLater("delivery did not verify: " + "; ".join(problems[:3]))
-    # The source's new path goes into the transition's write: a stop between the move and that
-    # write finds the moved file again by its inode (see _dispose).
-    disposed = _dispose(p, job, t, kind="done", record=False)
+        problems = await asyncio.to_thread(_write_and_verify, folder, doc)
+        if problems:
+            records.clear()
+            with p.ledger.batch():
+                for c in delivered:
+                    p.ledger.update_clip(job.id, c.clip_id, file=None)
+            raise RetryLater("delivery did not verify: " + "; ".join(problems[:3]))
+        # The source's new path goes into the transition's write: a stop between the move and
+        # that write finds the moved file again by its inode (see _dispose).
+        disposed = _dispose(p, job, t, kind="done", record=False)
+    except BaseException:
+        _record_clips(p, job, records)
+        raise
     moved = {"path": disposed} if disposed is not None and disposed != job.path else {}
-    p.advance(
-        job,
-        Stage.DELIVERED,
-        kind="delivered",
-        detail={"status": status, "clips": len(entries), "folder": str(folder)},
-        say=f"{job.name}: {len(entries)} clip(s) in {folder} ({status})",
-        progress=100,
-        step=None,
-        disposed_to=disposed,
-        outbox_dir=str(folder),
-        **moved,
-    )
+    with p.ledger.batch():
+        _record_clips(p, job, records)
+        p.advance(
+            job,
+            Stage.DELIVERED,
+            kind="delivered",
+            detail={"status": status, "clips": len(entries), "folder": str(folder)},
+            say=f"{job.name}: {len(entries)} clip(s) in {folder} ({status})",
+            progress=100,
+            step=None,
+            disposed_to=disposed,
+            outbox_dir=str(folder),
+            **moved,
+        )
+
+
+def _record_clips(p: Pipeline, job: JobRow, records: dict[str, dict[str, Any]]) -> None:
+    """The clips' new files into their rows, in one transaction."""
+    with p.ledger.batch():
+        for clip_id, values in records.items():
+            if values:
+                p.ledger.update_clip(job.id, clip_id, **values)
 
 
 def _write_and_verify(folder: Path, doc: dict[str, Any]) -> list[str]:
@@ -195,10 +217,13 @@ async def _deliver_clip(
     base: str,
     folder: Path,
     skipped: list[dict[str, str]],
+    record: dict[str, Any],
     *,
     captions: bool,
     renders: bool,
 ) -> dict[str, Any]:
+    """One clip's files into ``folder``; what its ledger row learns goes into ``record`` (the
+    caller writes it)."""
     detail = None
     entry: dict[str, Any] = {
         "id": clip.clip_id,
@@ -212,59 +237,52 @@ async def _deliver_clip(
         "sha256": None,
         "exports": [],
     }
-    # What this clip's files add to its ledger row, written once at the end (also when a later
-    # step fails): a kill before that costs a download again; a write per file cost more.
-    record: dict[str, Any] = {}
-    try:
-        if renders:
-            mp4 = f"{base}.mp4"
-            sha256 = clip.sha256
-            if not (clip.file == mp4 and clip.sha256 and _file_ok(folder, mp4, clip.size)):
-                res = await p.client.download_clip_video(clip.clip_id, folder / mp4)
-                record.update(file=mp4, size=res.size, sha256=res.sha256)
-                sha256 = res.sha256
-            entry["file"] = mp4
-            entry["sha256"] = sha256
-        # The transcript and the thumbnail's link were saved when the preset was applied: the
-        # clip is only read again when they are not known (nothing rendered) or the link fails.
-        words = _words(clip)
-        if not clip.words:
-            detail = await _clip_detail(p, clip)
-            if detail is not None:
-                words = list(detail.words) or words
-        if captions:
-            rel_words = srt.to_clip_relative(words, clip.start_time, clip.end_time)
-            text = srt.words_to_srt(rel_words)
-            if text:
-                name = f"{base}.srt"
-                await asyncio.to_thread(atomic.atomic_write_text, folder / name, text)
-                entry["captions"] = name
-                if clip.captions != name:
-                    record["captions"] = name
-            else:
-                skipped.append(
-                    {"what": f"captions {clip.title}", "reason": "the transcript has no words"}
-                )
-        thumb_url = clip.thumbnail_url or (detail.thumbnail_url if detail is not None else None)
-        if thumb_url:
-            jpg = f"{base}.jpg"
-            try:
-                if not _file_ok(folder, clip.thumbnail, None) or clip.thumbnail != jpg:
-                    try:
-                        await p.client.download(thumb_url, folder / jpg)
-                    except CarmicError:
-                        # A saved link may have expired (presigned): ask for a fresh one, once.
-                        fresh = await _clip_detail(p, clip) if detail is None else None
-                        if fresh is None or fresh.thumbnail_url in (None, "", thumb_url):
-                            raise
-                        await p.client.download(fresh.thumbnail_url, folder / jpg)
-                    record["thumbnail"] = jpg
-                entry["thumbnail"] = jpg
-            except (CarmicError, OSError) as err:
-                skipped.append({"what": f"thumbnail {clip.title}", "reason": str(err)})
-    finally:
-        if record:
-            p.ledger.update_clip(job.id, clip.clip_id, **record)
+    if renders:
+        mp4 = f"{base}.mp4"
+        sha256 = clip.sha256
+        if not (clip.file == mp4 and clip.sha256 and _file_ok(folder, mp4, clip.size)):
+            res = await p.client.download_clip_video(clip.clip_id, folder / mp4)
+            record.update(file=mp4, size=res.size, sha256=res.sha256)
+            sha256 = res.sha256
+        entry["file"] = mp4
+        entry["sha256"] = sha256
+    # The transcript and the thumbnail's link were saved when the preset was applied: the
+    # clip is only read again when they are not known (nothing rendered) or the link fails.
+    words = _words(clip)
+    if not clip.words:
+        detail = await _clip_detail(p, clip)
+        if detail is not None:
+            words = list(detail.words) or words
+    if captions:
+        rel_words = srt.to_clip_relative(words, clip.start_time, clip.end_time)
+        text = srt.words_to_srt(rel_words)
+        if text:
+            name = f"{base}.srt"
+            await asyncio.to_thread(atomic.atomic_write_text, folder / name, text)
+            entry["captions"] = name
+            if clip.captions != name:
+                record["captions"] = name
+        else:
+            skipped.append(
+                {"what": f"captions {clip.title}", "reason": "the transcript has no words"}
+            )
+    thumb_url = clip.thumbnail_url or (detail.thumbnail_url if detail is not None else None)
+    if thumb_url:
+        jpg = f"{base}.jpg"
+        try:
+            if not _file_ok(folder, clip.thumbnail, None) or clip.thumbnail != jpg:
+                try:
+                    await p.client.download(thumb_url, folder / jpg)
+                except CarmicError:
+                    # A saved link may have expired (presigned): ask for a fresh one, once.
+                    fresh = await _clip_detail(p, clip) if detail is None else None
+                    if fresh is None or fresh.thumbnail_url in (None, "", thumb_url):
+                        raise
+                    await p.client.download(fresh.thumbnail_url, folder / jpg)
+                record["thumbnail"] = jpg
+            entry["thumbnail"] = jpg
+        except (CarmicError, OSError) as err:
+            skipped.append({"what": f"thumbnail {clip.title}", "reason": str(err)})
     for ex in p.ledger.exports(job.id):
         if ex.clip_id != clip.clip_id:
             continue

@@ -569,17 +569,18 @@ async def handle_processing(p: Pipeline, job: JobRow) -> None:
         }
         for c, rank, picked in choose_clips(project.clips, rule)
     ]
-    p.ledger.put_clips(job.id, rows)
     chosen = sum(1 for r in rows if r["selected"])
-    p.advance(
-        job,
-        Stage.CLIPS_READY,
-        kind="clips_ready",
-        detail={"clips": len(rows), "chosen": chosen},
-        say=f"{len(rows)} clip(s) found, {chosen} chosen",
-        progress=100,
-        step="clips ready",
-    )
+    with p.ledger.batch():  # the clips and the transition: one commit
+        p.ledger.put_clips(job.id, rows)
+        p.advance(
+            job,
+            Stage.CLIPS_READY,
+            kind="clips_ready",
+            detail={"clips": len(rows), "chosen": chosen},
+            say=f"{len(rows)} clip(s) found, {chosen} chosen",
+            progress=100,
+            step="clips ready",
+        )
 
 
 async def _follow(p: Pipeline, job: JobRow) -> ProjectStatus:
