@@ -520,18 +520,21 @@ class Daemon:
             fp = await asyncio.to_thread(fingerprint, path, stat.size)
         except FileNotFoundError:
             return
-        job = self.ledger.add_job(
-            inbox=rt.key,
-            rel_path=rel,
-            path=str(path),
-            rule=rule_name,
-            preset=record,
-            size=stat.size,
-            mtime_ns=stat.mtime_ns,
-            inode=stat.ino,
-            dev=stat.dev,
-            fingerprint=fp,
-        )
+        # Lost to a power cut, the file is found again by the start-up scan: nothing is sent
+        # before the next durable write (the create intent) puts this one on disk too.
+        with self.ledger.relaxed():
+            job = self.ledger.add_job(
+                inbox=rt.key,
+                rel_path=rel,
+                path=str(path),
+                rule=rule_name,
+                preset=record,
+                size=stat.size,
+                mtime_ns=stat.mtime_ns,
+                inode=stat.ino,
+                dev=stat.dev,
+                fingerprint=fp,
+            )
         self.known.setdefault((rt.key, rel), set()).add(sig)
         log.info(
             "queued %s (rule %r) as job %s",

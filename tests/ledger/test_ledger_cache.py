@@ -308,3 +308,36 @@ def test_a_batch_that_fails_leaves_none_of_its_writes(two: tuple[Ledger, Ledger]
         assert ledger.clips(job_id) == []
     daemon.transition(job_id, Stage.PROBED)  # the connection is usable after it
     assert cli.require(job_id).stage is Stage.PROBED
+
+
+def test_relaxed_writes_skip_the_disk_wait_and_durable_ones_do_not(tmp_path: Path) -> None:
+    ledger = Ledger.open(tmp_path, clock=FakeClock())
+    job_id = _add(ledger)
+
+    def synchronous_inside(write: Any) -> int:
+        seen: list[int] = []
+        real = ledger.db.conn
+
+        def peek(sql: str) -> None:
+            if sql.startswith("UPDATE jobs"):
+                ledger.db.conn.set_trace_callback(None)
+                seen.append(int(real.execute("PRAGMA synchronous").fetchone()[0]))
+                ledger.db.conn.set_trace_callback(peek)
+
+        real.set_trace_callback(peek)
+        try:
+            write()
+        finally:
+            real.set_trace_callback(None)
+        return seen[0]
+
+    assert synchronous_inside(lambda: ledger.update(job_id, progress=1)) == 2  # FULL
+    with ledger.relaxed():
+        assert synchronous_inside(lambda: ledger.update(job_id, progress=2)) == 1  # NORMAL
+        with ledger.batch():  # a batch started inside is relaxed as a whole
+            ledger.update(job_id, progress=3)
+    assert synchronous_inside(lambda: ledger.transition(job_id, Stage.PROBED)) == 2
+    ledger.close()
+    reopened = Ledger.open(tmp_path, clock=FakeClock())
+    assert (reopened.require(job_id).state, reopened.require(job_id).progress) == ("probed", 3)
+    reopened.close()

@@ -100,10 +100,9 @@ class World:
     # ---- construction ---------------------------------------------------------------------
 
     def open_ledger(self) -> Ledger:
-        ledger = Ledger(self.state / DB_NAME, clock=self.clock)
         # The crashes here are simulated inside one process: no write needs to reach the platter,
         # and an fsync per transition would make these tests disk-bound.
-        ledger.db.execute("PRAGMA synchronous = OFF")
+        ledger = Ledger(self.state / DB_NAME, clock=self.clock, fsync=False)
         self.ledgers.append(ledger)
         return ledger
 

@@ -312,8 +312,12 @@ class Ledger:
         *,
         clock: Clock | None = None,
         readonly: bool = False,
+        fsync: bool = True,
     ) -> None:
+        """``fsync=False`` (tests that simulate crashes inside one process): no commit waits
+        for the disk (``synchronous = OFF``); what :meth:`relaxed` means is still tracked."""
         self.path = path
+        self._fsync = fsync
         self.clock: Clock = clock or SystemClock()
         self._lock = threading.RLock()
         # counts_by_state() is read on every tick; counting 100,000 finished jobs each time
@@ -339,13 +343,18 @@ class Ledger:
         # (data_version, total_changes) when the caches were last known good.
         self._mark = (-1, -1)
         self._depth = 0  # > 0 inside a write transaction (see batch)
+        self._relaxed = 0  # > 0 inside relaxed()
+        self._synchronous = "FULL"  # the connection's setting now
+        self._unsynced = 0  # relaxed commits since the last durable one
         self.db = sqlite_utils.Database(conn)
         self.db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         self.db.execute("PRAGMA foreign_keys = ON")
         if path is not None and not readonly:
             self.db.execute("PRAGMA journal_mode = WAL")
-            # FULL: the create intent must be on disk before the POST that bills.
-            self.db.execute("PRAGMA synchronous = FULL")
+            # FULL: the create intent must be on disk before the POST that bills. Writes that
+            # may be lost to a power cut are made inside relaxed() (see there).
+            self._synchronous = "FULL" if fsync else "OFF"
+            self.db.execute(f"PRAGMA synchronous = {self._synchronous}")
         if not readonly:
             self.migrate()
         # Jobs a task of this process is advancing (see set_busy): per connection, in memory.
@@ -401,6 +410,28 @@ class Ledger:
             yield
 
     @contextmanager
+    def relaxed(self) -> Iterator[None]:
+        """Writes that start inside are committed without waiting for the disk (WAL with
+        ``synchronous = NORMAL``): a killed process loses none of them, a power cut may lose
+        the last of them, never a durable write, and never a relaxed write made before a
+        durable one (committing a durable write puts every earlier write on disk too).
+
+        For writes whose loss is the same as a kill just before them: progress, and steps
+        whose redo is harmless (a probe, a status already reached). Every write that comes
+        before something the ledger must not forget (a billed call, a folder reserved in the
+        outbox, a source moved) stays durable, the default."""
+        self._relaxed += 1
+        try:
+            yield
+        finally:
+            self._relaxed -= 1
+
+    @property
+    def unsynced_writes(self) -> int:
+        """Relaxed commits not yet on disk for sure (none since the last durable commit)."""
+        return self._unsynced
+
+    @contextmanager
     def _write(self) -> Iterator[None]:
         """One write transaction. BEGIN IMMEDIATE and COMMIT are the whole of it: a savepoint
         inside would roll back nothing the ROLLBACK here does not. Inside :meth:`batch` a write
@@ -414,6 +445,12 @@ class Ledger:
                     self._depth -= 1
                 return
             conn = self._conn
+            # Read by SQLite when the transaction starts: set before BEGIN, not before COMMIT.
+            relaxed = self._relaxed > 0
+            wanted = "OFF" if not self._fsync else "NORMAL" if relaxed else "FULL"
+            if wanted != self._synchronous and self.path is not None:
+                conn.execute(f"PRAGMA synchronous = {wanted}")
+                self._synchronous = wanted
             conn.execute("BEGIN IMMEDIATE")
             self._jobs.begin()
             self._clips.begin()
@@ -433,6 +470,7 @@ class Ledger:
             else:
                 self._jobs.commit()
                 self._clips.commit()
+                self._unsynced = self._unsynced + 1 if relaxed else 0
             finally:
                 self._depth = 0
                 self._writes += 1  # after it: a count read inside the transaction is stale

@@ -133,11 +133,12 @@ async def handle_delivering(p: Pipeline, job: JobRow) -> None:
     try:
         for i, clip in enumerate(delivered):
             if total > 1:  # one clip: the transition's step ("delivering") says it all
-                p.ledger.update(
-                    job.id,
-                    progress=round(100.0 * i / total, 1),
-                    step=f"delivering {i + 1}/{total}",
-                )
+                with p.ledger.relaxed():
+                    p.ledger.update(
+                        job.id,
+                        progress=round(100.0 * i / total, 1),
+                        step=f"delivering {i + 1}/{total}",
+                    )
             entries.append(
                 await _deliver_clip(
                     p,
@@ -178,7 +179,7 @@ async def handle_delivering(p: Pipeline, job: JobRow) -> None:
     except BaseException:
         _record_clips(p, job, records)
         raise
-    moved = {"path": disposed} if disposed is not None and disposed != job.path else {}
+    path = disposed if disposed is not None else job.path  # deleted: the old path stays
     with p.ledger.batch():
         _record_clips(p, job, records)
         p.advance(
@@ -191,7 +192,7 @@ async def handle_delivering(p: Pipeline, job: JobRow) -> None:
             step=None,
             disposed_to=disposed,
             outbox_dir=str(folder),
-            **moved,
+            path=path,
         )
 
 

@@ -95,6 +95,7 @@ async def handle_queued(p: Pipeline, job: JobRow) -> None:
         job,
         Stage.PROBED,
         kind="probed",
+        relaxed=True,  # lost: probed again
         detail={"duration": result.duration, "content_type": result.content_type},
         duration=float(result.duration),
         content_type=result.content_type,
@@ -448,7 +449,7 @@ class _ProgressReporter:
         # The end is written by the transition to ``uploaded`` (bytes and 100 %), not here.
         if now - self.last_write >= 0.5 and sent < total:
             self.last_write = now
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception), self.p.ledger.relaxed():
                 self.p.ledger.update(self.job.id, bytes_uploaded=sent, progress=round(pct, 1))
         quarter = int(pct // 25)
         if quarter > self.last_logged:
@@ -515,7 +516,8 @@ async def handle_uploaded(p: Pipeline, job: JobRow) -> None:
                 return
             raise RetryLater("Carmic has not registered the upload yet", delay=5.0) from e
         # Already past PENDING_UPLOAD: a previous /process went through.
-    p.advance(job, Stage.PROCESSING, kind="processing", progress=0, step="queued")
+    # Lost: /process is asked again and answers that it went through (above).
+    p.advance(job, Stage.PROCESSING, kind="processing", relaxed=True, progress=0, step="queued")
 
 
 # ---- processing: follow until the clips are there ------------------------------------------------
@@ -570,7 +572,8 @@ async def handle_processing(p: Pipeline, job: JobRow) -> None:
         for c, rank, picked in choose_clips(project.clips, rule)
     ]
     chosen = sum(1 for r in rows if r["selected"])
-    with p.ledger.batch():  # the clips and the transition: one commit
+    # The clips and the transition: one commit; lost, they are read again.
+    with p.ledger.relaxed(), p.ledger.batch():
         p.ledger.put_clips(job.id, rows)
         p.advance(
             job,
@@ -630,7 +633,7 @@ class _StepTracker:
             )
         self.last = key
         step = st.current_step or st.status
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(Exception), self.p.ledger.relaxed():
             self.p.ledger.update(self.job.id, progress=float(st.progress), step=step)
 
 

@@ -44,12 +44,19 @@ def _exports(job: JobRow) -> list[str]:
 
 async def handle_clips_ready(p: Pipeline, job: JobRow) -> None:
     chosen = p.ledger.clips(job.id, selected_only=True)
+    # Each lost to a power cut is taken again from clips_ready: nothing billed in between.
     if chosen and _renders(job):
-        p.advance(job, Stage.RENDERING, kind="rendering", progress=0, step="applying preset")
+        p.advance(
+            job, Stage.RENDERING, kind="rendering", relaxed=True, progress=0, step="applying preset"
+        )
     elif chosen and _exports(job):
-        p.advance(job, Stage.EXPORTING, kind="exporting", progress=0, step="exporting")
+        p.advance(
+            job, Stage.EXPORTING, kind="exporting", relaxed=True, progress=0, step="exporting"
+        )
     else:
-        p.advance(job, Stage.DELIVERING, kind="delivering", progress=0, step="delivering")
+        p.advance(
+            job, Stage.DELIVERING, kind="delivering", relaxed=True, progress=0, step="delivering"
+        )
 
 
 def words_json(detail: ClipDetail) -> str:
@@ -88,9 +95,12 @@ async def _request_render(
         raise
     except Conflict:
         pass  # already rendering or rendered: the progress poll will tell
-    p.ledger.update_clip(
-        job.id, clip.clip_id, state="rendering", render_attempts=clip.render_attempts + 1
-    )
+    # Lost to a power cut, render_requested remains: render-progress is asked before anything
+    # is sent again.
+    with p.ledger.relaxed():
+        p.ledger.update_clip(
+            job.id, clip.clip_id, state="rendering", render_attempts=clip.render_attempts + 1
+        )
 
 
 async def _poll_render(p: Pipeline, job: JobRow, clip: ClipRow) -> str:
@@ -98,7 +108,8 @@ async def _poll_render(p: Pipeline, job: JobRow, clip: ClipRow) -> str:
     prog = await p.client.render_progress(clip.clip_id)
     status = prog.status
     if status == RENDER_DONE:
-        p.ledger.update_clip(job.id, clip.clip_id, state="rendered", progress=100, error=None)
+        with p.ledger.relaxed():  # lost: asked again
+            p.ledger.update_clip(job.id, clip.clip_id, state="rendered", progress=100, error=None)
         return "rendered"
     if status == RENDER_FAILED or (status.startswith("FAILED") and status != ""):
         if clip.render_attempts <= p.settings.max_render_retries:
@@ -126,7 +137,8 @@ async def _poll_render(p: Pipeline, job: JobRow, clip: ClipRow) -> str:
         p.job_log(job).error("clip %s could not be rendered: %s", clip.clip_id, reason)
         return "failed"
     if status in RENDER_ACTIVE:
-        p.ledger.update_clip(job.id, clip.clip_id, progress=float(prog.progress))
+        with p.ledger.relaxed():
+            p.ledger.update_clip(job.id, clip.clip_id, progress=float(prog.progress))
         return "rendering"
     return "not_started"
 
@@ -186,11 +198,12 @@ async def handle_rendering(p: Pipeline, job: JobRow) -> None:
         total_progress = sum(
             100.0 if c.state in ("rendered", "failed") else c.progress for c in clips
         )
-        p.ledger.update(
-            job.id,
-            progress=round(total_progress / max(1, len(clips)), 1),
-            step=f"rendering {done}/{len(clips)}",
-        )
+        with p.ledger.relaxed():
+            p.ledger.update(
+                job.id,
+                progress=round(total_progress / max(1, len(clips)), 1),
+                step=f"rendering {done}/{len(clips)}",
+            )
         await p.clock.sleep(p.settings.poll_seconds)
     clips = p.ledger.clips(job.id, selected_only=True)
     rendered = [c for c in clips if c.state == "rendered"]
@@ -203,10 +216,9 @@ async def handle_rendering(p: Pipeline, job: JobRow) -> None:
             resume=Stage.RENDERING,
         )
     said = f"rendered {len(rendered)} of {len(clips)} clips"
-    if _exports(job):
-        p.advance(job, Stage.EXPORTING, kind="exporting", say=said, progress=0, step="exporting")
-    else:
-        p.advance(job, Stage.DELIVERING, kind="delivering", say=said, progress=0, step="delivering")
+    # Lost to a power cut: the renders' progress is asked again, nothing is sent.
+    nxt = Stage.EXPORTING if _exports(job) else Stage.DELIVERING
+    p.advance(job, nxt, kind=nxt.value, say=said, relaxed=True, progress=0, step=nxt.value)
 
 
 def _reload(p: Pipeline, job: JobRow, clip: ClipRow) -> ClipRow:

@@ -447,22 +447,25 @@ class Pipeline:
         kind: str = "transition",
         detail: Any = None,
         say: str = "",
+        relaxed: bool = False,
         **fields: Any,
     ) -> JobRow:
         """Move ``job`` on, resetting its retry counters, and log the change at INFO, with what
         ``say`` adds (``uploading -> uploaded: ep1.mp4 (...)``): one line where a milestone and
-        its transition used to take two."""
-        new = self.ledger.transition(
-            job.id,
-            to,
-            expect=job.stage,
-            kind=kind,
-            detail=detail,
-            attempts=0,
-            next_attempt_at=0,
-            error=None,
-            **fields,
-        )
+        its transition used to take two. ``relaxed``: a transition whose loss to a power cut is
+        harmless (see :meth:`Ledger.relaxed`)."""
+        with self.ledger.relaxed() if relaxed else contextlib.nullcontext():
+            new = self.ledger.transition(
+                job.id,
+                to,
+                expect=job.stage,
+                kind=kind,
+                detail=detail,
+                attempts=0,
+                next_attempt_at=0,
+                error=None,
+                **fields,
+            )
         if say:
             self.job_log(new).info("%s -> %s: %s", job.state, to, say)
         else:
