@@ -187,7 +187,7 @@ async def handle_delivering(p: Pipeline, job: JobRow) -> None:
             Stage.DELIVERED,
             kind="delivered",
             detail={"status": status, "clips": len(entries), "folder": str(folder)},
-            say=f"{job.name}: {len(entries)} clip(s) in {folder} ({status})",
+            say=f"{len(entries)} clip(s) in {folder}" + (" (partial)" if failed_renders else ""),
             progress=100,
             step=None,
             disposed_to=disposed,

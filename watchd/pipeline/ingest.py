@@ -421,7 +421,7 @@ async def handle_uploading(p: Pipeline, job: JobRow) -> None:
         job,
         Stage.UPLOADED,
         kind="uploaded",
-        say=f"{job.name} ({result.size} bytes, {result.size / secs / 1e6:.1f} MB/s)",
+        say=f"{result.size} bytes at {result.size / secs / 1e6:.1f} MB/s",
         detail={"sha256": result.sha256, "bytes": result.size},
         sha256=result.sha256,
         bytes_uploaded=result.size,
@@ -432,8 +432,8 @@ async def handle_uploading(p: Pipeline, job: JobRow) -> None:
 
 class _ProgressReporter:
     """Upload progress into the ledger (throttled) and the log (at 25, 50 and 75 %: the start
-    and the end have their own lines, ``creating -> uploading`` and ``uploading -> uploaded: ...
-    MB/s``)."""
+    and the end have their own lines, ``creating -> uploading`` and ``uploading -> uploaded: N bytes
+    at X MB/s``)."""
 
     def __init__(self, p: Pipeline, job: JobRow) -> None:
         self.p = p
