@@ -22,6 +22,7 @@ import pytest
 from aiohttp import web
 from httpx_sse import aconnect_sse
 
+from watchd.carmic import aiotransport
 from watchd.carmic.aiotransport import AiohttpTransport
 
 LIMITS = httpx.Limits(max_connections=8, max_keepalive_connections=4, keepalive_expiry=5)
@@ -41,6 +42,21 @@ def idle(t: AiohttpTransport) -> bool:
 
 def client(ctx: ssl.SSLContext | None = None, **kwargs: object) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=transport(ctx), **kwargs)  # type: ignore[arg-type]
+
+
+async def fetch_or_send(
+    http: httpx.AsyncClient, request: httpx.Request, whole: bool
+) -> httpx.Response:
+    """``request``'s response read whole: by the transport's ``fetch`` (``whole``), or through
+    httpx's own path (``handle_async_request``, then the body read through httpx's iterators)."""
+    if whole:
+        t = http._transport
+        assert isinstance(t, AiohttpTransport)
+        return await t.fetch(request)
+    return await http.send(request)
+
+
+WHOLE = pytest.mark.parametrize("whole", [False, True], ids=["streamed", "fetch"])
 
 
 # ---- servers ----------------------------------------------------------------------------------
@@ -251,6 +267,16 @@ async def _chunks(n: int, size: int = MIB) -> AsyncIterator[bytes]:
         yield bytes([i]) * size
 
 
+def _upload(http: httpx.AsyncClient, port: int, mib: int) -> httpx.Request:
+    """A PUT of ``mib`` MiB to the loopback server at ``port``, streamed with its length."""
+    return http.build_request(
+        "PUT",
+        f"http://127.0.0.1:{port}/",
+        content=_chunks(mib),
+        headers={"Content-Length": str(mib * MIB)},
+    )
+
+
 async def test_streamed_upload_with_a_length_is_not_chunked(base: str) -> None:
     expected = hashlib.sha256(b"".join(bytes([i]) * MIB for i in range(8))).hexdigest()
     async with client() as http:
@@ -314,6 +340,69 @@ async def test_sse_over_httpx_sse(base: str) -> None:
     assert events == [("tick", {"n": 0}), ("tick", {"n": 1}), ("tick", {"n": 2})]
 
 
+# ---- a whole answer at once (fetch) ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fill", [True, False], ids=["filled in place", "read by httpx"])
+@pytest.mark.parametrize("path", ["/echo", "/gzip", "/redirect", "/large"])
+async def test_fetch_gives_the_response_httpx_reads(
+    base: str, path: str, fill: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(aiotransport, "_FILL_IN_PLACE", fill)
+    async with client() as http:
+        request = http.build_request("GET", f"{base}{path}")
+        got = await fetch_or_send(http, request, whole=True)
+        expected = await fetch_or_send(http, http.build_request("GET", f"{base}{path}"), False)
+        assert idle(http._transport)  # type: ignore[arg-type]
+    assert got.request is request
+    for name in (
+        "status_code",
+        "http_version",
+        "reason_phrase",
+        "is_closed",
+        "is_stream_consumed",
+        "num_bytes_downloaded",
+        "encoding",
+    ):
+        assert getattr(got, name) == getattr(expected, name), name
+    assert got.headers.raw[:-1] == expected.headers.raw[:-1]  # the last one is the Date
+    if path == "/echo":
+        assert got.json() == {**expected.json(), "port": got.json()["port"]}
+    else:
+        assert got.content == expected.content
+        assert got.text == expected.text
+    assert b"".join([c async for c in got.aiter_bytes()]) == got.content  # read again
+
+
+async def test_fetch_gives_the_connection_back_for_the_next_request(base: str) -> None:
+    async with client() as http:
+        ports = [
+            (await fetch_or_send(http, http.build_request("GET", f"{base}/echo"), True)).json()[
+                "port"
+            ]
+            for _ in range(3)
+        ]
+        assert idle(http._transport)  # type: ignore[arg-type]
+    assert len(set(ports)) == 1
+
+
+@WHOLE
+async def test_an_early_answer_to_an_upload_stops_sending_it(whole: bool) -> None:
+    # The server refuses at once and reads no more: the answer is the caller's without
+    # waiting for a body that can no longer go out (no write deadline is armed by then).
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_head(reader)
+        writer.write(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 6\r\n\r\ndenied")
+        await writer.drain()
+        await asyncio.Event().wait()  # neither reads nor closes
+
+    async with RawServer(handler) as server, client() as http:
+        request = _upload(http, server.port, 256)
+        response = await asyncio.wait_for(fetch_or_send(http, request, whole), 5)
+        assert (response.status_code, response.content) == (403, b"denied")
+        assert idle(http._transport)  # type: ignore[arg-type]
+
+
 # ---- failures as httpx's exceptions -----------------------------------------------------------
 
 
@@ -361,15 +450,21 @@ async def test_a_full_accept_queue_is_connect_timeout() -> None:
                 s.close()
 
 
-async def test_silent_server_is_read_timeout() -> None:
+@WHOLE
+@pytest.mark.parametrize("head", [b"", b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123"])
+async def test_silent_server_is_read_timeout(whole: bool, head: bytes) -> None:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await _read_head(reader)
+        writer.write(head)  # no answer, or the start of one
         await server.until_client_closes(reader)
 
     async with RawServer(handler) as server, client(timeout=httpx.Timeout(5, read=0.2)) as http:
         with pytest.raises(httpx.ReadTimeout):
-            await http.get(f"http://127.0.0.1:{server.port}/")
+            await fetch_or_send(
+                http, http.build_request("GET", f"http://127.0.0.1:{server.port}/"), whole
+            )
         await asyncio.wait_for(server.closed.wait(), 5)  # the connection was not kept
+        assert idle(http._transport)  # type: ignore[arg-type]
 
 
 async def _reset(writer: asyncio.StreamWriter) -> None:
@@ -392,8 +487,12 @@ async def _reset(writer: asyncio.StreamWriter) -> None:
     ],
     ids=["reset mid-body", "short body", "closed without an answer", "not HTTP"],
 )
+@WHOLE
 async def test_a_broken_answer_is_a_protocol_or_read_error(
-    reply: bytes, reset: bool, expected: type[Exception] | tuple[type[Exception], ...]
+    reply: bytes,
+    reset: bool,
+    expected: type[Exception] | tuple[type[Exception], ...],
+    whole: bool,
 ) -> None:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await _read_head(reader)
@@ -403,9 +502,11 @@ async def test_a_broken_answer_is_a_protocol_or_read_error(
             await _reset(writer)
 
     async with RawServer(handler) as server, client() as http:
+        url = f"http://127.0.0.1:{server.port}/up?X-Amz-Signature=s3cr3t"
         with pytest.raises(expected) as caught:
-            await http.get(f"http://127.0.0.1:{server.port}/up?X-Amz-Signature=s3cr3t")
+            await fetch_or_send(http, http.build_request("GET", url), whole)
         assert "s3cr3t" not in str(caught.value)
+        assert idle(http._transport)  # type: ignore[arg-type]
 
 
 async def test_server_closing_before_the_upload_finished_is_a_network_error() -> None:
@@ -415,12 +516,7 @@ async def test_server_closing_before_the_upload_finished_is_a_network_error() ->
         await _reset(writer)
 
     async with RawServer(handler) as server, client() as http:
-        request = http.build_request(
-            "PUT",
-            f"http://127.0.0.1:{server.port}/",
-            content=_chunks(64),
-            headers={"Content-Length": str(64 * MIB)},
-        )
+        request = _upload(http, server.port, 64)
         with pytest.raises((httpx.WriteError, httpx.ReadError, httpx.RemoteProtocolError)):
             await http.send(request)
 
@@ -434,12 +530,7 @@ async def test_a_peer_that_stops_reading_is_write_timeout() -> None:
         RawServer(handler) as server,
         client(timeout=httpx.Timeout(5, write=0.2)) as http,
     ):
-        request = http.build_request(
-            "PUT",
-            f"http://127.0.0.1:{server.port}/",
-            content=_chunks(256),
-            headers={"Content-Length": str(256 * MIB)},
-        )
+        request = _upload(http, server.port, 256)
         with pytest.raises(httpx.WriteTimeout):
             await http.send(request)
 
@@ -494,6 +585,13 @@ async def test_cancelled_while_waiting_for_the_answer_closes_the_connection() ->
         return await http.get(url)
 
     await _cancel(get)
+
+
+async def test_cancelled_while_fetching_the_body_closes_the_connection() -> None:
+    async def fetch(http: httpx.AsyncClient, url: str) -> object:
+        return await fetch_or_send(http, http.build_request("GET", url), whole=True)
+
+    await _cancel(fetch, reply=b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123")
 
 
 async def test_cancelled_mid_upload_closes_the_connection() -> None:
