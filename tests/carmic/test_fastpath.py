@@ -6,7 +6,8 @@ httpx's own path."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -379,32 +380,99 @@ async def test_without_httpxs_private_methods_send_is_asyncclient_send(
 # ---- the daemon's own clients, over loopback --------------------------------------------------
 
 
-async def test_daemon_client_over_loopback_releases_connections() -> None:
-    async def answer(request: web.Request) -> web.Response:
-        return web.json_response({"ua": request.headers.get("User-Agent"), "n": 1})
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+
+@asynccontextmanager
+async def serving(routes: dict[str, Handler]) -> AsyncIterator[str]:
+    """An aiohttp server on loopback answering GETs of ``routes``; its base URL."""
     app = web.Application()
-    app.router.add_get("/x", answer)
+    for path, handler in routes.items():
+        app.router.add_get(path, handler)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    port = runner.addresses[0][1]
     try:
-        async with make_client() as http:
-            transport = http._transport
-            assert isinstance(transport, AiohttpTransport)
-            url = f"http://127.0.0.1:{port}/x"
-            response = await send(http, build_request(http, "GET", url), endpoint="e")
-            assert response.json() == {"ua": "carmic-watchd", "n": 1}
-            streamed = await send(http, build_request(http, "GET", url), endpoint="e", stream=True)
-            assert json.loads(await streamed.aread())["n"] == 1
-            await streamed.aclose()
-            session = transport._session
-            assert session is not None and session.connector is not None
-            assert not session.connector._acquired  # both connections back in the pool
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
     finally:
         await runner.cleanup()
+
+
+async def test_daemon_client_over_loopback_releases_connections() -> None:
+    async def answer(request: web.Request) -> web.Response:
+        return web.json_response({"ua": request.headers.get("User-Agent"), "n": 1})
+
+    async with serving({"/x": answer}) as base, make_client() as http:
+        transport = http._transport
+        assert isinstance(transport, AiohttpTransport)
+        url = f"{base}/x"
+        response = await send(http, build_request(http, "GET", url), endpoint="e")
+        assert response.json() == {"ua": "carmic-watchd", "n": 1}
+        streamed = await send(http, build_request(http, "GET", url), endpoint="e", stream=True)
+        assert json.loads(await streamed.aread())["n"] == 1
+        await streamed.aclose()
+        session = transport._session
+        assert session is not None and session.connector is not None
+        assert not session.connector._acquired  # both connections back in the pool
+
+
+async def test_whole_answers_are_read_by_our_transport_in_one_go(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[str] = []
+    for name in ("fetch", "handle_async_request"):
+        original = getattr(AiohttpTransport, name)
+
+        async def spy(
+            self: AiohttpTransport, request: httpx.Request, _o: Any = original, _n: str = name
+        ) -> Any:
+            calls.append(_n)
+            return await _o(self, request)
+
+        monkeypatch.setattr(AiohttpTransport, name, spy)
+
+    async def answer(request: web.Request) -> web.Response:
+        return web.json_response({"n": 1})
+
+    async def moved(request: web.Request) -> web.Response:
+        raise web.HTTPFound("/x")
+
+    async def bad_gzip(request: web.Request) -> web.Response:
+        return web.Response(body=b"not gzip", headers={"Content-Encoding": "gzip"})
+
+    routes: dict[str, Handler] = {"/x": answer, "/moved": moved, "/gz": bad_gzip}
+    async with serving(routes) as base, make_client() as http:
+        request = build_request(http, "GET", f"{base}/x")
+        response = await send(http, request, endpoint="e")
+        assert calls == ["fetch"]
+        assert response.json() == {"n": 1} and response.is_closed
+        assert response.request is request and response.elapsed.total_seconds() >= 0
+
+        calls.clear()
+        followed = await send(
+            http,
+            build_request(http, "GET", f"{base}/moved"),
+            endpoint="e",
+            follow_redirects=True,
+        )
+        assert calls == ["fetch", "fetch"]
+        assert [r.status_code for r in followed.history] == [302] and followed.json() == {"n": 1}
+
+        calls.clear()
+        streamed = await send(
+            http, build_request(http, "GET", f"{base}/x"), endpoint="e", stream=True
+        )
+        assert calls == ["handle_async_request"] and not streamed.is_closed
+        await streamed.aclose()
+
+        with pytest.raises(NetworkError, match="undecodable answer"):
+            await send(http, build_request(http, "GET", f"{base}/gz"), endpoint="e")
+        transport = http._transport
+        assert isinstance(transport, AiohttpTransport)
+        session = transport._session
+        assert session is not None and session.connector is not None
+        assert not session.connector._acquired
 
 
 # ---- URLs -------------------------------------------------------------------------------------

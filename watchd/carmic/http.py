@@ -11,7 +11,10 @@ Requests are built by :func:`build_request` and sent by :func:`send` without goi
 one the client mounts for the URL), but httpx's merging, auth flow, event hooks and cookie jar
 around it cost a quarter of a small exchange's CPU, and the daemon uses none of them (bearer
 tokens, signed storage URLs, no cookies). Clients configured with what that machinery serves
-(auth, event hooks, cookies, params, a base URL) still go through httpx's own path.
+(auth, event hooks, cookies, params, a base URL) still go through httpx's own path. A whole
+exchange over our own transport has its body read by the transport in one go
+(:meth:`AiohttpTransport.fetch`); any other transport (a proxy's, a test's ``MockTransport``)
+is read through httpx's stream interface.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from urllib.request import getproxies
 import httpx
 
 from watchd.carmic.aiotransport import AiohttpTransport
-from watchd.carmic.errors import NetworkError, PermanentError, ServerError
+from watchd.carmic.errors import CarmicError, NetworkError, PermanentError, ServerError
 from watchd.redact import redact, redact_url
 
 log = logging.getLogger("watchd.carmic")
@@ -146,25 +149,33 @@ def _describe(exc: httpx.HTTPError) -> str:
     return f"{type(exc).__name__}: {text}"
 
 
+def _translated(e: Exception, endpoint: str, url: str | httpx.URL) -> CarmicError | None:
+    """Our exception for httpx's ``e`` (the URL redacted); None for any other exception."""
+    if isinstance(e, httpx.InvalidURL | httpx.UnsupportedProtocol):
+        return PermanentError(
+            f"invalid URL {redact_url(str(url))}: {redact(str(e))}", endpoint=endpoint
+        )
+    if isinstance(e, httpx.TooManyRedirects):
+        return ServerError(f"too many redirects from {redact_url(str(url))}", endpoint=endpoint)
+    if isinstance(e, httpx.TransportError):
+        return NetworkError(f"{_describe(e)} ({redact_url(str(url))})", endpoint=endpoint)
+    if isinstance(e, httpx.DecodingError):
+        return NetworkError(
+            f"undecodable answer from {redact_url(str(url))}: {redact(str(e))}", endpoint=endpoint
+        )
+    return None
+
+
 @contextmanager
 def translate_errors(endpoint: str, url: str | httpx.URL) -> Iterator[None]:
     """Turn httpx exceptions raised inside the block into our tree (the URL redacted)."""
     try:
         yield
-    except (httpx.InvalidURL, httpx.UnsupportedProtocol) as e:
-        raise PermanentError(
-            f"invalid URL {redact_url(str(url))}: {redact(str(e))}", endpoint=endpoint
-        ) from e
-    except httpx.TooManyRedirects as e:
-        raise ServerError(
-            f"too many redirects from {redact_url(str(url))}", endpoint=endpoint
-        ) from e
-    except httpx.TransportError as e:
-        raise NetworkError(f"{_describe(e)} ({redact_url(str(url))})", endpoint=endpoint) from e
-    except httpx.DecodingError as e:
-        raise NetworkError(
-            f"undecodable answer from {redact_url(str(url))}: {redact(str(e))}", endpoint=endpoint
-        ) from e
+    except Exception as e:
+        error = _translated(e, endpoint, url)
+        if error is None:
+            raise
+        raise error from e
 
 
 # ---- URLs --------------------------------------------------------------------------------------
@@ -339,20 +350,29 @@ class _TimedStream(httpx.AsyncByteStream):
 
 
 async def _send_once(
-    http: httpx.AsyncClient, transport: httpx.AsyncBaseTransport, request: httpx.Request
+    http: httpx.AsyncClient,
+    transport: httpx.AsyncBaseTransport,
+    request: httpx.Request,
+    *,
+    whole: bool,
 ) -> httpx.Response:
-    """AsyncClient._send_single_request less the cookie jar and httpx's INFO log line."""
+    """AsyncClient._send_single_request less the cookie jar and httpx's INFO log line. With
+    ``whole`` the body is read too, by our own transport itself when it is the one."""
     if not isinstance(request.stream, httpx.AsyncByteStream):
         raise RuntimeError("Attempted to send an sync request with an AsyncClient instance.")
     started = time.perf_counter()
     try:
-        response = await transport.handle_async_request(request)
+        if whole and isinstance(transport, AiohttpTransport):
+            response = await transport.fetch(request)
+            response.elapsed = datetime.timedelta(seconds=time.perf_counter() - started)
+        else:
+            response = await transport.handle_async_request(request)
+            assert isinstance(response.stream, httpx.AsyncByteStream)
+            response.stream = _TimedStream(response.stream, response, started)
     except httpx.RequestError as e:
         e.request = request  # httpx's request_context: an error names its request
         raise
-    assert isinstance(response.stream, httpx.AsyncByteStream)
     response.request = request
-    response.stream = _TimedStream(response.stream, response, started)
     response.default_encoding = getattr(http, "_default_encoding", "utf-8")
     return response
 
@@ -384,7 +404,7 @@ async def _exchange(
         if len(history) > http.max_redirects:
             raise httpx.TooManyRedirects("Exceeded maximum allowed redirects.", request=request)
         # The transport the client mounts for the URL (a proxy's), or its own.
-        response = await _send_once(http, transport_for(request.url), request)
+        response = await _send_once(http, transport_for(request.url), request, whole=not stream)
         if history:
             response.history = list(history)
         if not (follow_redirects and response.has_redirect_location):
@@ -422,10 +442,16 @@ async def send(
     """
     started = time.perf_counter()
     try:
-        with translate_errors(endpoint, request.url):
+        try:
             response = await _exchange(
                 http, request, stream=stream, follow_redirects=follow_redirects
             )
+        except Exception as e:
+            # translate_errors(), without a context manager around every exchange.
+            error = _translated(e, endpoint, request.url)
+            if error is None:
+                raise
+            raise error from e
     except Exception as e:
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
