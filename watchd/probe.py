@@ -19,7 +19,6 @@ import contextlib
 import itertools
 import logging
 import os
-import queue
 import stat
 import struct
 import threading
@@ -582,46 +581,6 @@ def probe_timeouts() -> int:
         return _timeouts
 
 
-class _Workers:
-    """Daemon threads that run probes, reused: a probe goes to an idle worker, or to a new
-    one when none is idle (never queued behind a probe that hangs). A worker idle for
-    ``idle_seconds`` ends. Starting a thread per probe cost ~3x the CPU of handing it over."""
-
-    def __init__(self, idle_seconds: float = 30.0) -> None:
-        self.idle_seconds = idle_seconds
-        self._lock = threading.Lock()
-        self._tasks: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
-        # Workers waiting for a task, less the tasks queued for them: > 0 means one is free.
-        self._idle = 0
-
-    def submit(self, task: Callable[[], None]) -> None:
-        with self._lock:
-            spawn = self._idle == 0
-            if not spawn:
-                self._idle -= 1
-        self._tasks.put(task)
-        if spawn:
-            name = f"watchd-probe-{next(_seq)}"
-            threading.Thread(target=self._work, name=name, daemon=True).start()
-
-    def _work(self) -> None:
-        while True:
-            try:
-                task = self._tasks.get(timeout=self.idle_seconds)
-            except queue.Empty:
-                with self._lock:
-                    if self._idle > 0:  # else a task is on its way to this worker
-                        self._idle -= 1
-                        return
-                continue
-            task()
-            with self._lock:
-                self._idle += 1
-
-
-_workers = _Workers()
-
-
 class _Call:
     __slots__ = ("finished", "stuck")
 
@@ -641,10 +600,9 @@ async def probe(
 
     Not the loop's default executor: a read from a hung network share can block in the kernel
     for ever, and Python cannot interrupt it. A few such reads would fill the executor and
-    starve every other ``to_thread`` call of the daemon. So each probe gets a daemon thread of
-    its own (an idle one reused, else a new one: :class:`_Workers`); on timeout it is left
-    behind (it cannot be killed, and being a daemon thread it does not hold up the process's
-    exit), counted by :func:`stuck_probes` until it returns, and
+    starve every other ``to_thread`` call of the daemon. So each probe gets a daemon thread;
+    on timeout it is left behind (it cannot be killed, and being a daemon thread it does not
+    hold up the process's exit), counted by :func:`stuck_probes` until it returns, and
     ``ProbeError("timeout")`` is raised. ``probe_fn(path, max_bytes=...)`` is injectable for
     tests.
     """
@@ -677,7 +635,8 @@ async def probe(
         with contextlib.suppress(RuntimeError):  # the loop closed while this probe was stuck
             loop.call_soon_threadsafe(settle, result, error)
 
-    _workers.submit(work)
+    thread = threading.Thread(target=work, name=f"watchd-probe-{next(_seq)}", daemon=True)
+    thread.start()
     try:
         return await asyncio.wait_for(future, timeout)
     except TimeoutError:
