@@ -141,9 +141,12 @@ def describe(record: logging.LogRecord) -> str:
     return f"{who}: {message}" if who else message
 
 
+_NEEDS_QUOTES = re.compile(r'[\s"=\[\]]')
+
+
 def _text_value(value: Any) -> str:
     text = value if isinstance(value, str) else json.dumps(value, default=str)
-    if not text or any(c.isspace() or c in '"=[]' for c in text):
+    if not text or _NEEDS_QUOTES.search(text):
         return json.dumps(text, ensure_ascii=False)
     return text
 
