@@ -208,7 +208,8 @@ def test_journal_fields() -> None:
     assert entry["SOURCE_PATH"] == "/in/podcasts/ep12.mp4"
     assert entry["ATTEMPT"] == "2"
     assert entry["ODD_NAME"] == "x"
-    assert isinstance(entry["CODE_LINE"], int)
+    assert isinstance(entry["CODE_LINE"], int) and entry["CODE_LINE"] > 0
+    assert entry["CODE_FUNC"] == "test_journal_fields"  # the journal keeps where it was logged
     assert "_PRIVATE" not in entry
     assert all(k == k.upper() for k in entry)
 
@@ -494,3 +495,23 @@ def test_the_who_part_names_the_file_whatever_the_path() -> None:
 
     assert who("/srv/in/podcasts/ep 1.mp4") == "job j1 ep 1.mp4: m"
     assert who("ep1.mp4") == "job j1 ep1.mp4: m"
+
+
+def test_text_and_json_records_skip_the_stack_walk() -> None:
+    seen: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record)
+
+    keep = Keep()
+    logging.getLogger().addHandler(keep)
+    try:
+        for fmt in ("text", "json"):
+            setup_logging(fmt, "info", stream=io.StringIO(), env={})
+            log.info("x")
+    finally:
+        logging.getLogger().removeHandler(keep)
+        teardown_logging()
+    # No format but the journal's shows where a record was made: logging does not look it up.
+    assert [r.funcName for r in seen] == ["(unknown function)"] * 2

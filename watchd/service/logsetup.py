@@ -57,6 +57,10 @@ _STANDARD_ATTRS = frozenset(
     | {"message", "asctime", "taskName"}
 )
 _REDACTED_MARK = "_watchd_redacted"
+_FIELDS = "_watchd_fields"  # the scrubbed extra fields, kept on the record for the formatter
+# Where a log call was made: only the journal shows it (CODE_FILE=...). Without it, logging
+# does not walk the stack for every record (the logging HOWTO's "Optimization").
+_SRCFILE = getattr(logging, "_srcfile", None)
 _OWNED_MARK = "_watchd_owned"
 _JOURNAL_NAME = re.compile(r"[^A-Z0-9_]")
 _JOURNAL_RESERVED = frozenset(
@@ -68,6 +72,9 @@ _JOURNAL_RESERVED = frozenset(
 def extra_fields(record: logging.LogRecord) -> dict[str, Any]:
     """The fields a log call added with ``extra=``: the structured ones first, then the rest
     sorted by name. ``None`` values are left out."""
+    known: dict[str, Any] | None = getattr(record, _FIELDS, None)
+    if known is not None:  # found (and scrubbed) by the filter already
+        return dict(known)
     found = {
         k: v
         for k, v in record.__dict__.items()
@@ -104,8 +111,10 @@ class FieldRedactingFilter(RedactingFilter):
         if getattr(record, _REDACTED_MARK, False):
             return True
         super().filter(record)
-        for key, value in extra_fields(record).items():
-            setattr(record, key, _scrub(value))
+        fields = {key: _scrub(value) for key, value in extra_fields(record).items()}
+        for key, value in fields.items():
+            setattr(record, key, value)
+        setattr(record, _FIELDS, fields)
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:
@@ -365,6 +374,7 @@ def setup_logging(
     logging.logProcesses = False
     logging.logMultiprocessing = False
     teardown_logging()
+    setattr(logging, "_srcfile", _SRCFILE if chosen == "journal" else None)  # noqa: B010
     root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(levelno)
@@ -383,6 +393,7 @@ def setup_logging(
 
 def teardown_logging() -> None:
     """Remove the handler :func:`setup_logging` installed (for tests and clean exits)."""
+    setattr(logging, "_srcfile", _SRCFILE)  # noqa: B010
     root = logging.getLogger()
     for old in list(root.handlers):
         if getattr(old, _OWNED_MARK, False):
