@@ -238,7 +238,7 @@ async def test_a_clip_is_written_once_per_render_step(world: World) -> None:
     """The preset's outcome (transcript, thumbnail link) goes to disk with the render intent, in
     one write; then the request's answer and the render's end: three writes, and no progress
     write for the job once every render has ended (its transition follows)."""
-    job = world.drop(render=RenderChoice("best", max_clips=1))
+    world.drop(render=RenderChoice("best", max_clips=1))
     p = world.pipeline()
     crashed = crash_at(p, Stage.DELIVERING)
     writes: list[str] = []
