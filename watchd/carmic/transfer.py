@@ -36,7 +36,13 @@ from watchd.carmic.errors import (
     TransferError,
     UrlExpired,
 )
-from watchd.carmic.http import ResponseHook, build_request, send, translate_errors
+from watchd.carmic.http import (
+    ResponseHook,
+    build_request,
+    exact_in_place,
+    send,
+    translate_errors,
+)
 from watchd.outbox import atomic
 from watchd.redact import redact, redact_url
 
@@ -84,6 +90,9 @@ def exact_url(url: str) -> httpx.URL:
     signature covers the bytes as issued, so they are pinned here. Only ASCII URLs are pinned:
     anything else must be percent-encoded by someone, and then httpx's encoding is as good as any.
     """
+    fast = exact_in_place(url)
+    if fast is not None:
+        return fast  # ASCII, nothing httpx would re-encode: exact as written, origin parsed once
     parsed = httpx.URL(url)
     parts = urlsplit(url)
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
