@@ -500,6 +500,33 @@ async def test_download_clip_video_follows_the_redirect_without_credentials(tmp_
     assert sorted(p.name for p in tmp_path.iterdir()) == ["01 - Clip.mp4"]
 
 
+@pytest.mark.parametrize(
+    ("location", "fetched"),
+    [
+        (STORAGE_URL, STORAGE_URL),  # absolute: used as the server wrote it, not re-parsed
+        ("/files/c1.mp4?X-Sig=a%2Fb", "https://api.test/files/c1.mp4?X-Sig=a%2Fb"),  # joined
+        ("c1.mp4?X-Sig=1", "https://api.test/api/v1/clips/c1/c1.mp4?X-Sig=1"),
+    ],
+)
+async def test_a_clip_video_redirect_is_followed_absolute_or_relative(
+    tmp_path: Path, location: str, fetched: str
+) -> None:
+    api = FakeApi()
+    api.routes[("GET", "/v1/clips/c1/video")] = lambda r: httpx.Response(
+        302, headers={"Location": location}
+    )
+    seen: list[str] = []
+
+    def storage(request: httpx.Request) -> httpx.Response:
+        seen.append(str(request.url))
+        return httpx.Response(200, content=b"mp4")
+
+    async with make_client(api, storage=storage) as client:
+        assert await client.clip_video_location("c1") == fetched
+        await client.download_clip_video("c1", tmp_path / "c.mp4")
+    assert seen == [fetched]
+
+
 async def test_download_clip_video_served_directly_by_the_api(tmp_path: Path) -> None:
     api = FakeApi()
     api.routes[("GET", "/v1/clips/c1/video")] = lambda r: httpx.Response(200, content=b"mp4bytes")

@@ -549,7 +549,7 @@ class CarmicClient:
         response = await self._clip_video(cid)
         await response.aclose()
         if response.is_redirect:
-            return str(response.url.join(response.headers["Location"]))
+            return _redirect_target(response)
         return str(response.url)
 
     async def download_clip_video(self, cid: str, dest: Path) -> DownloadResult:
@@ -558,8 +558,7 @@ class CarmicClient:
         response = await self._clip_video(cid)
         if response.is_redirect:
             await response.aclose()
-            location = str(response.url.join(response.headers["Location"]))
-            return await self.download(location, dest)
+            return await self.download(_redirect_target(response), dest)
         return await save_response(response, dest, url=str(response.url))
 
     # ---- exports ---------------------------------------------------------------------------
@@ -673,3 +672,13 @@ class CarmicClient:
                 )
 
         return await self._retrying(attempt, what=f"download of {redact_url(url)}")
+
+
+def _redirect_target(response: httpx.Response) -> str:
+    """Where a redirect leads: an absolute ``Location`` as the server wrote it (a presigned URL
+    is signed over its exact bytes, and parsing it costs more than the rest of the hop), a
+    relative one joined to the request's URL."""
+    location = response.headers["Location"]
+    if location[:8].lower().startswith(("http://", "https://")):
+        return str(location)
+    return str(response.url.join(location))
