@@ -176,6 +176,12 @@ JOB_CACHE_ROWS = 2048
 CLIP_CACHE_JOBS = 512
 
 
+def _known_fields(values: dict[str, Any], allowed: frozenset[str], what: str) -> None:
+    """Refuse a write naming a column the table does not have (a caller's typo)."""
+    if bad := values.keys() - allowed:
+        raise LedgerError(f"unknown {what} fields: {sorted(bad)}")
+
+
 # ---- migrations: numbered, append-only ---------------------------------------------------------
 
 
@@ -770,9 +776,7 @@ class Ledger:
     def _update(self, job_id: str, values: dict[str, Any], job: JobRow | None) -> JobRow | None:
         """Write ``values`` to the job; its row after, when ``job`` (its row before) is known
         and the values' stored forms are predicted (the cache keeps it), else None."""
-        bad = values.keys() - _JOB_FIELDS
-        if bad:
-            raise LedgerError(f"unknown job fields: {sorted(bad)}")
+        _known_fields(values, _JOB_FIELDS, "job")
         if "preset" in values and not isinstance(values["preset"], str):
             values["preset"] = json.dumps(values["preset"], sort_keys=True)
         for k, v in values.items():
@@ -856,9 +860,7 @@ class Ledger:
                 if c["clip_id"] in existing:
                     self._update_clip(job_id, c["clip_id"], row)
                 else:
-                    bad = row.keys() - _CLIP_FIELDS
-                    if bad:
-                        raise LedgerError(f"unknown clip fields: {sorted(bad)}")
+                    _known_fields(row, _CLIP_FIELDS, "clip")
                     self._insert("clips", row)
                     existing.add(c["clip_id"])
             self._clips.drop(job_id)  # read again, in rank order, when next asked
@@ -888,9 +890,7 @@ class Ledger:
 
     def _update_clip(self, job_id: str, clip_id: str, values: dict[str, Any]) -> None:
         values = {k: v for k, v in values.items() if k not in ("job_id", "clip_id")}
-        bad = values.keys() - _CLIP_FIELDS
-        if bad:
-            raise LedgerError(f"unknown clip fields: {sorted(bad)}")
+        _known_fields(values, _CLIP_FIELDS, "clip")
         sets = ", ".join(f"{k} = ?" for k in values)
         self._conn.execute(
             f"UPDATE clips SET {sets} WHERE job_id = ? AND clip_id = ?",
@@ -919,9 +919,7 @@ class Ledger:
                 "SELECT 1 FROM exports WHERE job_id = ? AND clip_id = ? AND format = ?",
                 (job_id, clip_id, fmt),
             ).fetchone()
-            bad = values.keys() - _EXPORT_FIELDS
-            if bad:
-                raise LedgerError(f"unknown export fields: {sorted(bad)}")
+            _known_fields(values, _EXPORT_FIELDS, "export")
             if existing:
                 vals = {**values, "updated_at": now}
                 sets = ", ".join(f"{k} = ?" for k in vals)
