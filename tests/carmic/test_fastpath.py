@@ -513,10 +513,8 @@ def test_joined_url_is_the_parsed_concatenation(base: str, path: str) -> None:
     assert url_shape(join_url(base, path)) == url_shape(expected)
 
 
-def test_plain_paths_skip_the_parse(monkeypatch: pytest.MonkeyPatch) -> None:
-    # The installed httpx lets the path be set in place; were that lost, every API request
-    # would parse its URL again (correct, only slower).
-    assert http_module._JOIN_IN_PLACE
+def count_url_parses(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """From now on, every URL httpx parses (what ``httpx.URL(...)`` was given)."""
     calls: list[str] = []
     real_init = httpx.URL.__init__
 
@@ -524,8 +522,16 @@ def test_plain_paths_skip_the_parse(monkeypatch: pytest.MonkeyPatch) -> None:
         calls.append(str(url))
         real_init(self, url, **kwargs)
 
-    join_url(API, "/v1/warm")  # the base parsed once
     monkeypatch.setattr(httpx.URL, "__init__", counting_init)
+    return calls
+
+
+def test_plain_paths_skip_the_parse(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The installed httpx lets the path be set in place; were that lost, every API request
+    # would parse its URL again (correct, only slower).
+    assert http_module._JOIN_IN_PLACE
+    join_url(API, "/v1/warm")  # the base parsed once
+    calls = count_url_parses(monkeypatch)
     url = join_url(API, "/v1/projects/p%2F1/status")
     assert calls == [] and str(url) == f"{API}/v1/projects/p%2F1/status"
     join_url(API, "/v1/projects/a b")
@@ -585,14 +591,7 @@ def test_a_presigned_url_is_not_parsed_whole(monkeypatch: pytest.MonkeyPatch) ->
         "&X-Amz-Credential=AKIA%2F20261129%2Fauto&X-Amz-Expires=3600&X-Amz-Signature=" + "ab" * 32
     )
     exact_url("http://127.0.0.1:9000/warm")  # the origin parsed once
-    calls: list[str] = []
-    real_init = httpx.URL.__init__
-
-    def counting_init(self: httpx.URL, url: Any = "", **kwargs: Any) -> None:
-        calls.append(str(url))
-        real_init(self, url, **kwargs)
-
-    monkeypatch.setattr(httpx.URL, "__init__", counting_init)
+    calls = count_url_parses(monkeypatch)
     assert str(exact_url(signed)) == signed and calls == []
     spaced = "http://127.0.0.1:9000/a b"  # httpx encodes the space: the whole parse, as before
     assert exact_url(spaced).raw_path == b"/a%20b" and calls

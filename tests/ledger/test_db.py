@@ -137,9 +137,9 @@ def test_outbox_dir_taken(ledger: Ledger) -> None:
     assert not ledger.outbox_dir_taken("/out/a (2)")
 
 
-def test_clips_and_exports(ledger: Ledger) -> None:
-    jid = _add(ledger)
-    clip = {
+def _clip(**fields: Any) -> dict[str, Any]:
+    """A clip as the pipeline records it, with ``fields`` changed or added."""
+    return {
         "clip_id": "c1",
         "rank": 1,
         "title": "T",
@@ -147,9 +147,13 @@ def test_clips_and_exports(ledger: Ledger) -> None:
         "end_time": 5.0,
         "virality_score": 90.0,
         "reasoning": "r",
-        "thumbnail_url": None,
-        "selected": 1,
+        **fields,
     }
+
+
+def test_clips_and_exports(ledger: Ledger) -> None:
+    jid = _add(ledger)
+    clip = _clip(thumbnail_url=None, selected=1)
     ledger.put_clips(jid, [clip, {**clip, "clip_id": "c2", "rank": 2, "selected": 0}])
     ledger.update_clip(jid, "c1", state="rendered", render_attempts=1)
     ledger.put_clips(jid, [{**clip, "title": "T2"}])  # refresh keeps progress
@@ -222,16 +226,7 @@ def test_set_inbox_inserts_then_updates(ledger: Ledger) -> None:
 
 def test_put_clips_refuses_unknown_fields_and_keeps_json_values(ledger: Ledger) -> None:
     jid = _add(ledger)
-    clip = {
-        "clip_id": "c1",
-        "rank": 1,
-        "title": "T",
-        "start_time": 1.0,
-        "end_time": 5.0,
-        "virality_score": 90.0,
-        "reasoning": "r",
-        "words": [["hi", 0.0, 0.5]],  # stored as JSON, as sqlite-utils' insert did
-    }
+    clip = _clip(words=[["hi", 0.0, 0.5]])  # stored as JSON, as sqlite-utils' insert did
     with pytest.raises(LedgerError, match="unknown clip fields"):
         ledger.put_clips(jid, [{**clip, "colour": "red"}])
     assert ledger.clips(jid) == []
