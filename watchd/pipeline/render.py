@@ -44,19 +44,14 @@ def _exports(job: JobRow) -> list[str]:
 
 async def handle_clips_ready(p: Pipeline, job: JobRow) -> None:
     chosen = p.ledger.clips(job.id, selected_only=True)
-    # Each lost to a power cut is taken again from clips_ready: nothing billed in between.
     if chosen and _renders(job):
-        p.advance(
-            job, Stage.RENDERING, kind="rendering", relaxed=True, progress=0, step="applying preset"
-        )
+        nxt, step = Stage.RENDERING, "applying preset"
     elif chosen and _exports(job):
-        p.advance(
-            job, Stage.EXPORTING, kind="exporting", relaxed=True, progress=0, step="exporting"
-        )
+        nxt, step = Stage.EXPORTING, "exporting"
     else:
-        p.advance(
-            job, Stage.DELIVERING, kind="delivering", relaxed=True, progress=0, step="delivering"
-        )
+        nxt, step = Stage.DELIVERING, "delivering"
+    # Lost to a power cut, it is taken again from clips_ready: nothing billed in between.
+    p.advance(job, nxt, kind=nxt.value, relaxed=True, progress=0, step=step)
 
 
 def words_json(detail: ClipDetail) -> str:
@@ -152,13 +147,9 @@ async def handle_rendering(p: Pipeline, job: JobRow) -> None:
             p.ledger.update_clip(job.id, c.clip_id, state="rendering", render_attempts=0)
     # 1. Preset and render requests, clip by clip (cheap calls; order kept for the log).
     for clip in p.ledger.clips(job.id, selected_only=True):
+        learned = None
         if clip.state == "pending":
             learned = await configure_clip(p, job, clip)
-            try:
-                await _request_render(p, job, clip, learned)
-            except BillingRequired as e:
-                raise Park(f"billing: {e.message}", resume=Stage.RENDERING) from e
-            continue
         if clip.state == "failed_render_waiting":
             p.ledger.update_clip(job.id, clip.clip_id, state="rendering")
             clip = _reload(p, job, clip)
@@ -168,9 +159,9 @@ async def handle_rendering(p: Pipeline, job: JobRow) -> None:
             if state == "not_started":
                 await _request_render(p, job, _reload(p, job, clip))
             continue
-        if clip.state == "configured":
+        if clip.state in ("pending", "configured"):  # configured just now, or before a stop
             try:
-                await _request_render(p, job, clip)
+                await _request_render(p, job, clip, learned)
             except BillingRequired as e:
                 raise Park(f"billing: {e.message}", resume=Stage.RENDERING) from e
     # 2. Follow every render until it ends.
