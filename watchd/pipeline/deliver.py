@@ -197,11 +197,13 @@ async def handle_delivering(p: Pipeline, job: JobRow) -> None:
 
 
 def _record_clips(p: Pipeline, job: JobRow, records: dict[str, dict[str, Any]]) -> None:
-    """The clips' new files into their rows, in one transaction."""
+    """The clips' new files into their rows, in one transaction (none when nothing is new)."""
+    learned = {clip_id: values for clip_id, values in records.items() if values}
+    if not learned:
+        return
     with p.ledger.batch():
-        for clip_id, values in records.items():
-            if values:
-                p.ledger.update_clip(job.id, clip_id, **values)
+        for clip_id, values in learned.items():
+            p.ledger.update_clip(job.id, clip_id, **values)
 
 
 def _write_and_verify(folder: Path, doc: dict[str, Any]) -> list[str]:
