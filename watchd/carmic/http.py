@@ -201,16 +201,21 @@ def _parsed_base(base: str) -> Any:
     return ref
 
 
+def _in_place(ref: Any, added: str, path: str, query: str | None = None) -> httpx.URL | None:
+    """``ref`` (a parsed base) with ``path`` (ending in ``added``, the part not parsed yet) and
+    ``query`` set, when parsing the whole would give exactly that: else None."""
+    if not _PLAIN_PATH.fullmatch(added) or ("." in path and {".", ".."} & set(path.split("/"))):
+        return None  # parsing would encode something or drop dot segments
+    url = httpx.URL.__new__(httpx.URL)
+    url._uri_reference = ref._replace(path=path, query=query)
+    return url
+
+
 def _joined_in_place(base: str, path: str) -> httpx.URL | None:
     ref = _parsed_base(base)
     if ref is None or not path.startswith("/") or len(path) > _MAX_PLAIN:
         return None
-    full = ref.path + path
-    if not _PLAIN_PATH.fullmatch(path) or ("." in full and {".", ".."} & set(full.split("/"))):
-        return None  # parsing would encode something or drop dot segments
-    url = httpx.URL.__new__(httpx.URL)
-    url._uri_reference = ref._replace(path=full)
-    return url
+    return _in_place(ref, path, ref.path + path)
 
 
 # A query httpx's parser leaves exactly as it is (a presigned URL's): unreserved characters,
@@ -234,15 +239,9 @@ def _exact_in_place(url: str) -> httpx.URL | None:
         return None
     path, sep, query = url[start:].partition("?")
     ref = _parsed_base(url[:start])
-    if ref is None or ref.path or not _PLAIN_PATH.fullmatch(path):
+    if ref is None or ref.path or (sep and not _PLAIN_QUERY.fullmatch(query)):
         return None
-    if ("." in path and {".", ".."} & set(path.split("/"))) or (
-        sep and not _PLAIN_QUERY.fullmatch(query)
-    ):
-        return None  # parsing would drop dot segments or encode something
-    joined = httpx.URL.__new__(httpx.URL)
-    joined._uri_reference = ref._replace(path=path, query=query if sep else None)
-    return joined
+    return _in_place(ref, path, path, query if sep else None)
 
 
 def _can_join_in_place() -> bool:
