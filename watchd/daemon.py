@@ -33,6 +33,7 @@ from watchd.pipeline.outcomes import Fail
 from watchd.pipeline.runner import Pipeline, PipelineSettings
 from watchd.pipeline.scheduler import ProcessingLimit, tier_limit
 from watchd.redact import redact
+from watchd.service import eventloop
 from watchd.service.liveness import Liveness
 from watchd.status_view import summary_line
 from watchd.watching.ignore import is_candidate, nfc
@@ -765,9 +766,14 @@ def run_daemon(config_path: Path) -> int:
         log.error("bad config %s: %s", config_path, e)
         return EXIT_CONFIG
     setup_logging(config.daemon.log_format, config.daemon.log_level)
-    log.info("password from %s", config.carmic.password_source)
+    try:
+        loop = eventloop.choose()
+    except eventloop.EventLoopError as e:
+        log.error("%s", e)
+        return EXIT_CONFIG
+    log.info("password from %s; event loop %s", config.carmic.password_source, loop.name)
     daemon = Daemon(config)
     started = time.monotonic()
-    code = asyncio.run(daemon.run())
+    code = eventloop.run(daemon.run(), loop)
     log.debug("ran for %.1fs (pid %d)", time.monotonic() - started, os.getpid())
     return code

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
+
+import pytest
 
 from tests.e2e.harness import Env, wait_for
 
@@ -128,3 +131,22 @@ def test_status_json_while_running_and_heartbeat(env: Env, sample_videos: list[P
     assert r.returncode == 0 and "delivered" in r.stdout
     assert json.loads(env.cli("status", "--json").stdout)[0]["state"] == "delivered"
     env.stop()
+
+
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+def test_delivers_on_either_event_loop(env: Env, sample_videos: list[Path], loop: str) -> None:
+    """uvloop by default, asyncio's loop with WATCHD_EVENT_LOOP=asyncio: the same delivery."""
+    env.write_config({"tutorials": TUTORIALS})
+    env.start(WATCHD_EVENT_LOOP=loop)
+    env.drop(sample_videos[0], "tutorials/lesson.mp4")
+    env.wait_states({"tutorials/lesson.mp4": "delivered"})
+    assert env.manifest("tutorials/lesson")["status"] == "delivered"
+    assert re.search(rf"INFO +password from .*; event loop {loop}\b", env.log())
+    assert env.stop() == 0
+
+
+def test_an_unknown_event_loop_is_a_config_error(env: Env) -> None:
+    env.write_config({"tutorials": TUTORIALS})
+    env.start(WATCHD_EVENT_LOOP="trio")
+    assert env.proc is not None and env.proc.wait(timeout=30) == 2
+    assert "WATCHD_EVENT_LOOP='trio': use one of auto, uvloop, asyncio" in env.log()
