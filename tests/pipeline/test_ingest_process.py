@@ -118,3 +118,22 @@ async def test_watchd_retry_of_a_failed_project_starts_over_with_a_new_one(
     world.assert_delivered_once(job.id, replaced=dead, deleted=False)
     assert world.path_of(job.id)[6:9] == ["failed", "probed", "creating"]
     assert (world.inbox / "_done" / "talk.mp4").is_file()  # taken back from _failed/
+
+
+@pytest.mark.parametrize("realtime", ["sse", "poll"])
+async def test_a_project_done_when_first_looked_at_costs_one_call(
+    world: World, realtime: str
+) -> None:
+    """After /process the project is looked at once, which lists its clips when it is done
+    already (as after a restart): no status read, no stream."""
+    job = world.drop(render="all")
+    p = world.pipeline(realtime=realtime)
+    crash_at(p, Stage.CLIPS_READY)
+    await world.run(p, lambda: world.job(job.id).stage is Stage.CLIPS_READY)
+    pid = world.job(job.id).project_id
+    assert pid
+    requests = world.snapshot()["requests"]
+    calls = [f"{r['method']} {r['path']}" for r in requests if r.get("origin") == "api"]
+    after = calls[calls.index(f"POST /api/v1/projects/{pid}/process") + 1 :]
+    assert after == [f"GET /api/v1/projects/{pid}"]
+    assert len(world.ledger.clips(job.id)) == 2

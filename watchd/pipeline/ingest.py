@@ -25,7 +25,7 @@ from watchd.carmic.errors import (
     TransientError,
     UrlExpired,
 )
-from watchd.carmic.models import Project, ProjectStatus
+from watchd.carmic.models import PROJECT_READY_STATUSES, Project, ProjectStatus
 from watchd.ledger.db import JobRow
 from watchd.ledger.states import Stage
 from watchd.pipeline.identity import FileIdentity, fingerprint
@@ -536,20 +536,13 @@ FAILED_HINTS = {
 
 async def handle_processing(p: Pipeline, job: JobRow) -> None:
     assert job.project_id
-    status = await _follow(p, job)
-    if status.failed:
-        reason = status.raw.get("error") or status.raw.get("error_message") or status.current_step
-        if status.status == "FAILED_BILLING":
-            raise Park(f"billing: project {status.status}", resume=Stage.PROBED)
-        raise Fail(
-            status.status.lower(),
-            f"Carmic processing ended in {status.status}" + (f": {reason}" if reason else ""),
-            hint=FAILED_HINTS.get(status.status, ""),
-            # A failed project never processes again (/process answers 409): `watchd retry`
-            # starts over with a new one.
-            resume=Stage.PROBED,
-        )
-    project = await _wait_for_clips(p, job)
+    # One look at the project first. One that is done already (a daemon restarted after a long
+    # stop, a service quicker than the upload) then needs no other call before its clips; one
+    # still processing is followed on from what this look says, so it costs no more calls than
+    # the status check it replaces.
+    project = await p.client.get_project(job.project_id)
+    if not _clips_listed(project):
+        project = await _clips_after_processing(p, job, project)
     if not project.clips:
         raise Fail(
             "no_clips",
@@ -586,14 +579,48 @@ async def handle_processing(p: Pipeline, job: JobRow) -> None:
         )
 
 
-async def _follow(p: Pipeline, job: JobRow) -> ProjectStatus:
-    """Until the project is ready or failed: SSE first when configured, polling as the fallback."""
+def _clips_listed(project: Project) -> bool:
+    """Done processing, with its clips listed (which may lag CLIPS_READY: see
+    ``visual_pipeline_ready``)."""
+    return (
+        project.status in PROJECT_READY_STATUSES
+        and project.visual_pipeline_ready
+        and bool(project.clips or project.clip_count == 0)
+    )
+
+
+async def _clips_after_processing(p: Pipeline, job: JobRow, seen: Project) -> Project:
+    """Follow the project (``seen`` is the last look at it) until it is done; its clips then.
+
+    A failed project is asked for its status, which carries the reason."""
+    first = None if seen.failed else ProjectStatus.from_api(seen.raw)
+    status = await _follow(p, job, first)
+    if status.failed:
+        reason = status.raw.get("error") or status.raw.get("error_message") or status.current_step
+        if status.status == "FAILED_BILLING":
+            raise Park(f"billing: project {status.status}", resume=Stage.PROBED)
+        raise Fail(
+            status.status.lower(),
+            f"Carmic processing ended in {status.status}" + (f": {reason}" if reason else ""),
+            hint=FAILED_HINTS.get(status.status, ""),
+            # A failed project never processes again (/process answers 409): `watchd retry`
+            # starts over with a new one.
+            resume=Stage.PROBED,
+        )
+    # Ready when looked at, but the clips not listed yet: wait a little before looking again.
+    return await _wait_for_clips(p, job, look_now=status is not first)
+
+
+async def _follow(p: Pipeline, job: JobRow, first: ProjectStatus | None = None) -> ProjectStatus:
+    """Until the project is ready or failed: SSE first when configured, polling as the fallback.
+    ``first`` is what a look just now said (None: ask for the status first)."""
     assert job.project_id
     pid = job.project_id
     tracker = _StepTracker(p, job)
     if p.settings.realtime == "sse":
         try:
-            status = await p.client.project_status(pid)
+            status = first or await p.client.project_status(pid)
+            first = None
             tracker(status)
             if status.ready or status.failed:
                 return status
@@ -609,7 +636,8 @@ async def _follow(p: Pipeline, job: JobRow) -> ProjectStatus:
                 "progress stream unavailable (%s); polling every %.0fs", e, p.settings.poll_seconds
             )
     while True:
-        status = await p.client.project_status(pid)
+        status = first or await p.client.project_status(pid)
+        first = None
         tracker(status)
         if status.ready or status.failed:
             return status
@@ -637,10 +665,13 @@ class _StepTracker:
             self.p.ledger.update(self.job.id, progress=float(st.progress), step=step)
 
 
-async def _wait_for_clips(p: Pipeline, job: JobRow) -> Project:
+async def _wait_for_clips(p: Pipeline, job: JobRow, *, look_now: bool = True) -> Project:
     """Clips are only listed once ``visual_pipeline_ready`` is true, which may lag CLIPS_READY."""
     assert job.project_id
     delay = min(1.0, p.settings.poll_seconds)
+    if not look_now:
+        await p.clock.sleep(delay)
+        delay = min(p.settings.poll_seconds, delay * 2)
     while True:
         project = await p.client.get_project(job.project_id)
         if project.failed:
