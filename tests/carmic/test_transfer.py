@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import os
 import time
@@ -10,14 +9,13 @@ import tracemalloc
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
 from tests.carmic.fakeapi import FakeApi, err, make_client
 from tests.carmic.storage_stub import StorageStub, StoredObject
-from watchd.carmic import transfer
+from tests.handoffs import count_hand_offs
 from watchd.carmic.client import CarmicClient
 from watchd.carmic.errors import (
     NetworkError,
@@ -121,24 +119,11 @@ async def test_a_small_upload_is_read_in_one_hand_off_to_a_thread(
 ) -> None:
     data = os.urandom(200_000)
     src = _write(tmp_path / "short.mp4", data)
-    handed = _count_hand_offs(monkeypatch)
+    handed = count_hand_offs(monkeypatch)
     res = await client.upload(storage.presign("PUT", "s.mp4"), src, "video/mp4")
     assert res.sha256 == hashlib.sha256(data).hexdigest()
     assert storage.objects["s.mp4"].data == data
     assert handed == ["open"]  # opened, checked, read and closed in one go
-
-
-def _count_hand_offs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The names of the functions ``transfer`` hands to a worker thread, from now on."""
-    handed: list[str] = []
-    real = asyncio.to_thread
-
-    async def counting(fn: Any, /, *args: Any, **kwargs: Any) -> Any:
-        handed.append(getattr(fn, "__name__", repr(fn)))
-        return await real(fn, *args, **kwargs)
-
-    monkeypatch.setattr(transfer.asyncio, "to_thread", counting)
-    return handed
 
 
 def test_exact_url_keeps_the_query_bytes() -> None:
@@ -387,7 +372,7 @@ async def test_a_small_download_is_written_in_one_hand_off_to_a_thread(
 ) -> None:
     data = os.urandom(300_000)  # several network blocks
     storage.objects["t.jpg"] = StoredObject(len(data), "", data, "image/jpeg")
-    handed = _count_hand_offs(monkeypatch)
+    handed = count_hand_offs(monkeypatch)
     dest = tmp_path / "t.jpg"
     async with httpx.AsyncClient() as http:
         res = await download_file(http, storage.presign("GET", "t.jpg"), dest, now=time.time)

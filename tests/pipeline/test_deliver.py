@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from tests.handoffs import count_hand_offs
 from tests.pipeline.conftest import World, crash_at
 from watchd.config import RenderChoice
 from watchd.emulator import Faults
@@ -219,3 +220,22 @@ async def test_clips_delivered_before_a_failure_are_not_fetched_again(
         r for r in world.snapshot()["requests"] if r["path"].endswith(f"/{clip.clip_id}/video")
     ]
     assert len(videos) == 1
+
+
+async def test_captions_go_to_the_thread_with_the_manifest(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each hand-off to a worker thread costs the loop a wake-up and the GIL a few switches: a
+    clip's SRT is written in the manifest's hand-off, not one of its own."""
+    handed = count_hand_offs(monkeypatch)
+    job = world.drop(render=RenderChoice("best", max_clips=2))
+    await world.run(world.pipeline())
+    doc = world.manifest(job.id)
+    assert len(doc["clips"]) == 2
+    for clip in doc["clips"]:
+        assert (world.outbox / "talk" / clip["captions"]).read_text().startswith("1\n")
+    assert [c.captions for c in world.ledger.clips(job.id, selected_only=True)] == [
+        c["captions"] for c in doc["clips"]
+    ]
+    assert "atomic_write_text" not in handed
+    assert handed.count("_write_and_verify") == 1

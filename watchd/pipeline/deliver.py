@@ -129,6 +129,8 @@ async def handle_delivering(p: Pipeline, job: JobRow) -> None:
     # What each clip's files add to its row: written with the transition (one commit), or on
     # the way out when a later step fails, so that a retry does not fetch them again.
     records: dict[str, dict[str, Any]] = {}
+    # Captions are written with the manifest, in its hand-off to a thread (one instead of two).
+    captions: dict[str, Caption] = {}
     total = max(1, len(delivered))
     try:
         for i, clip in enumerate(delivered):
@@ -148,7 +150,7 @@ async def handle_delivering(p: Pipeline, job: JobRow) -> None:
                     folder,
                     skipped,
                     records.setdefault(clip.clip_id, {}),
-                    captions=bool(preset.get("captions", True)),
+                    captions if preset.get("captions", True) else None,
                     renders=renders,
                 )
             )
@@ -166,7 +168,13 @@ async def handle_delivering(p: Pipeline, job: JobRow) -> None:
             completed_at=_now_iso(p),
             job_id=job.id,
         )
-        problems = await asyncio.to_thread(_write_and_verify, folder, doc)
+        written: list[str] = []
+        try:
+            problems = await asyncio.to_thread(_write_and_verify, folder, doc, captions, written)
+        finally:  # captions written before a failure are recorded like the clips' files
+            for name in written:
+                if captions[name].recorded != name:
+                    records.setdefault(captions[name].clip_id, {})["captions"] = name
         if problems:
             records.clear()
             with p.ledger.batch():
@@ -206,9 +214,24 @@ def _record_clips(p: Pipeline, job: JobRow, records: dict[str, dict[str, Any]]) 
             p.ledger.update_clip(job.id, clip_id, **values)
 
 
-def _write_and_verify(folder: Path, doc: dict[str, Any]) -> list[str]:
-    """The manifest last (atomically, fsynced), then the whole delivery checked against it: in
-    one hand-off to a thread, off the event loop."""
+@dataclass(frozen=True)
+class Caption:
+    """A clip's SRT, waiting to be written with the manifest."""
+
+    clip_id: str
+    text: str
+    recorded: str | None  # the name the clip's row already has
+
+
+def _write_and_verify(
+    folder: Path, doc: dict[str, Any], captions: dict[str, Caption], written: list[str]
+) -> list[str]:
+    """The captions (their names into ``written`` as they land), then the manifest last (each
+    atomically, fsynced), then the whole delivery checked against it: in one hand-off to a
+    thread, off the event loop."""
+    for name, caption in captions.items():
+        atomic.atomic_write_text(folder / name, caption.text)
+        written.append(name)
     manifest.write_manifest(folder, doc)
     return delivery.verify_delivery(folder, doc)
 
@@ -221,12 +244,13 @@ async def _deliver_clip(
     folder: Path,
     skipped: list[dict[str, str]],
     record: dict[str, Any],
+    captions: dict[str, Caption] | None,
     *,
-    captions: bool,
     renders: bool,
 ) -> dict[str, Any]:
     """One clip's files into ``folder``; what its ledger row learns goes into ``record`` (the
-    caller writes it)."""
+    caller writes it); its SRT into ``captions`` (None: no captions wanted), which the caller
+    writes with the manifest."""
     detail = None
     entry: dict[str, Any] = {
         "id": clip.clip_id,
@@ -256,15 +280,13 @@ async def _deliver_clip(
         detail = await _clip_detail(p, clip)
         if detail is not None:
             words = list(detail.words) or words
-    if captions:
+    if captions is not None:
         rel_words = srt.to_clip_relative(words, clip.start_time, clip.end_time)
         text = srt.words_to_srt(rel_words)
         if text:
             name = f"{base}.srt"
-            await asyncio.to_thread(atomic.atomic_write_text, folder / name, text)
+            captions[name] = Caption(clip.clip_id, text, clip.captions)
             entry["captions"] = name
-            if clip.captions != name:
-                record["captions"] = name
         else:
             skipped.append(
                 {"what": f"captions {clip.title}", "reason": "the transcript has no words"}
