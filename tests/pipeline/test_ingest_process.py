@@ -6,9 +6,11 @@ from __future__ import annotations
 import pytest
 
 from tests.pipeline.conftest import World, crash_at
+from watchd.carmic.models import ProjectStatus
 from watchd.config import RenderChoice
 from watchd.emulator import Faults
 from watchd.ledger.states import Stage
+from watchd.pipeline import ingest
 from watchd.pipeline.ingest import FAILED_HINTS
 
 
@@ -137,3 +139,20 @@ async def test_a_project_done_when_first_looked_at_costs_one_call(
     after = calls[calls.index(f"POST /api/v1/projects/{pid}/process") + 1 :]
     assert after == [f"GET /api/v1/projects/{pid}"]
     assert len(world.ledger.clips(job.id)) == 2
+
+
+@pytest.mark.parametrize(
+    ("step", "line"),
+    [("", "processing: TRANSCRIBING (12%)"), ("Whisper", "processing: TRANSCRIBING Whisper (12%)")],
+)
+async def test_a_look_without_a_step_logs_no_gap_for_it(
+    world: World, caplog: pytest.LogCaptureFixture, step: str, line: str
+) -> None:
+    """A look at the whole project may carry a status but no step (the reference does not list
+    ``current_step`` in the project record)."""
+    job = world.drop()
+    tracker = ingest._StepTracker(world.pipeline(), job)
+    with caplog.at_level("INFO"):
+        tracker(ProjectStatus("p1", "TRANSCRIBING", progress=12.0, current_step=step))
+    assert [r.getMessage() for r in caplog.records] == [line]
+    assert (world.job(job.id).progress, world.job(job.id).step) == (12.0, step or "TRANSCRIBING")

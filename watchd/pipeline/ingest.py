@@ -656,9 +656,9 @@ class _StepTracker:
             # The end is told by what follows: the transition to clips_ready, or the failure.
             return
         if self.last is None or self.last[:2] != key[:2]:
-            self.p.job_log(self.job).info(
-                "processing: %s %s (%d%%)", st.status, st.current_step, st.progress
-            )
+            # A look at the whole project (the first one) has a status but no step.
+            what = f"{st.status} {st.current_step}" if st.current_step else st.status
+            self.p.job_log(self.job).info("processing: %s (%d%%)", what, st.progress)
         self.last = key
         step = st.current_step or st.status
         with contextlib.suppress(Exception), self.p.ledger.relaxed():
