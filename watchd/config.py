@@ -41,6 +41,7 @@ from urllib.parse import urlsplit
 from watchd.secrets import Secret, find_password, no_password_message
 from watchd.watching.ignore import is_ignored_dir
 from watchd.watching.mounts import fs_type, is_network_type
+from watchd.web.settings import WebConfig, parse_web
 
 log = logging.getLogger("watchd.config")
 
@@ -66,7 +67,7 @@ API_EXPORTS_PER_MINUTE: Final = 5
 CUSTOM_INSTRUCTIONS_MAX: Final = 2000
 MAX_SIDECAR_BYTES: Final = 1 << 20
 
-TOP_KEYS: Final = ("carmic", "daemon", "inbox")
+TOP_KEYS: Final = ("carmic", "daemon", "inbox", "web")
 CARMIC_KEYS: Final = (
     "api_url",
     "email",
@@ -444,6 +445,7 @@ class Config:
     inboxes: tuple[InboxConfig, ...]
     path: Path | None
     warnings: tuple[str, ...] = ()
+    web: WebConfig = field(default_factory=WebConfig)
 
 
 def default_config_path(env: Mapping[str, str] | None = None) -> Path:
@@ -1305,6 +1307,7 @@ def parse_config(
     top.unknown(TOP_KEYS)
     carmic = _carmic(_section(top, "carmic"), base, environ, path, check_paths)
     daemon = _daemon(_section(top, "daemon"), base)
+    web = parse_web(_section(top, "web"), base, check_paths=check_paths)
     raw_inboxes = data.get("inbox")
     inboxes: list[InboxConfig] = []
     if raw_inboxes is None:
@@ -1339,7 +1342,7 @@ def parse_config(
     if log_warnings:
         for warning in report.warnings:
             log.warning("config: %s", warning)
-    return Config(carmic, daemon, tuple(inboxes), path, tuple(report.warnings))
+    return Config(carmic, daemon, tuple(inboxes), path, tuple(report.warnings), web=web)
 
 
 def sidecar_for(video: Path) -> Path:

@@ -74,6 +74,7 @@ RESTART_ONLY = {
         "ca_file",
     ),
     "daemon": ("state_dir", "scan", "poll_interval", "max_uploads", "metrics"),
+    "web": ("listen", "token_file"),
 }
 
 
@@ -137,6 +138,7 @@ class Daemon:
             metrics = Metrics()
         self.metrics = metrics
         self.metrics_server: Any = None
+        self.web: Any = None  # the dashboard (watchd/web/), when [web] listen is set
         self.liveness = Liveness(self.notifier, self.clock)
         self.tick_retry_base = 2.0  # first pause after a failed step of the main loop
         self.login_retry_first = LOGIN_RETRY_FIRST
@@ -196,6 +198,10 @@ class Daemon:
             from watchd.probe import probe_timeouts, stuck_probes
 
             self.metrics.watch_probes(stuck_probes, probe_timeouts)
+        if cfg.web.enabled and self.web is None:
+            from watchd.web.app import start_for_daemon
+
+            self.web = await start_for_daemon(self)
         client = self._client or _build_client(cfg, self.clock, self.metrics)
         self._client = client
         self.notifier.status(f"logging in to Carmic at {cfg.carmic.api_url}")
@@ -292,6 +298,9 @@ class Daemon:
         if self.metrics_server is not None:
             await asyncio.to_thread(self.metrics_server.close)
             self.metrics_server = None
+        if self.web is not None:
+            await self.web.close()
+            self.web = None
         if self._client is not None:
             with contextlib.suppress(Exception):
                 await self._client.aclose()

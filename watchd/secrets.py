@@ -109,14 +109,16 @@ class PasswordLookup:
     warnings: tuple[str, ...] = ()
 
 
-def loose_permissions(path: Path, st: os.stat_result) -> str | None:
+def loose_permissions(
+    path: Path, st: os.stat_result, *, holds: str = "the Carmic password"
+) -> str | None:
     """A warning when group or others may read the secret file at ``path``, else ``None``."""
     mode = stat.S_IMODE(st.st_mode)
     who = [name for bit, name in ((stat.S_IRGRP, "group"), (stat.S_IROTH, "others")) if mode & bit]
     if not who:
         return None
     return (
-        f"{path} holds the Carmic password and is readable by {' and '.join(who)} "
+        f"{path} holds {holds} and is readable by {' and '.join(who)} "
         f"(mode {mode:04o}); chmod 600 it"
     )
 

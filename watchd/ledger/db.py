@@ -331,6 +331,9 @@ class Ledger:
         # write: ours (counted here) or another process's (PRAGMA data_version moves).
         self._writes = 0
         self._counts: tuple[tuple[int, int], dict[str, int]] | None = None
+        # Told the id of each job written (and "" for an inbox's state): the web dashboard's
+        # live feed (watchd/web/feed.py). Called inside the write: it may only take note.
+        self.on_change: Callable[[str], None] | None = None
         # isolation_level=None: no implicit BEGIN/COMMIT around a statement; every write
         # transaction is the explicit BEGIN IMMEDIATE of _write().
         if path is None:
@@ -525,6 +528,8 @@ class Ledger:
         dst: str | None = None,
         detail: Any = None,
     ) -> None:
+        if self.on_change is not None:
+            self.on_change(job_id)
         self._conn.execute(
             "INSERT INTO events (job_id, at, actor, kind, from_state, to_state, detail) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -777,6 +782,8 @@ class Ledger:
         """Write ``values`` to the job; its row after, when ``job`` (its row before) is known
         and the values' stored forms are predicted (the cache keeps it), else None."""
         _known_fields(values, _JOB_FIELDS, "job")
+        if self.on_change is not None:
+            self.on_change(job_id)
         if "preset" in values and not isinstance(values["preset"], str):
             values["preset"] = json.dumps(values["preset"], sort_keys=True)
         for k, v in values.items():
@@ -891,6 +898,8 @@ class Ledger:
     def _update_clip(self, job_id: str, clip_id: str, values: dict[str, Any]) -> None:
         values = {k: v for k, v in values.items() if k not in ("job_id", "clip_id")}
         _known_fields(values, _CLIP_FIELDS, "clip")
+        if self.on_change is not None:
+            self.on_change(job_id)
         sets = ", ".join(f"{k} = ?" for k in values)
         self._conn.execute(
             f"UPDATE clips SET {sets} WHERE job_id = ? AND clip_id = ?",
@@ -966,6 +975,8 @@ class Ledger:
                 "last_scan_at = excluded.last_scan_at",
                 (path, int(paused), reason, entries, last_scan_at),
             )
+        if self.on_change is not None:
+            self.on_change("")
 
     def inboxes(self) -> list[InboxRow]:
         return self._rows(InboxRow, f"SELECT {_INBOX_COLS} FROM inboxes ORDER BY path")

@@ -1,0 +1,370 @@
+"""The dashboard's routes and its server, on the daemon's own event loop (aiohttp).
+
+``GET /`` the queue, ``GET /jobs/{id}`` one job, ``GET /api/jobs`` the same JSON array as
+``watchd status --json``, ``POST /api/jobs/{id}/retry|forget`` as the CLI commands, ``GET
+/events`` the live feed (server-sent events: ``changed`` when jobs changed; the page then fetches
+its ``/fragments/...`` again), files from a job's outbox folder under ``/jobs/{id}/files/``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import jinja2
+from aiohttp import web
+from markupsafe import Markup
+
+from watchd.ledger.db import Ledger, LedgerError
+from watchd.redact import redact, register_secret
+from watchd.web import views
+from watchd.web.feed import ChangeFeed, TooManySubscribers
+from watchd.web.files import job_file
+from watchd.web.security import (
+    CSRF_FIELD,
+    SESSION_COOKIE,
+    Guard,
+    allowed_hosts,
+    guard_middleware,
+)
+from watchd.web.settings import WebConfig, is_loopback
+
+log = logging.getLogger("watchd.web")
+
+HERE = Path(__file__).parent
+KEEPALIVE = 15.0  # seconds between SSE comments on an idle page
+HTMX_VERSION = "2.0.11"
+GUARD: web.AppKey[Guard] = web.AppKey("guard", Guard)
+FEED: web.AppKey[ChangeFeed] = web.AppKey("feed", ChangeFeed)
+SOURCE: web.AppKey[views.DashboardSource] = web.AppKey("source")
+ENV: web.AppKey[jinja2.Environment] = web.AppKey("env", jinja2.Environment)
+CLOCK: web.AppKey[Callable[[], float]] = web.AppKey("clock")
+
+
+def _finalize(value: Any) -> Any:
+    """Every value a template prints passes the redaction (presigned query strings, JWTs,
+    bearer tokens, known secrets); markup built by the templates themselves is left alone."""
+    if value is None:
+        return ""
+    if isinstance(value, Markup | int | float):
+        return value
+    return redact(str(value))
+
+
+def make_env() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(HERE / "templates"),
+        autoescape=True,
+        finalize=_finalize,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        auto_reload=False,
+    )
+    env.filters["urlpart"] = lambda s: quote(str(s), safe="")
+    env.globals["htmx_version"] = HTMX_VERSION
+    return env
+
+
+def build_app(
+    source: views.DashboardSource,
+    guard: Guard,
+    feed: ChangeFeed,
+    *,
+    clock: Callable[[], float] = time.time,
+) -> web.Application:
+    app = web.Application(middlewares=[guard_middleware(guard)], client_max_size=64 * 1024)
+    app[GUARD] = guard
+    app[FEED] = feed
+    app[SOURCE] = source
+    app[ENV] = make_env()
+    app[CLOCK] = clock
+    app.router.add_get("/", queue_page)
+    app.router.add_get("/fragments/queue", queue_fragment)
+    app.router.add_get("/jobs/{id}", job_page)
+    app.router.add_get("/fragments/jobs/{id}", job_fragment)
+    app.router.add_get("/jobs/{id}/files/{name:.+}", job_file_route)
+    app.router.add_get("/api/jobs", api_jobs)
+    app.router.add_post("/api/jobs/{id}/retry", api_retry)
+    app.router.add_post("/api/jobs/{id}/forget", api_forget)
+    app.router.add_get("/events", events)
+    app.router.add_get("/login", login_page)
+    app.router.add_post("/login", login_submit)
+    app.router.add_static("/static/", HERE / "static", follow_symlinks=False)
+    return app
+
+
+# ---- helpers -----------------------------------------------------------------------------------
+
+
+def _ledger(request: web.Request) -> Ledger:
+    ledger = request.app[SOURCE].ledger
+    if ledger is None:
+        raise web.HTTPServiceUnavailable(text="the ledger is not open yet\n")
+    return ledger
+
+
+def _render(request: web.Request, template: str, **context: Any) -> web.Response:
+    env = request.app[ENV]
+    text = env.get_template(template).render(csrf=request.app[GUARD].csrf, **context)
+    return web.Response(text=text, content_type="text/html", charset="utf-8")
+
+
+def _job(request: web.Request) -> Any:
+    job = _ledger(request).get(request.match_info["id"])
+    if job is None:
+        raise web.HTTPNotFound(text=f"unknown job {request.match_info['id']}\n")
+    return job
+
+
+def _queue(request: web.Request) -> views.QueueView:
+    filters = views.parse_filters(request.query)
+    now = request.app[CLOCK]()
+    return views.queue_view(_ledger(request), request.app[SOURCE], filters, now)
+
+
+# ---- pages -------------------------------------------------------------------------------------
+
+
+async def queue_page(request: web.Request) -> web.Response:
+    return _render(request, "queue.html", view=_queue(request))
+
+
+async def queue_fragment(request: web.Request) -> web.Response:
+    return _render(request, "_queue_live.html", view=_queue(request))
+
+
+def _job_view(request: web.Request) -> views.JobView:
+    return views.job_view(
+        _ledger(request), request.app[SOURCE], _job(request), request.app[CLOCK]()
+    )
+
+
+async def job_page(request: web.Request) -> web.Response:
+    return _render(request, "job.html", view=_job_view(request))
+
+
+async def job_fragment(request: web.Request) -> web.Response:
+    return _render(request, "_job_live.html", view=_job_view(request))
+
+
+async def job_file_route(request: web.Request) -> web.StreamResponse:
+    path = job_file(_job(request), request.match_info["name"])
+    if path is None:
+        raise web.HTTPNotFound(text="no such file in the job's outbox folder\n")
+    return web.FileResponse(path)
+
+
+# ---- API ---------------------------------------------------------------------------------------
+
+
+def _scrubbed(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, list):
+        return [_scrubbed(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _scrubbed(v) for k, v in value.items()}
+    return value
+
+
+async def api_jobs(request: web.Request) -> web.Response:
+    data = _scrubbed(views.job_json_list(_ledger(request)))
+    return web.Response(text=json.dumps(data, indent=2), content_type="application/json")
+
+
+def _after_change(request: web.Request, body: dict[str, Any], back: str) -> web.Response:
+    """JSON for API callers; htmx is sent where to go; a plain form post goes back."""
+    if request.headers.get("HX-Request") == "true":
+        headers = {"HX-Redirect": back} if back == "/" else {}
+        return web.json_response(body, headers=headers)
+    if request.content_type == "application/x-www-form-urlencoded":
+        return web.Response(status=303, headers={"Location": back})
+    return web.json_response(body)
+
+
+async def _operator_command(request: web.Request, action: str) -> web.Response:
+    """``retry`` or ``forget``: the ledger calls ``watchd retry``/``watchd forget`` make, with
+    their rules (404 unknown job, 409 not in a state the command takes)."""
+    ledger = _ledger(request)
+    job_id = request.match_info["id"]
+    if ledger.get(job_id) is None:
+        return web.json_response({"error": f"unknown job {job_id}"}, status=404)
+    try:
+        if action == "retry":
+            state = ledger.retry(job_id, actor="web").state
+        else:
+            ledger.forget(job_id, actor="web")
+    except LedgerError as e:
+        return web.json_response({"error": str(e)}, status=409)
+    if action == "retry":
+        log.info("web: job %s back in the queue at %s", job_id, state, extra={"job_id": job_id})
+        return _after_change(request, {"id": job_id, "state": state}, f"/jobs/{quote(job_id)}")
+    log.info("web: job %s forgotten", job_id, extra={"job_id": job_id})
+    return _after_change(request, {"id": job_id, "forgotten": True}, "/")
+
+
+async def api_retry(request: web.Request) -> web.Response:
+    return await _operator_command(request, "retry")
+
+
+async def api_forget(request: web.Request) -> web.Response:
+    return await _operator_command(request, "forget")
+
+
+# ---- live feed ---------------------------------------------------------------------------------
+
+
+async def events(request: web.Request) -> web.StreamResponse:
+    """Server-sent events: ``changed`` (data: how many jobs) whenever jobs the page shows may
+    have changed; with ``?job=ID`` only for that job."""
+    only = request.query.get("job")
+    try:
+        sub = request.app[FEED].subscribe()
+    except TooManySubscribers as e:
+        raise web.HTTPServiceUnavailable(text=f"{e}\n") from None
+    response = web.StreamResponse(
+        headers={"Content-Type": "text/event-stream", "X-Accel-Buffering": "no"}
+    )
+    try:
+        await response.prepare(request)
+        await response.write(b"retry: 2000\n: connected\n\n")
+        while True:
+            ids = await sub.wait(KEEPALIVE)
+            if ids is None:
+                break
+            if only is not None:
+                ids = {i for i in ids if i == only}
+            if ids:
+                await response.write(f"event: changed\ndata: {len(ids)}\n\n".encode())
+            else:
+                await response.write(b": keep-alive\n\n")
+    except (ConnectionResetError, asyncio.CancelledError):
+        pass
+    finally:
+        sub.close()
+    return response
+
+
+# ---- login (only needed on a non-loopback address) ---------------------------------------------
+
+
+async def login_page(request: web.Request) -> web.Response:
+    return _render(request, "login.html", failed=False, needed=request.app[GUARD].token is not None)
+
+
+async def login_submit(request: web.Request) -> web.Response:
+    guard = request.app[GUARD]
+    form = await request.post()
+    sent = form.get("token")
+    ok = guard.token is not None and isinstance(sent, str)
+    if ok:
+        import hmac
+
+        ok = hmac.compare_digest(str(sent).encode(), str(guard.token).encode())
+    if not ok or guard.token is None:
+        response = _render(request, "login.html", failed=True, needed=guard.token is not None)
+        response.set_status(401)
+        return response
+    response = web.Response(status=303, headers={"Location": "/"})
+    response.set_cookie(
+        SESSION_COOKIE, guard.session_value(), httponly=True, samesite="Strict", path="/"
+    )
+    return response
+
+
+# ---- the server --------------------------------------------------------------------------------
+
+
+class WebServer:
+    """The dashboard inside the daemon: :meth:`start` binds and serves on the running loop;
+    :meth:`close` ends the live feeds and stops serving."""
+
+    def __init__(
+        self,
+        config: WebConfig,
+        source: views.DashboardSource,
+        *,
+        clock: Callable[[], float] = time.time,
+        interval: float | None = None,
+    ) -> None:
+        from watchd.service.metrics import parse_address
+
+        self.config = config
+        self.source = source
+        self.host, self.port = parse_address(config.listen)
+        token = config.token.reveal() if config.token is not None else None
+        register_secret(token)
+        self.guard = Guard(
+            hosts=frozenset(), token=token, pages_need_token=not is_loopback(self.host)
+        )
+        self.feed: ChangeFeed | None = None
+        self._clock = clock
+        self._interval = interval
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        if host in ("0.0.0.0", "[::]"):
+            host = "127.0.0.1"
+        return f"http://{host}:{self.port}/"
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.feed = (
+            ChangeFeed(loop)
+            if self._interval is None
+            else ChangeFeed(loop, interval=self._interval)
+        )
+        app = build_app(self.source, self.guard, self.feed, clock=self._clock)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
+        await site.start()
+        server = getattr(site, "_server", None)
+        sockets = getattr(server, "sockets", None) or []
+        if sockets:
+            self.port = int(sockets[0].getsockname()[1])
+        self.guard.hosts = allowed_hosts(self.host, self.port)
+        log.info("dashboard at %s", self.url)
+
+    def note(self, job_id: str) -> None:
+        """The ledger's change hook (``Ledger.on_change``)."""
+        if self.feed is not None:
+            self.feed.note(job_id)
+
+    async def close(self) -> None:
+        if self.feed is not None:
+            self.feed.close()
+        if self._runner is not None:
+            with contextlib.suppress(Exception):
+                await self._runner.cleanup()
+            self._runner = None
+
+
+__all__ = ["CSRF_FIELD", "WebServer", "build_app"]
+
+
+async def start_for_daemon(daemon: Any) -> WebServer | None:
+    """Serve the dashboard for a starting daemon (its ledger open) and feed it the ledger's
+    changes. A dashboard that cannot bind is logged and left out: the watch folders matter more."""
+    from watchd.web.source import DaemonSource
+
+    server = WebServer(daemon.config.web, DaemonSource(daemon), clock=daemon.clock.now)
+    try:
+        await server.start()
+    except OSError as e:
+        log.error(
+            "dashboard: cannot listen on %s (%s); running without it", daemon.config.web.listen, e
+        )
+        await server.close()
+        return None
+    daemon.ledger.on_change = server.note
+    return server
