@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -171,7 +171,11 @@ class QueueView:
     summary: str
     now: float
     page_size: int = PAGE_SIZE
-    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def nodes(self) -> bool:
+        """Whether the node column is worth showing (a cluster names the nodes)."""
+        return any(r.node for r in self.rows)
 
 
 def _where(filters: Filters) -> tuple[str, list[Any]]:
