@@ -119,10 +119,16 @@ def build_parser() -> argparse.ArgumentParser:
         "demo",
         help="run the whole pipeline against the bundled emulator on a generated sample video",
         description="Run the whole pipeline against the bundled emulator in a temporary folder, "
-        "with a generated sample video, and print where the results landed.",
+        "with a generated sample video, and print where the results landed. The dashboard "
+        "runs meanwhile on http://127.0.0.1:8377/ (another port when that one is taken).",
     )
     demo.add_argument(
         "--dir", type=Path, default=None, help="work in this folder (kept afterwards)"
+    )
+    demo.add_argument(
+        "--web",
+        action="store_true",
+        help="keep serving the dashboard (its URL is printed) after the deliveries, until Ctrl-C",
     )
     return p
 
@@ -265,7 +271,7 @@ def cmd_emulator(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from watchd.demo import run_demo
 
-    return run_demo(workdir=args.dir)
+    return run_demo(workdir=args.dir, web=args.web)
 
 
 COMMANDS = {
