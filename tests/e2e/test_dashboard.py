@@ -67,7 +67,7 @@ class Page:
     and every state a job's row showed."""
 
     def __init__(self, browser: Any, url: str) -> None:
-        self.context = browser.new_context(viewport={"width": 1280, "height": 720})
+        self.context = browser.new_context(viewport={"width": 1280, "height": 400})
         self.page = self.context.new_page()
         self.errors: list[str] = []
         self.page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
@@ -120,13 +120,17 @@ def test_the_queue_follows_a_file_live(
     assert tab.not_reloaded(), "the page reloaded instead of updating live"
     assert "episode-12.mp4" in page.inner_text("tr.job")
 
-    # The first clip's thumbnail loads from the outbox.
+    # A second file, in the inbox's root rule; then each row's first-clip thumbnail loads.
+    env.drop(sample_videos[2], "interview take 2.mp4")
     page.wait_for_function(
-        "() => { const i = document.querySelector('tr.job img.thumb');"
-        " return i && i.complete && i.naturalWidth > 0; }",
+        "() => { const rows = [...document.querySelectorAll('tr.job')];"
+        " return rows.length === 2 && rows.every(r => r.dataset.state === 'delivered'"
+        " && r.querySelector('img.thumb') && r.querySelector('img.thumb').complete"
+        " && r.querySelector('img.thumb').naturalWidth > 0); }",
         timeout=UNTIL,
     )
-    page.screenshot(path=str(artefacts / "dashboard.png"))
+    assert page.inner_text("tr.job").strip().startswith("interview take 2.mp4")  # newest first
+    page.screenshot(path=str(artefacts / "dashboard.png"), full_page=True)
     if os.environ.get("WATCHD_SCREENSHOT_DOCS") == "1":
         shutil.copyfile(artefacts / "dashboard.png", REPO / "docs" / "dashboard.png")
 
