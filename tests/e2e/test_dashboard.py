@@ -7,6 +7,7 @@ artefacts (``$WATCHD_ARTEFACTS``, else pytest's temporary folder); with
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -147,6 +148,16 @@ def test_the_queue_follows_a_file_live(
     assert tab.errors == []
     tab.close()
 
+    # On a phone, in the dark theme the system asks for.
+    phone = browser.new_context(viewport={"width": 390, "height": 700}, color_scheme="dark")
+    small = phone.new_page()
+    small.goto(url)
+    small.wait_for_selector("tr.job img.thumb")
+    background = small.evaluate("() => getComputedStyle(document.body).backgroundColor")
+    assert background == "rgb(19, 20, 23)", background
+    small.screenshot(path=str(artefacts / "dashboard-phone-dark.png"), full_page=True)
+    phone.close()
+
     # The API answers what `watchd status --json` prints; a foreign Host is refused.
     assert httpx.get(url + "api/jobs").json() == env.status()
     evil = httpx.get(url, headers={"Host": "evil.example"})
@@ -229,3 +240,56 @@ def test_billing_banner_retry_and_forget_from_the_page(
     assert tab.errors == []
     tab.close()
     assert env.stop() == 0
+
+
+class _Feed(threading.Thread):
+    """The page's live feed, without a browser: counts the ``changed`` events of /events until
+    the daemon ends the stream."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(name="dashboard-feed", daemon=True)
+        self.url = url
+        self.changes = 0
+        self.connected = threading.Event()
+
+    def run(self) -> None:
+        with (
+            contextlib.suppress(httpx.HTTPError),
+            httpx.Client(timeout=None) as c,
+            c.stream("GET", self.url + "events") as stream,
+        ):
+            self.connected.set()
+            for line in stream.iter_lines():
+                if line.startswith("event: changed"):
+                    self.changes += 1
+
+
+def test_a_paused_inbox_shows_as_a_banner_live(env: Env) -> None:
+    env.write_config({}, daemon={"rescan_seconds": 1})
+    url = start_with_dashboard(env)
+    wait_for(lambda: "ready:" in env.log(), timeout=30, what="the daemon ready")
+    feed = _Feed(url)
+    feed.start()
+    assert feed.connected.wait(10)
+    fragment = url + "fragments/queue"
+    assert "banner-paused" not in httpx.get(fragment).text
+    env.inbox.rmdir()  # an unmounted share
+    wait_for(lambda: feed.changes, timeout=30, what="a change sent to the open page")
+
+    def banner() -> str | None:
+        text = httpx.get(fragment).text
+        return text if "banner-paused" in text else None
+
+    text = wait_for(banner, timeout=30, what="the paused banner")
+    assert str(env.inbox) in text and "missing" in text
+    seen = feed.changes
+    env.inbox.mkdir()
+    wait_for(lambda: feed.changes > seen, timeout=30, what="the resume sent to the page")
+    wait_for(
+        lambda: "banner-paused" not in httpx.get(fragment).text,
+        timeout=30,
+        what="the banner gone",
+    )
+    assert env.stop() == 0
+    feed.join(10)  # the daemon's stop ends the stream
+    assert not feed.is_alive()

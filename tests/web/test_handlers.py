@@ -113,6 +113,7 @@ async def test_job_page_shows_events_clips_and_manifest(site, ledger, tmp_path: 
     assert "X-Amz-Signature" not in r.text
     assert "Forget" in r.text and "Retry" not in r.text.split("<h2>Events")[0]
     assert missing.status_code == 404
+    assert missing.headers["X-Frame-Options"] == "DENY" and "unknown job" in missing.text
 
 
 async def test_api_jobs_is_the_status_json_array(site, ledger) -> None:

@@ -36,6 +36,8 @@ async def test_static_files_are_served_with_their_types() -> None:
         page = await c.get("/")
     assert js.status_code == 200 and "javascript" in js.headers["Content-Type"]
     assert js.headers["X-Content-Type-Options"] == "nosniff"
+    assert js.headers["Cache-Control"] == "max-age=86400"
+    assert page.headers["Cache-Control"] == "no-store"
     assert css.status_code == 200 and css.headers["Content-Type"].startswith("text/css")
     assert outside.status_code in (403, 404)
     assert page.status_code == 503  # no ledger open yet

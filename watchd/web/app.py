@@ -22,6 +22,7 @@ import jinja2
 from aiohttp import web
 from markupsafe import Markup
 
+from watchd import __version__
 from watchd.ledger.db import Ledger, LedgerError
 from watchd.redact import redact, register_secret
 from watchd.web import views
@@ -69,6 +70,7 @@ def make_env() -> jinja2.Environment:
     )
     env.filters["urlpart"] = lambda s: quote(str(s), safe="")
     env.globals["htmx_version"] = HTMX_VERSION
+    env.globals["version"] = __version__
     return env
 
 

@@ -116,10 +116,16 @@ def _open(path: str, extra: Iterable[str] = OPEN_PATHS) -> bool:
 def guard_middleware(guard: Guard) -> Any:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        response = await _checked(guard, request, handler)
+        try:
+            response = await _checked(guard, request, handler)
+        except web.HTTPException as e:  # a 404 or 503 raised by a handler: headers too
+            response = web.Response(status=e.status, body=e.body, headers=e.headers)
         for name, value in SECURITY_HEADERS.items():
             response.headers.setdefault(name, value)
-        response.headers.setdefault("Cache-Control", "no-store")
+        # The pages change all the time; the static files only with a release (their links
+        # carry the version).
+        static = request.path.startswith("/static/") and response.status == 200
+        response.headers.setdefault("Cache-Control", "max-age=86400" if static else "no-store")
         return response
 
     return middleware
