@@ -17,6 +17,7 @@ from watchd.clock import FakeClock
 from watchd.ledger.db import Ledger
 from watchd.ledger.states import Stage
 from watchd.web.app import WebServer
+from watchd.web.views import PAGE_SIZE
 
 PRESIGNED = "https://storage.example/bucket/obj.mp4?X-Amz-Signature=deadbeefcafe&X-Amz-Expires=900"
 JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1c2VyMTIzNDUifQ.c2lnbmF0dXJlLXZhbHVlLTEyMzQ"
@@ -308,28 +309,32 @@ async def test_no_page_or_answer_shows_a_secret(site, ledger) -> None:
 
 async def test_newest_first_paginated_filtered_and_searched(site, ledger, clock) -> None:
     server, _ = site
-    for i in range(230):
+    n = 2 * PAGE_SIZE + 30
+    for i in range(n):
         clock.advance(1)
-        add_job(ledger, f"clip-{i:03d}.mp4", Stage.FAILED if i % 10 == 0 else Stage.DELIVERED,
+        add_job(ledger, f"clip-{i:04d}.mp4", Stage.FAILED if i % 10 == 0 else Stage.DELIVERED,
                 rule="podcasts" if i % 2 else "")  # fmt: skip
     async with client(server) as c:
         first = (await c.get("/")).text
         third = (await c.get("/?page=3")).text
+        beyond = (await c.get("/?page=99")).text
         failed = (await c.get("/?state=failed")).text
-        found = (await c.get("/?q=clip-12")).text
+        found = (await c.get("/?q=clip-012")).text
         rule = (await c.get("/?rule=podcasts&state=failed")).text
         junk = await c.get("/?page=abc&state=<script>")
-    rows = re.findall(r'<tr id="job-[^"]+" class="job', first)
-    assert len(rows) == 100
-    assert first.index("clip-229.mp4") < first.index("clip-228.mp4")
-    assert "clip-130.mp4" in first and "clip-129.mp4" not in first
-    assert "page 1 of 3" in first
-    assert len(re.findall(r'<tr id="job-', third)) == 30 and "clip-000.mp4" in third
-    assert len(re.findall(r'<tr id="job-', failed)) == 23
-    assert sorted(re.findall(r"clip-\d+\.mp4(?=</a>)", found)) == [
-        f"clip-{i}.mp4" for i in range(120, 130)
-    ]
-    assert len(re.findall(r'<tr id="job-', rule)) == 0  # failed ones are every 10th: even
+
+    def rows(text: str) -> list[str]:
+        return re.findall(r"clip-\d+\.mp4(?=</a>)", text)
+
+    assert len(rows(first)) == PAGE_SIZE
+    assert rows(first)[:2] == [f"clip-{n - 1:04d}.mp4", f"clip-{n - 2:04d}.mp4"]  # newest first
+    assert rows(first)[-1] == f"clip-{n - PAGE_SIZE:04d}.mp4"
+    assert "page 1 of 3" in first and "older →" in first
+    assert rows(third) == [f"clip-{i:04d}.mp4" for i in range(29, -1, -1)]
+    assert rows(beyond) == rows(third)  # past the end: the last page
+    assert len(rows(failed)) == n // 10
+    assert sorted(rows(found)) == [f"clip-{i:04d}.mp4" for i in range(120, 130)]
+    assert rows(rule) == []  # the failed ones are every 10th: all in the root rule
     assert junk.status_code == 200 and "<script>" not in junk.text
 
 

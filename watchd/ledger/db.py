@@ -288,7 +288,17 @@ def _m2_meta(db: sqlite_utils.Database) -> None:
     db.executescript("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);")
 
 
-MIGRATIONS: Sequence[Callable[[sqlite_utils.Database], None]] = (_m1_initial, _m2_meta)
+def _m_web_jobs_by_age(db: sqlite_utils.Database) -> None:
+    # The dashboard lists jobs newest first, a page at a time: without this, every page view
+    # sorted the whole table.
+    db.executescript("CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created_at, id);")
+
+
+MIGRATIONS: Sequence[Callable[[sqlite_utils.Database], None]] = (
+    _m1_initial,
+    _m2_meta,
+    _m_web_jobs_by_age,
+)
 
 
 # The non-terminal states, listed: "state IN (...)" searches the (state, next_attempt_at) index,

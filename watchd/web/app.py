@@ -41,12 +41,28 @@ log = logging.getLogger("watchd.web")
 
 HERE = Path(__file__).parent
 KEEPALIVE = 15.0  # seconds between SSE comments on an idle page
+# An open page is sent its next update no sooner than this many times what rendering its live
+# part last cost: a busy daemon spends at most about a tenth of a core on each open page.
+COST_FACTOR = 10.0
+
+
+class RenderCost:
+    """What rendering a page's live part costs, smoothed over the last few renders."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+
+    def add(self, seconds: float) -> None:
+        self.seconds = seconds if not self.seconds else 0.7 * self.seconds + 0.3 * seconds
+
+
 HTMX_VERSION = "2.0.11"
 GUARD: web.AppKey[Guard] = web.AppKey("guard", Guard)
 FEED: web.AppKey[ChangeFeed] = web.AppKey("feed", ChangeFeed)
 SOURCE: web.AppKey[views.DashboardSource] = web.AppKey("source")
 ENV: web.AppKey[jinja2.Environment] = web.AppKey("env", jinja2.Environment)
 CLOCK: web.AppKey[Callable[[], float]] = web.AppKey("clock")
+COST: web.AppKey[RenderCost] = web.AppKey("cost", RenderCost)
 
 
 def _finalize(value: Any) -> Any:
@@ -68,7 +84,9 @@ def make_env() -> jinja2.Environment:
         lstrip_blocks=True,
         auto_reload=False,
     )
-    env.filters["urlpart"] = lambda s: quote(str(s), safe="")
+    # Percent-encoded text has no character HTML would need escaped: marked safe, it skips the
+    # redaction too (a name in a URL path is no secret, and the page shows it in clear anyway).
+    env.filters["urlpart"] = lambda s: Markup(quote(str(s), safe=""))
     env.globals["htmx_version"] = HTMX_VERSION
     env.globals["version"] = __version__
     return env
@@ -87,6 +105,7 @@ def build_app(
     app[SOURCE] = source
     app[ENV] = make_env()
     app[CLOCK] = clock
+    app[COST] = RenderCost()
     app.router.add_get("/", queue_page)
     app.router.add_get("/fragments/queue", queue_fragment)
     app.router.add_get("/jobs/{id}", job_page)
@@ -114,7 +133,8 @@ def _ledger(request: web.Request) -> Ledger:
 
 def _render(request: web.Request, template: str, **context: Any) -> web.Response:
     env = request.app[ENV]
-    text = env.get_template(template).render(csrf=request.app[GUARD].csrf, **context)
+    csrf = Markup(request.app[GUARD].csrf)  # URL-safe base64: nothing to escape or redact
+    text = env.get_template(template).render(csrf=csrf, **context)
     return web.Response(text=text, content_type="text/html", charset="utf-8")
 
 
@@ -139,7 +159,10 @@ async def queue_page(request: web.Request) -> web.Response:
 
 
 async def queue_fragment(request: web.Request) -> web.Response:
-    return _render(request, "_queue_live.html", view=_queue(request))
+    started = time.perf_counter()
+    response = _render(request, "_queue_live.html", view=_queue(request))
+    request.app[COST].add(time.perf_counter() - started)
+    return response
 
 
 def _job_view(request: web.Request) -> views.JobView:
@@ -245,6 +268,8 @@ async def events(request: web.Request) -> web.StreamResponse:
                 ids = {i for i in ids if i == only}
             if ids:
                 await response.write(f"event: changed\ndata: {len(ids)}\n\n".encode())
+                # Changes meanwhile gather in the subscription and go out together after.
+                await asyncio.sleep(COST_FACTOR * request.app[COST].seconds)
             else:
                 await response.write(b": keep-alive\n\n")
     except (ConnectionResetError, asyncio.CancelledError):

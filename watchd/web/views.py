@@ -14,11 +14,13 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Protocol
 
+from markupsafe import Markup, escape
+
 from watchd.ledger.db import ClipRow, EventRow, ExportRow, JobRow, Ledger
 from watchd.ledger.states import TERMINAL, Stage
 from watchd.status_view import format_age, iso, summary_line
 
-PAGE_SIZE = 100
+PAGE_SIZE = 250  # rows on a page: every job of a busy day, before the pages start
 ALL_RULES = "__all__"  # the rule filter's "every rule"
 MAX_QUERY = 200  # characters of a search kept
 STATES = tuple(s.value for s in Stage)
@@ -104,8 +106,13 @@ class Row:
     now: float
 
     @property
-    def id(self) -> str:
-        return self.job.id
+    def id(self) -> Markup:
+        # Ids are ours ("j" + hex): nothing to escape or redact, printed several times a row.
+        return Markup(escape(self.job.id))
+
+    @property
+    def state(self) -> Markup:
+        return Markup(escape(self.job.state))
 
     @property
     def bar(self) -> str | None:
@@ -170,12 +177,8 @@ class QueueView:
     banners: list[Banner]
     summary: str
     now: float
+    nodes: bool = False  # whether the node column is worth showing (a cluster names nodes)
     page_size: int = PAGE_SIZE
-
-    @property
-    def nodes(self) -> bool:
-        """Whether the node column is worth showing (a cluster names the nodes)."""
-        return any(r.node for r in self.rows)
 
 
 def _where(filters: Filters) -> tuple[str, list[Any]]:
@@ -304,6 +307,7 @@ def queue_view(ledger: Ledger, source: DashboardSource, filters: Filters, now: f
         banners=banners(ledger, source),
         summary=summary_line(ledger, paused_inboxes=paused),
         now=now,
+        nodes=any(r.node for r in rows),
     )
 
 
