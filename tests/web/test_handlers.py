@@ -219,8 +219,26 @@ async def test_forget_as_the_cli_allows_it(site, ledger) -> None:
         assert (await c.post("/api/jobs/jnope/forget", headers=auth)).status_code == 404
         assert (await c.post(f"/api/jobs/{busy}/retry", headers=auth)).status_code == 409
         r = await c.post(f"/api/jobs/{done}/forget", headers=auth)
-    assert r.status_code == 200
+    assert r.status_code == 200 and "HX-Redirect" not in r.headers
     assert ledger.get(done) is None and ledger.get(busy) is not None
+
+
+async def test_forgetting_from_the_jobs_own_page_goes_to_the_queue(site, ledger) -> None:
+    server, _ = site
+    shown, other = (add_job(ledger, f"{n}.mp4", Stage.FAILED) for n in "ab")
+    async with client(server) as c:
+        token = csrf_of((await c.get(f"/jobs/{shown}")).text)
+        page = {"X-CSRF-Token": token, "HX-Request": "true"}
+        here = f"{server.url}jobs/{shown}"
+        r = await c.post(f"/api/jobs/{shown}/forget", headers={**page, "HX-Current-URL": here})
+        assert r.status_code == 200 and r.headers["HX-Redirect"] == "/"
+        # Its open page, told by the feed, fetches its part again: the job is gone.
+        gone = await c.get(f"/fragments/jobs/{shown}", headers={"HX-Request": "true"})
+        assert gone.status_code == 404 and gone.headers["HX-Redirect"] == "/"
+        r = await c.post(
+            f"/api/jobs/{other}/forget", headers={**page, "HX-Current-URL": server.url}
+        )
+        assert r.status_code == 200 and "HX-Redirect" not in r.headers  # the queue stays put
 
 
 async def test_without_a_token_file_only_the_page_can_change_things(ledger) -> None:

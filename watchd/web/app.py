@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import jinja2
 from aiohttp import web
@@ -176,6 +176,9 @@ async def job_page(request: web.Request) -> web.Response:
 
 
 async def job_fragment(request: web.Request) -> web.Response:
+    if _ledger(request).get(request.match_info["id"]) is None:
+        # Forgotten (from another page or the CLI) while its page was open: to the queue.
+        return web.Response(status=404, text="no such job any more\n", headers={"HX-Redirect": "/"})
     return _render(request, "_job_live.html", view=_job_view(request))
 
 
@@ -205,9 +208,11 @@ async def api_jobs(request: web.Request) -> web.Response:
 
 
 def _after_change(request: web.Request, body: dict[str, Any], back: str) -> web.Response:
-    """JSON for API callers; htmx is sent where to go; a plain form post goes back."""
+    """JSON for API callers and the page's own buttons (the live feed then shows the change;
+    a job page whose job was forgotten goes to the queue); a plain form post goes back."""
     if request.headers.get("HX-Request") == "true":
-        headers = {"HX-Redirect": back} if back == "/" else {}
+        on_job_page = urlsplit(request.headers.get("HX-Current-URL", "")).path.startswith("/jobs/")
+        headers = {"HX-Redirect": back} if back == "/" and on_job_page else {}
         return web.json_response(body, headers=headers)
     if request.content_type == "application/x-www-form-urlencoded":
         return web.Response(status=303, headers={"Location": back})
