@@ -17,6 +17,7 @@ from watchd.clock import FakeClock
 from watchd.ledger.db import Ledger
 from watchd.ledger.states import Stage
 from watchd.web.app import WebServer
+from watchd.web.settings import WebConfig
 from watchd.web.views import PAGE_SIZE
 
 PRESIGNED = "https://storage.example/bucket/obj.mp4?X-Amz-Signature=deadbeefcafe&X-Amz-Expires=900"
@@ -407,3 +408,31 @@ async def test_a_change_reaches_an_open_page_as_an_event(site, ledger) -> None:
         ledger.transition(job_id, Stage.PROBED)
         assert "event: changed" in await asyncio.wait_for(waiting_one, 5)
     assert server.feed is not None
+
+
+async def test_a_change_by_another_process_reaches_an_open_page(tmp_path: Path) -> None:
+    """`watchd forget` in a shell writes through its own connection, past the daemon's hook."""
+    daemons = Ledger(tmp_path / "ledger.db")
+    clis = Ledger(tmp_path / "ledger.db")
+    try:
+        job_id = add_job(daemons, "a.mp4", Stage.DELIVERED)
+        source = StaticSource(daemons)
+        config = WebConfig(listen="127.0.0.1:0")
+        server = WebServer(config, source, interval=0.02, others_every=0.05)
+        await server.start()
+        daemons.on_change = server.note
+        try:
+            async with client(server) as c, c.stream("GET", f"/events?job={job_id}") as page:
+                waiting = asyncio.create_task(_first_event(page))
+                for _ in range(200):  # subscribed, and the version seen once
+                    if server.feed is not None and server.feed.subscribers == 1:
+                        break
+                    await asyncio.sleep(0.01)
+                await asyncio.sleep(0.2)
+                clis.forget(job_id)
+                assert "event: changed" in await asyncio.wait_for(waiting, 5)
+        finally:
+            await server.close()
+    finally:
+        clis.close()
+        daemons.close()

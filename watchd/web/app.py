@@ -26,10 +26,9 @@ from watchd import __version__
 from watchd.ledger.db import Ledger, LedgerError
 from watchd.redact import redact, register_secret
 from watchd.web import views
-from watchd.web.feed import ChangeFeed, TooManySubscribers
+from watchd.web.feed import ANY_JOB, ChangeFeed, TooManySubscribers
 from watchd.web.files import job_file
 from watchd.web.security import (
-    CSRF_FIELD,
     SESSION_COOKIE,
     Guard,
     allowed_hosts,
@@ -44,6 +43,7 @@ KEEPALIVE = 15.0  # seconds between SSE comments on an idle page
 # An open page is sent its next update no sooner than this many times what rendering its live
 # part last cost: a busy daemon spends at most about a tenth of a core on each open page.
 COST_FACTOR = 10.0
+OTHERS_EVERY = 2.0  # seconds between looks for another process's writes, while a page is open
 
 
 class RenderCost:
@@ -270,7 +270,7 @@ async def events(request: web.Request) -> web.StreamResponse:
             if ids is None:
                 break
             if only is not None:
-                ids = {i for i in ids if i == only}
+                ids = {i for i in ids if i in (only, ANY_JOB)}
             if ids:
                 await response.write(f"event: changed\ndata: {len(ids)}\n\n".encode())
                 # Changes meanwhile gather in the subscription and go out together after.
@@ -325,6 +325,7 @@ class WebServer:
         *,
         clock: Callable[[], float] = time.time,
         interval: float | None = None,
+        others_every: float = OTHERS_EVERY,
     ) -> None:
         from watchd.service.metrics import parse_address
 
@@ -339,6 +340,8 @@ class WebServer:
         self.feed: ChangeFeed | None = None
         self._clock = clock
         self._interval = interval
+        self._others_every = others_every
+        self._others: asyncio.Task[None] | None = None
         self._runner: web.AppRunner | None = None
 
     @property
@@ -365,7 +368,24 @@ class WebServer:
         if sockets:
             self.port = int(sockets[0].getsockname()[1])
         self.guard.hosts = allowed_hosts(self.host, self.port)
+        self._others = asyncio.create_task(self._watch_others(), name="watchd-web-others")
         log.info("dashboard at %s", self.url)
+
+    async def _watch_others(self) -> None:
+        """Writes by another process (``watchd retry``, ``watchd forget``) do not pass the
+        ledger's hook. While a page is open, SQLite's ``data_version``, which moves only when
+        another connection commits, is looked at every few seconds."""
+        last: int | None = None
+        while True:
+            await asyncio.sleep(self._others_every)
+            ledger = self.source.ledger
+            if ledger is None or self.feed is None or not self.feed.subscribers:
+                last = None
+                continue
+            version = int(ledger.db.execute("PRAGMA data_version").fetchone()[0])
+            if last is not None and version != last:
+                self.feed.note(ANY_JOB)
+            last = version
 
     def note(self, job_id: str) -> None:
         """The ledger's change hook (``Ledger.on_change``)."""
@@ -373,15 +393,17 @@ class WebServer:
             self.feed.note(job_id)
 
     async def close(self) -> None:
+        if self._others is not None:
+            self._others.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._others
+            self._others = None
         if self.feed is not None:
             self.feed.close()
         if self._runner is not None:
             with contextlib.suppress(Exception):
                 await self._runner.cleanup()
             self._runner = None
-
-
-__all__ = ["CSRF_FIELD", "WebServer", "build_app"]
 
 
 async def start_for_daemon(daemon: Any) -> WebServer | None:

@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable
 
 DEFAULT_INTERVAL = 0.25  # seconds between two updates sent to a page
+ANY_JOB = "*"  # a change that may concern any job (another process wrote the ledger)
 MAX_SUBSCRIBERS = 64
 
 
