@@ -15,6 +15,7 @@ import json
 import os
 import re
 import shutil
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,9 +95,21 @@ def fingerprint_of(kind: str, values: Sequence[str]) -> str:
     return digest.hexdigest()[:16]
 
 
+def import_apprise() -> Any:
+    """The Apprise module (ImportError without the extra). Its plugins import modules that
+    Python deprecates (imghdr): not ours to fix, not worth a warning at every start."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import apprise
+        from apprise.plugins import N_MGR
+
+        N_MGR.load_modules()  # type: ignore[no-untyped-call]  # the plugins load lazily: now, under this filter
+    return apprise
+
+
 def apprise_available() -> bool:
     try:
-        import apprise  # noqa: F401
+        import_apprise()
     except ImportError:
         return False
     return True
@@ -123,10 +136,13 @@ def parse_notify(
         n = _notifier(i, value, base, report, known_rules, check_paths)
         if n is not None:
             out.append(n)
-    return _named(out, report)
+    given = [i for i, value in enumerate(raw) if isinstance(value, Mapping) and "name" in value]
+    return _named(out, set(given), report)
 
 
-def _named(notifiers: list[NotifierConfig], report: _Report) -> tuple[NotifierConfig, ...]:
+def _named(
+    notifiers: list[NotifierConfig], given_names: set[int], report: _Report
+) -> tuple[NotifierConfig, ...]:
     """Names made unique: a default name that repeats gets ``-2``, ``-3``; a name given twice
     is an error (``watchd notify test NAME`` and the ledger's queue go by name)."""
     from dataclasses import replace
@@ -135,6 +151,8 @@ def _named(notifiers: list[NotifierConfig], report: _Report) -> tuple[NotifierCo
     out: list[NotifierConfig] = []
     taken: set[str] = set()
     for n in notifiers:
+        if n.index not in given_names:
+            continue
         if n.name in given:
             report.error(
                 key_path(key_path("notify", n.index), "name"),
@@ -347,8 +365,7 @@ def _apprise(t: _Table, name: str, common: dict[str, Any]) -> NotifierConfig | N
     if not apprise_available():
         t.error("apprise", f"needs the Apprise library, which is not installed: {INSTALL_APPRISE}")
         return None
-    import apprise
-
+    apprise = import_apprise()
     if apprise.Apprise.instantiate(url, suppress_exceptions=True) is None:
         t.error(
             "apprise",

@@ -147,8 +147,10 @@ class Dispatcher:
                 wait = min(wait, target.held_until - now)
                 continue
             free = self.per_notifier - len(target.inflight)
-            if target.held_until and target.inflight:
-                free = 0  # failing: one attempt at a time until one gets through
+            if target.held_until:
+                free = 1 - len(
+                    target.inflight
+                )  # failing: one attempt at a time until one gets through
             if free > 0:
                 rows = queue.due(
                     self.ledger,
@@ -163,6 +165,11 @@ class Dispatcher:
             if due is not None and len(target.inflight) < self.per_notifier:
                 wait = min(wait, max(0.0, due - now))
         return max(0.01, wait)
+
+    async def settle(self) -> None:
+        """Wait until no attempt is in flight (tests; a step starts them)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     def _start(self, target: _Target, row: Pending) -> None:
         target.inflight.add(row.event_id)

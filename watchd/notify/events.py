@@ -76,8 +76,8 @@ def outbox_relative(outbox_dir: str | None, outbox_root: str | None) -> str | No
         return None
     if not outbox_root:
         return Path(outbox_dir).name
-    rel = os.path.relpath(outbox_dir, outbox_root)
-    return Path(rel).as_posix()
+    rel = Path(os.path.relpath(outbox_dir, outbox_root))
+    return Path(outbox_dir).name if rel.parts[:1] == ("..",) else rel.as_posix()
 
 
 def read_manifest(outbox_dir: str | None) -> dict[str, Any] | None:

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
@@ -58,9 +60,12 @@ class Sender(Protocol):
     async def aclose(self) -> None: ...
 
 
-def _short(text: str, limit: int = 300) -> str:
+def _short(text: str, limit: int = 300, *, tail: bool = False) -> str:
+    """One redacted line of at most ``limit`` characters (its end, with ``tail``)."""
     text = redact(" ".join(text.split()))
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    if len(text) <= limit:
+        return text
+    return "..." + text[3 - limit :] if tail else text[: limit - 3] + "..."
 
 
 class WebhookSender:
@@ -168,7 +173,7 @@ class CommandSender:
         code = proc.returncode or 0
         if code == 0:
             return Answer(True, "exit 0")
-        return Answer(False, f"exit {code}", _short(tail) or "(no stderr)")
+        return Answer(False, f"exit {code}", _short(tail, tail=True) or "(no stderr)")
 
     async def aclose(self) -> None:
         return None
@@ -179,18 +184,29 @@ class AppriseSender:
     synchronous: each attempt runs in a thread, under the notifier's timeout."""
 
     def __init__(self, config: NotifierConfig) -> None:
-        import apprise
+        from watchd.notify.config import import_apprise
 
+        apprise = import_apprise()
         assert config.apprise is not None
         self.config = config
-        self._apprise = apprise.Apprise()
+        try:
+            # Our own timeout applies; Apprise's (2.x) would hand the call to a pool of its own.
+            asset = apprise.AppriseAsset(service_timeout=0)
+        except TypeError:  # Apprise 1.x: no such setting, no such pool
+            asset = apprise.AppriseAsset()
+        self._apprise = apprise.Apprise(asset=asset)
         self._apprise.add(config.apprise.reveal())
+        # A thread of its own: a plugin that hangs holds this notifier's attempts, no others.
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"notify-{config.name}")
 
     async def send(self, message: Message) -> Answer:
         title, body = human_message(message.body)
         try:
             async with asyncio.timeout(self.config.timeout):
-                ok = await asyncio.to_thread(self._apprise.notify, body=body, title=title)
+                loop = asyncio.get_running_loop()
+                ok = await loop.run_in_executor(
+                    self._pool, functools.partial(self._apprise.notify, body=body, title=title)
+                )
         except TimeoutError:
             return Answer(False, "timeout", f"no answer within {self.config.timeout:g}s")
         except Exception as e:  # a plugin's own failure: one failed attempt, not a crash
@@ -200,7 +216,7 @@ class AppriseSender:
         return Answer(False, "failed", "Apprise could not deliver it (its log says why)")
 
     async def aclose(self) -> None:
-        return None
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 def make_sender(config: NotifierConfig) -> Sender:
