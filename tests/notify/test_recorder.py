@@ -168,3 +168,19 @@ def test_health_and_status_lines(ledger: Ledger) -> None:
     with ledger.transaction() as conn:
         queue.failed(conn, rows["b"], "500", "again", now, None)
     assert ledger.query("SELECT id FROM notify_events") == []
+
+
+def test_a_payload_that_cannot_be_built_does_not_stop_the_transition(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    attach(ledger, notifier())
+    job = new_job(ledger)
+
+    def broken(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        raise ValueError("a bug")
+
+    monkeypatch.setattr("watchd.notify.events.job_data", broken)
+    ledger.transition(job, Stage.FAILED, detail={"code": "x", "message": "y"})
+    assert ledger.require(job).stage is Stage.FAILED
+    assert [t for _, t, _ in queued(ledger)] == ["job.queued"]
+    assert "cannot build the job.failed event" in caplog.text

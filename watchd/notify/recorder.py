@@ -7,6 +7,7 @@ commits or rolls back with that change, so a crash can neither lose an event nor
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -18,6 +19,8 @@ from watchd.ledger.states import Stage
 from watchd.notify import events as ev
 from watchd.notify import queue
 from watchd.notify.config import NotifierConfig
+
+log = logging.getLogger("watchd.notify")
 
 _STAGE_EVENTS = {Stage.DELIVERED, Stage.FAILED, Stage.PARKED}
 
@@ -103,6 +106,21 @@ class Recorder:
     ) -> None:
         if not any(n.wants(type_, job.rule) for n in self.notifiers):
             return
+        try:
+            event = self._build(type_, job, manifest, error)
+        except Exception:
+            # A bug in what a notification says must not stop the change it is about.
+            log.exception("notify: cannot build the %s event of job %s; not sent", type_, job.id)
+            return
+        self._queue(conn, event, rule=job.rule)
+
+    def _build(
+        self,
+        type_: str,
+        job: JobRow,
+        manifest: dict[str, Any] | None,
+        error: dict[str, str] | None,
+    ) -> ev.Event:
         delivery = job.preset_dict.get("_delivery") or {}
         name = self.inbox_name(job.inbox)
         now = self.clock.now()
@@ -121,10 +139,7 @@ class Recorder:
             error=error,
         )
         body = ev.encode(type_, now, data)
-        event = ev.Event(
-            ev.new_msg_id(), type_, now, body, job_id=job.id, inbox=name, rule=job.rule
-        )
-        self._queue(conn, event, rule=job.rule)
+        return ev.Event(ev.new_msg_id(), type_, now, body, job_id=job.id, inbox=name, rule=job.rule)
 
     def _queue(self, conn: sqlite3.Connection, event: ev.Event, *, rule: str | None) -> None:
         names = [n.name for n in self.notifiers if n.wants(event.type, rule)]
