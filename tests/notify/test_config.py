@@ -211,3 +211,24 @@ def test_the_example_config_documents_every_notify_key() -> None:
         assert re.search(rf"^#\s*{key}\s*=", text, re.M), key
     assert "[[notify]]" in text
     assert re.search(r"^#\s*name\s*=\s*\"studio-a\"", text, re.M)
+
+
+def test_check_lists_the_notifiers_without_secrets(site: Path) -> None:
+    import io
+
+    from watchd.checkcmd import describe
+
+    cfg = load(
+        site,
+        doc(
+            site,
+            {"url": "https://hooks.example.com/tok-55", "secret_file": str(site / "whsec")},
+            {"command": ["/bin/true"], "events": ["job.failed"], "rules": ["podcasts"]},
+        ),
+    )
+    out = io.StringIO()
+    describe(cfg, out)
+    text = out.getvalue()
+    assert "notify   webhook hooks.example.com (signed): every event; every rule" in text
+    assert 'notify   command true: job.failed; rules "podcasts"; timeout 15 s' in text
+    assert "tok-55" not in text and SECRET not in text

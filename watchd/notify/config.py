@@ -89,6 +89,21 @@ class NotifierConfig:
         return f"command {self.name}"
 
 
+def summary(n: NotifierConfig) -> str:
+    """One line for ``watchd check``: what, which events, which rules (no URL or secret)."""
+    events = (
+        "every event"
+        if n.events == frozenset(EVENT_TYPES)
+        else ", ".join(e for e in EVENT_TYPES if e in n.events)
+    )
+    rules = (
+        "every rule"
+        if n.rules is None
+        else "rules " + ", ".join(json.dumps(r) for r in sorted(n.rules))
+    )
+    return f"{n.describe()}: {events}; {rules}; timeout {n.timeout:g} s"
+
+
 def fingerprint_of(kind: str, values: Sequence[str]) -> str:
     """A digest of what identifies a notifier's target: a 410 Gone holds until it changes."""
     digest = hashlib.sha256(json.dumps([kind, *values]).encode())
