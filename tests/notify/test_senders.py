@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -15,7 +16,14 @@ from tests.notify.receiver import Receiver
 from tests.notify.test_recorder import notifier
 from watchd.notify.config import NotifierConfig
 from watchd.notify.events import JOB_FAILED, encode
-from watchd.notify.senders import AppriseSender, CommandSender, Message, WebhookSender
+from watchd.notify.senders import (
+    AppriseSender,
+    CommandSender,
+    Message,
+    WebhookSender,
+    make_sender,
+)
+from watchd.redact import redact
 from watchd.secrets import Secret
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -157,3 +165,28 @@ async def test_apprise_json_target_gets_title_and_lines() -> None:
     assert answer.ok
     assert msg["title"] == "watchd: ep.mp4 failed"
     assert msg["message"] == "ep.mp4 in inbox studio-a: not a video\nCheck the file."
+
+
+async def test_a_command_is_killed_when_the_daemon_stops(tmp_path: Path) -> None:
+    pidfile = tmp_path / "pid"
+    code = f"import os, time; open({str(pidfile)!r}, 'w').write(str(os.getpid())); time.sleep(60)"
+    task = asyncio.ensure_future(command(tmp_path, code, timeout=60.0).send(MESSAGE))
+    for _ in range(500):
+        if pidfile.exists() and pidfile.read_text():
+            break
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    pid = int(pidfile.read_text())
+    with pytest.raises(ProcessLookupError):
+        for _ in range(500):
+            os.kill(pid, 0)  # reaped by the sender's wait? then gone; else still a zombie
+            await asyncio.sleep(0.01)
+
+
+def test_make_sender_registers_the_url_for_redaction() -> None:
+    url = "https://hooks.example.com/services/T000/B000/secretpart-9876"
+    cfg = NotifierConfig(index=0, name="w", kind="webhook", url=Secret(url))
+    make_sender(cfg)
+    assert "secretpart-9876" not in redact(f"failed: {url}")

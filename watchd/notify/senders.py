@@ -24,7 +24,7 @@ from standardwebhooks.webhooks import Webhook
 from watchd.carmic.envelope import parse_retry_after
 from watchd.notify.config import NotifierConfig
 from watchd.notify.events import human_message
-from watchd.redact import redact
+from watchd.redact import redact, register_secret
 
 log = logging.getLogger("watchd.notify")
 
@@ -165,10 +165,12 @@ class CommandSender:
             async with asyncio.timeout(self.config.timeout):
                 _, err = await proc.communicate(message.body.encode())
         except TimeoutError:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
+            _kill(proc.pid)
             await proc.wait()
             return Answer(False, "timeout", f"still running after {self.config.timeout:g}s: killed")
+        except asyncio.CancelledError:
+            _kill(proc.pid)  # the daemon stops: the event is sent again after the restart
+            raise
         tail = (err or b"")[-STDERR_TAIL:].decode(errors="replace")
         code = proc.returncode or 0
         if code == 0:
@@ -177,6 +179,12 @@ class CommandSender:
 
     async def aclose(self) -> None:
         return None
+
+
+def _kill(pid: int) -> None:
+    """The command and whatever it started (its own session)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
 
 
 class AppriseSender:
@@ -220,6 +228,11 @@ class AppriseSender:
 
 
 def make_sender(config: NotifierConfig) -> Sender:
+    """The sender for ``config``; its URL, secret and header values are registered with the
+    log redaction first (tokens often live in a webhook's path)."""
+    for secret in (config.url, config.secret, config.apprise, *(v for _, v in config.headers)):
+        if secret is not None:
+            register_secret(secret.reveal())
     if config.kind == "webhook":
         return WebhookSender(config)
     if config.kind == "apprise":
