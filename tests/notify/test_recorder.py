@@ -81,8 +81,9 @@ def test_queued_delivered_failed_parked_each_once_per_notifier(
     ledger.transition(
         b,
         Stage.FAILED,
-        detail={"code": "probe_invalid", "message": "not a video", "hint": "Check it."},
+        detail={"code": "probe_invalid", "message": "not a video"},  # as fail_job writes it
         error_code="probe_invalid",
+        error="not a video — Check it.",
     )
     got = [(n, t) for n, t, _ in queued(ledger)]
     assert got == [

@@ -68,7 +68,11 @@ class Recorder:
             self._job_event(conn, type_, job, manifest=manifest, error=None)
         elif to is Stage.FAILED:
             message = details.get("message", job.error)
-            error = ev.fail_error(details.get("code", job.error_code), message, details.get("hint"))
+            # The ledger's error text is the message, then " — " and the hint when there is one.
+            hint = details.get("hint")
+            if hint is None and message and job.error and job.error.startswith(message + " — "):
+                hint = job.error[len(message) + 3 :]
+            error = ev.fail_error(details.get("code", job.error_code), message, hint)
             self._job_event(conn, ev.JOB_FAILED, job, manifest=None, error=error)
         elif to is Stage.PARKED and src is not Stage.PARKED:
             error = ev.park_error(job.park_reason or details.get("reason"), job.id)

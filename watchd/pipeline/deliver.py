@@ -434,7 +434,7 @@ async def fail_job(p: Pipeline, job: JobRow, f: Fail) -> None:
         job.id,
         Stage.FAILED,
         kind="failed",
-        detail={"code": f.code, "message": f.message, "hint": f.hint},
+        detail={"code": f.code, "message": f.message},
         error_code=f.code,
         error=f.message + (f" — {f.hint}" if f.hint else ""),
         resume_stage=resume.value,
