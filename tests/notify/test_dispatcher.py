@@ -166,3 +166,16 @@ async def test_a_removed_notifier_is_not_sent_to(ledger: Ledger) -> None:
     await d.step()
     await d.settle()
     assert senders == {} and len(queued(ledger)) == 1
+
+
+async def test_a_notifier_removed_from_the_config_is_no_longer_reported(ledger: Ledger) -> None:
+    cfg = notifier("a")
+    attach(ledger, cfg)
+    new_job(ledger)
+    d, _ = make(ledger, [cfg], lambda m, n: Answer(False, "500"))
+    await d.step()
+    await d.settle()
+    assert [h.name for h in queue.failing_notifiers(ledger)] == ["a"]
+    d.configure([])
+    assert queue.failing_notifiers(ledger) == []
+    await d.aclose()

@@ -104,6 +104,8 @@ class Dispatcher:
                 log.info("notify %s: its config changed; sending to it again", config.name)
             self._targets[config.name] = target
         self._retired.extend(t.sender for t in old.values())
+        with self.ledger.transaction() as conn:
+            queue.forget_others(conn, list(self._targets))
         self.wake()
 
     @property

@@ -216,6 +216,13 @@ def clear_gone(conn: sqlite3.Connection, name: str) -> None:
     conn.execute("UPDATE notifiers SET gone_fingerprint = NULL WHERE name = ?", (name,))
 
 
+def forget_others(conn: sqlite3.Connection, names: Sequence[str]) -> None:
+    """Drop the health records of notifiers no longer configured (``watchd status`` would go
+    on showing them as failing); their queued events expire with their give-up time."""
+    marks = ",".join("?" * len(names))
+    conn.execute(f"DELETE FROM notifiers WHERE name NOT IN ({marks})", tuple(names))
+
+
 def drop_expired(conn: sqlite3.Connection, before: float) -> int:
     """Rows older than their give-up time that were never answered (a notifier removed from
     the config or gone): dropped, with their events."""
