@@ -84,3 +84,112 @@ def test_the_top_level_options_and_exit_codes_are_documented() -> None:
     # Every exit code the help names is in the table.
     for code in re.findall(r"(\d) [a-z]", build_parser().epilog or ""):
         assert re.search(rf"^\| {code} \|", codes, re.M), code
+
+
+# ---- docs/configuration.md and config.example.toml ----------------------------------------------
+
+CONFIGURATION = (DOCS / "configuration.md").read_text()
+EXAMPLE = (REPO / "config.example.toml").read_text()
+# Where each key set of the loader is documented: the section of docs/configuration.md whose
+# table lists it. A key set added later (any tuple named *_KEYS in watchd/config.py) must at
+# least appear in a table somewhere on the page and in the example config.
+KEY_SECTIONS = {
+    "TOP_KEYS": "The file has these tables",
+    "CARMIC_KEYS": "`[carmic]`",
+    "DAEMON_KEYS": "`[daemon]`",
+    "INBOX_KEYS": "`[[inbox]]`",
+    "RULE_KEYS": "Rule keys",
+    "RENDER_KEYS": "Rule keys",
+    "SIDECAR_ONLY_KEYS": "Sidecars",
+    "TEMPLATE_KEYS": "`template`",
+}
+NOT_IN_EXAMPLE = {"TEMPLATE_KEYS"}  # the example shows a template, not every TemplateConfig key
+
+
+def key_sets() -> dict[str, tuple[str, ...]]:
+    import watchd.config as config
+
+    return {
+        name: value
+        for name, value in vars(config).items()
+        if name.endswith("_KEYS") and isinstance(value, tuple) and value
+    }
+
+
+def section_text(title: str) -> str:
+    if title == "The file has these tables":
+        return CONFIGURATION.split("## ", 1)[0]
+    for level in ("## ", "### "):
+        found = sections(CONFIGURATION, level)
+        if title in found:
+            return found[title]
+    raise AssertionError(f"docs/configuration.md has no section {title!r}")
+
+
+def table_keys(text: str) -> set[str]:
+    """The first cell of every table row: ``| `key` | ...`` (``[carmic]``, ``[[inbox]]`` too)."""
+    keys = set()
+    for cell in re.findall(r"^\| `([^`]+)` \|", text, re.M):
+        keys.add(cell.strip("[]").split(".")[0])
+    return keys
+
+
+def test_the_loader_knows_the_key_sets_this_test_maps() -> None:
+    assert set(KEY_SECTIONS) <= set(key_sets())
+
+
+@pytest.mark.parametrize("name", sorted(key_sets()))
+def test_every_config_key_is_documented_in_its_section(name: str) -> None:
+    where = KEY_SECTIONS.get(name)
+    text = section_text(where) if where else CONFIGURATION
+    documented = table_keys(text)
+    if name == "TEMPLATE_KEYS":  # the sections and the keys inside them, as they are written
+        documented |= set(re.findall(r"`(\w+)`", text))
+    missing = [key for key in key_sets()[name] if key not in documented]
+    assert not missing, f"{name}: {missing} not in docs/configuration.md ({where or 'anywhere'})"
+
+
+def test_every_template_section_key_is_documented() -> None:
+    import watchd.config as config
+
+    text = section_text("`template`")
+    for section, keys in config.TEMPLATE_SECTIONS.items():
+        row = next(line for line in text.splitlines() if line.startswith(f"| `{section}` |"))
+        for key in keys:
+            assert f"`{key}`" in row, f"template.{section}.{key}"
+
+
+def in_example(key: str) -> bool:
+    """``key = ...`` (also commented out, or inline in a table), or ``[key]`` / ``[[key]]`` /
+    ``[inbox.key....]`` as a table header."""
+    pattern = rf"(?<![\w.-]){re.escape(key)}\s*=|\[\[?{re.escape(key)}[\].]|\.{re.escape(key)}\."
+    return re.search(pattern, EXAMPLE) is not None
+
+
+@pytest.mark.parametrize("name", sorted(set(key_sets()) - NOT_IN_EXAMPLE))
+def test_every_config_key_is_in_the_example_config(name: str) -> None:
+    missing = [key for key in key_sets()[name] if not in_example(key)]
+    assert not missing, f"{name}: {missing} not in config.example.toml"
+
+
+def test_documented_defaults_are_the_loaders() -> None:
+    """The default column of [carmic] and [daemon] is what an empty table loads as."""
+    from watchd.config import parse_config
+
+    cfg = parse_config(
+        {"carmic": {"email": "a@b.c"}, "inbox": [{"path": "/in", "outbox": "/out"}]},
+        env={},
+        check_paths=False,
+        log_warnings=False,
+    )
+    for table, values in (("`[carmic]`", cfg.carmic), ("`[daemon]`", cfg.daemon)):
+        rows = re.findall(r"^\| `(\w+)` \| [^|]+ \| `([^`]*)` \|", section_text(table), re.M)
+        assert rows, table
+        for key, shown in rows:
+            value = getattr(values, key)
+            if isinstance(value, Path):
+                value = str(value)
+            if isinstance(value, str):
+                assert shown == f'"{value}"', (key, shown, value)
+            else:
+                assert float(shown) == float(value), (key, shown, value)
