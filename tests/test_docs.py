@@ -193,3 +193,96 @@ def test_documented_defaults_are_the_loaders() -> None:
                 assert shown == f'"{value}"', (key, shown, value)
             else:
                 assert float(shown) == float(value), (key, shown, value)
+
+
+# ---- docs/states.md -------------------------------------------------------------------------
+
+STATES = (DOCS / "states.md").read_text()
+
+
+def test_every_stage_is_documented() -> None:
+    from watchd.ledger.states import Stage
+
+    documented = set(re.findall(r"^\| `(\w+)` \|", sections(STATES)["States"], re.M))
+    assert documented == {stage.value for stage in Stage}
+
+
+def failure_codes() -> set[str]:
+    """Every failure code the code can produce: the literal codes of ``Fail(...)``, the probe's
+    codes (``probe_<code>``; a timeout is retried, never a failure), Carmic's failure statuses
+    the daemon knows (lower-cased) and the refusals that fail a job (the error's class name)."""
+    from typing import get_args
+
+    from watchd.carmic import errors
+    from watchd.pipeline.ingest import FAILED_HINTS
+    from watchd.probe import ProbeCode
+
+    codes: set[str] = set()
+    for path in (REPO / "watchd").rglob("*.py"):
+        codes |= set(re.findall(r"\bFail\(\s*\"(\w+)\"", path.read_text()))
+    codes |= {f"probe_{code}" for code in get_args(ProbeCode) if code != "timeout"}
+    codes |= {status.lower() for status in FAILED_HINTS}
+    handled_apart = (errors.AuthError, errors.UrlExpired, errors.SourceChanged)
+    for cls in vars(errors).values():
+        if not (isinstance(cls, type) and issubclass(cls, errors.CarmicError)):
+            continue
+        if issubclass(cls, errors.PermanentError | errors.TransferError) and not issubclass(
+            cls, handled_apart
+        ):
+            codes.add(cls.__name__)
+    return codes
+
+
+def test_every_failure_code_is_documented() -> None:
+    documented = set(re.findall(r"^\| `(\w+)` \|", STATES.split("## Failure codes", 1)[1], re.M))
+    codes = failure_codes()
+    assert {"probe_empty", "no_clips", "render_failed", "BadRequest"} <= codes  # the scan works
+    assert not codes - documented, f"not in docs/states.md: {sorted(codes - documented)}"
+
+
+# ---- docs/outbox.md -------------------------------------------------------------------------
+
+OUTBOX = (DOCS / "outbox.md").read_text()
+
+
+def outbox_example() -> dict[str, object]:
+    import json
+
+    block = re.search(r"^```json\n(\{.*?)^```", OUTBOX, re.M | re.S)
+    assert block, "docs/outbox.md has no manifest example"
+    doc = json.loads(block.group(1))
+    assert isinstance(doc, dict)
+    return doc
+
+
+def test_the_manifest_example_has_the_written_shape() -> None:
+    from watchd.outbox import manifest
+
+    doc = outbox_example()
+    assert list(doc) == [*manifest.TOP_KEYS, "watchd_version", "job_id"]
+    clips = doc["clips"]
+    assert isinstance(clips, list)
+    assert list(clips[0]) == [*manifest.CLIP_KEYS, "thumbnail"]
+    assert manifest.path_problems(doc) == []
+    assert doc["status"] in manifest.STATUSES
+
+
+def test_every_manifest_field_is_documented() -> None:
+    from watchd.outbox import manifest
+
+    fields = sections(OUTBOX, "### ")["Fields"]
+    documented = set(re.findall(r"`(\w+)`", fields))
+    for key in (*manifest.TOP_KEYS, *manifest.CLIP_KEYS, "watchd_version", "job_id"):
+        assert key in documented, key
+    for status in manifest.STATUSES:
+        assert f'`"{status}"`' in fields, status
+
+
+def test_the_manifest_example_follows_the_published_schema() -> None:
+    import json
+
+    schema_file = DOCS / "manifest.schema.json"
+    if not schema_file.exists():
+        pytest.skip("docs/manifest.schema.json is not in this checkout")
+    jsonschema = pytest.importorskip("jsonschema")
+    jsonschema.validate(outbox_example(), json.loads(schema_file.read_text()))
