@@ -286,3 +286,102 @@ def test_the_manifest_example_follows_the_published_schema() -> None:
         pytest.skip("docs/manifest.schema.json is not in this checkout")
     jsonschema = pytest.importorskip("jsonschema")
     jsonschema.validate(outbox_example(), json.loads(schema_file.read_text()))
+
+
+# ---- the docs stand alone --------------------------------------------------------------------
+
+USER_DOCS = [
+    REPO / "README.md",
+    *sorted(DOCS.glob("*.md")),
+    REPO / "systemd" / "README.md",
+]
+USER_FILES = [
+    *USER_DOCS,
+    REPO / "config.example.toml",
+    *sorted((REPO / "systemd").glob("*.*")),
+    *sorted((REPO / "examples").glob("*")),
+    *sorted((REPO / "watchd").rglob("*.py")),
+]
+OUTSIDE = ("CONTRACT.md", "carmic-api.md", "shared docs", "../shared", "CONTRACT §")
+LINK = re.compile(r"\]\(([^)\s]+)\)")
+
+
+def slug(heading: str) -> str:
+    """A heading's anchor as GitHub makes it."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
+def anchors(path: Path) -> set[str]:
+    return {slug(m) for m in re.findall(r"^#+ (.+)$", path.read_text(), re.M)}
+
+
+@pytest.mark.parametrize("path", USER_FILES, ids=lambda p: str(p.relative_to(REPO)))
+def test_nothing_points_outside_the_repository(path: Path) -> None:
+    text = path.read_text()
+    for needle in OUTSIDE:
+        assert needle not in text, f"{path.relative_to(REPO)} mentions {needle}"
+
+
+@pytest.mark.parametrize("doc", USER_DOCS, ids=lambda p: str(p.relative_to(REPO)))
+def test_links_lead_to_files_in_the_repository(doc: Path) -> None:
+    for target in LINK.findall(doc.read_text()):
+        if target.startswith(("https://", "http://", "mailto:")):
+            continue
+        file, _, anchor = target.partition("#")
+        dest = (doc.parent / file).resolve() if file else doc
+        assert dest.is_relative_to(REPO), f"{doc.name}: {target} leaves the repository"
+        assert dest.exists(), f"{doc.name}: {target} does not exist"
+        if anchor and dest.suffix == ".md":
+            assert anchor in anchors(dest), f"{doc.name}: {target}: no such heading"
+
+
+def test_job_ids_in_the_docs_look_like_real_ones() -> None:
+    from watchd.ledger.db import new_job_id
+
+    assert re.fullmatch(r"j[0-9a-f]{10}", new_job_id())
+    for doc in USER_DOCS:
+        text = doc.read_text()
+        assert not re.search(r"\bj-\w", text), f"{doc.name}: a job id like j-ab12"
+        for token in re.findall(r"\bj[0-9a-f]{4,}\w*", text):
+            assert re.fullmatch(r"j[0-9a-f]{10}", token), f"{doc.name}: job id {token}"
+
+
+def test_the_readme_quickstart_is_the_two_commands() -> None:
+    readme = (REPO / "README.md").read_text()
+    quick = readme.split("## Quickstart", 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"```sh\n(.*?)```", quick, re.S)
+    assert block
+    commands = [line.split("#")[0].strip() for line in block.group(1).splitlines()]
+    assert [c for c in commands if c] == ["make demo", "make test"]
+
+
+def test_the_readme_walkthrough_config_loads(tmp_path: Path) -> None:
+    """The first real config of the README, in the folders its steps make, is a valid config
+    whose podcasts rule has the preset the README describes."""
+    from watchd.config import load_config
+
+    readme = (REPO / "README.md").read_text()
+    walk = readme.split("## Your first real config", 1)[1].split("\n## ", 1)[0]
+    assert "mkdir -p ~/carmic/inbox/podcasts" in walk
+    assert "install -m 600 /dev/null ~/carmic/password" in walk
+    for command in ("watchd check --offline -c", "watchd check -c", "watchd run -c"):
+        assert f"{command} ~/carmic/config.toml" in walk, command
+    toml = re.search(r"```toml\n(.*?)```", walk, re.S)
+    assert toml
+    home = tmp_path / "carmic"
+    (home / "inbox" / "podcasts").mkdir(parents=True)
+    (home / "password").write_text("secret-password\n")
+    (home / "password").chmod(0o600)
+    (home / "config.toml").write_text(toml.group(1))
+    cfg = load_config(home / "config.toml", env={}, log_warnings=False)
+    assert cfg.warnings == ()
+    assert cfg.daemon.state_dir == home / "state"
+    (inbox,) = cfg.inboxes
+    assert inbox.outbox == home / "outbox"
+    preset = inbox.rule_for("podcasts").preset
+    assert (preset.video_type, preset.caption_style, preset.language) == (
+        "podcast",
+        "HORMOZI",
+        "en",
+    )
