@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import Callable
 from dataclasses import replace
@@ -178,4 +179,40 @@ async def test_a_notifier_removed_from_the_config_is_no_longer_reported(ledger: 
     assert [h.name for h in queue.failing_notifiers(ledger)] == ["a"]
     d.configure([])
     assert queue.failing_notifiers(ledger) == []
+    await d.aclose()
+
+
+async def test_no_busy_loop_while_a_failing_notifier_has_its_probe_in_flight(
+    ledger: Ledger,
+) -> None:
+    cfg = notifier("a")
+    attach(ledger, cfg)
+    for i in range(3):
+        new_job(ledger, f"x{i}.mp4")
+    release = asyncio.Event()
+
+    class Hanging(Scripted):
+        async def send(self, message: Message) -> Answer:
+            self.sent.append(message)
+            if len(self.sent) > 3:
+                await release.wait()
+            return Answer(False, "500")
+
+    hanging = Hanging(lambda m, n: Answer(False, "500"))
+    d = Dispatcher(
+        ledger,
+        [cfg],
+        clock=ledger.clock,
+        sender_factory=lambda c: hanging,
+        backoff=lambda c: Backoff(first=1.0, maximum=8.0),
+    )
+    await d.step()
+    await d.settle()
+    clock(ledger).advance(10)
+    await d.step()  # the probe starts and hangs
+    await asyncio.sleep(0)
+    assert len(hanging.sent) == 4
+    assert await d.step() == 30.0  # the other rows are due, but it waits for the probe's end
+    release.set()
+    await d.settle()
     await d.aclose()

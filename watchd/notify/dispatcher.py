@@ -148,23 +148,20 @@ class Dispatcher:
             if target.held_until > now:
                 wait = min(wait, target.held_until - now)
                 continue
-            free = self.per_notifier - len(target.inflight)
-            if target.held_until:
-                free = 1 - len(
-                    target.inflight
-                )  # failing: one attempt at a time until one gets through
-            if free > 0:
-                rows = queue.due(
-                    self.ledger,
-                    target.config.name,
-                    now,
-                    exclude=sorted(target.inflight),
-                    limit=free,
-                )
-                for row in rows:
-                    self._start(target, row)
-            due = queue.next_due(self.ledger, target.config.name, exclude=sorted(target.inflight))
-            if due is not None and len(target.inflight) < self.per_notifier:
+            # Failing (held before): one attempt at a time until one gets through.
+            capacity = 1 if target.held_until else self.per_notifier
+            free = capacity - len(target.inflight)
+            if free <= 0:
+                continue  # the end of an attempt in flight wakes the loop
+            name = target.config.name
+            for row in queue.due(
+                self.ledger, name, now, exclude=sorted(target.inflight), limit=free
+            ):
+                self._start(target, row)
+            if len(target.inflight) >= capacity:
+                continue
+            due = queue.next_due(self.ledger, name, exclude=sorted(target.inflight))
+            if due is not None:
                 wait = min(wait, max(0.0, due - now))
         return max(0.01, wait)
 
