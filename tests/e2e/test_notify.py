@@ -293,3 +293,19 @@ def test_unmounted_inbox_pauses_then_resumes(env: Env, sample_videos: list[Path]
         assert resumed["data"]["inbox"] == "inbox"
         assert [e["type"] for e in rx.events()] == ["inbox.paused", "inbox.resumed"]
         assert env.stop() == 0
+
+
+def test_a_bad_notify_table_stops_the_start_with_exit_2(env: Env) -> None:
+    loose = env.root / "loose-secret"
+    loose.write_text(SECRET)
+    os.chmod(loose, 0o644)
+    env.write_config({}, notify=[{"url": "http://127.0.0.1:9/", "events": ["job.fialed"]}])
+    proc = env.start()
+    assert proc.wait(timeout=60) == 2
+    assert 'notify[0].events: unknown event "job.fialed", did you mean "job.failed"?' in env.log()
+    # A secret others may read is worth a warning, not a refusal.
+    env.write_config({}, notify=[{"url": "http://127.0.0.1:9/", "secret_file": str(loose)}])
+    env.start()
+    wait_for(lambda: "readable by group and others" in env.log(), timeout=60, what="warning")
+    assert SECRET not in env.log()
+    assert env.stop() == 0
