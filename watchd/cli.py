@@ -58,6 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
         "Exit 0 on a clean stop, 2 on a bad config, 3 when the Carmic login is refused.",
     )
     _config_arg(run)
+    run.add_argument(
+        "--debug",
+        action="store_true",
+        help='log at debug level and show tracebacks of start-up errors (as log_level = "debug")',
+    )
 
     check = sub.add_parser(
         "check",
@@ -165,7 +170,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _exit_cleanly)
     from watchd.daemon import run_daemon
 
-    return run_daemon(_path(args))
+    return run_daemon(_path(args), debug=args.debug)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -177,8 +182,12 @@ def cmd_check(args: argparse.Namespace) -> int:
 def _open_ledger(args: argparse.Namespace, *, readonly: bool = False) -> tuple[object, int]:
     """The ledger named by the config (paths need not exist: a paused NAS must not stop
     `status`). Returns (ledger or None, exit code)."""
+    import sqlite3
+
     from watchd.config import ConfigError, load_config
     from watchd.ledger.db import DB_NAME, Ledger
+    from watchd.ledger.files import private_umask
+    from watchd.ledger.health import translate
 
     path = _path(args)
     try:
@@ -189,7 +198,12 @@ def _open_ledger(args: argparse.Namespace, *, readonly: bool = False) -> tuple[o
     db = cfg.daemon.state_dir / DB_NAME
     if not db.exists():
         return None, 0
-    ledger = Ledger(db, readonly=readonly)
+    try:
+        with private_umask():  # the -wal/-shm SQLite may create are the daemon's secrets too
+            ledger = Ledger(db, readonly=readonly)
+    except sqlite3.Error as e:
+        print(f"watchd: {translate(db, e)}", file=sys.stderr)
+        return None, 2
     if readonly and ledger.schema_version() == 0:
         # The daemon has created the file and not yet its tables (it is starting this moment).
         ledger.close()
