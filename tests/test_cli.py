@@ -13,7 +13,9 @@ def test_every_contract_command_is_in_help() -> None:
     help_text = build_parser().format_help()
     for cmd in ("run", "check", "status", "retry", "forget", "emulator", "demo"):
         assert cmd in help_text
-    assert set(COMMANDS) == {"run", "check", "status", "retry", "forget", "emulator", "demo"}
+    assert set(COMMANDS) == {"run", "check", "status", "retry", "forget", "emulator", "demo"} | {
+        "ledger"
+    }
 
 
 def test_readme_documents_every_command_and_the_two_quickstart_commands() -> None:
@@ -29,6 +31,8 @@ def test_contract_flags_parse() -> None:
     assert p.parse_args(["status", "-c", "x.toml", "--json"]).json
     assert p.parse_args(["check", "--offline"]).offline
     assert p.parse_args(["retry", "a", "b"]).ids == ["a", "b"]
+    assert p.parse_args(["run", "--debug"]).debug
+    assert p.parse_args(["ledger", "rebuild", "-c", "x.toml"]).ledger_command == "rebuild"
     args = p.parse_args(
         [
             "emulator",

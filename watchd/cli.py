@@ -110,6 +110,23 @@ def build_parser() -> argparse.ArgumentParser:
     _config_arg(forget)
     forget.add_argument("ids", nargs="+", metavar="ID")
 
+    ledger = sub.add_parser(
+        "ledger",
+        help="repair the ledger: `watchd ledger rebuild` reads the outbox manifests back",
+        description="Work on the ledger itself.",
+    )
+    ledger_sub = ledger.add_subparsers(dest="ledger_command", metavar="ACTION", required=True)
+    rebuild = ledger_sub.add_parser(
+        "rebuild",
+        help="record every delivery found in the outboxes' manifest.json files",
+        description="Record in the ledger every delivery found in the outboxes' manifest.json "
+        "files that it does not know (delivered or failed, with project id and outbox folder), "
+        "so that content delivered before a ledger was lost is never billed again. The daemon "
+        "does this by itself when it starts on a new or empty ledger. Not while a daemon runs "
+        "on the same state_dir. Exit 0 ok, 2 bad config or ledger.",
+    )
+    _config_arg(rebuild)
+
     emu = sub.add_parser(
         "emulator",
         help="run the bundled Carmic API emulator",
@@ -139,7 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     handler = COMMANDS[args.command]
-    if args.command not in ("check", "status", "retry", "forget"):
+    if args.command not in ("check", "status", "retry", "forget", "ledger"):
         return handler(args)
     from watchd.service.logsetup import setup_logging, teardown_logging
 
@@ -270,6 +287,25 @@ def cmd_forget(args: argparse.Namespace) -> int:
     return _each_job(args, "forget")
 
 
+def cmd_ledger(args: argparse.Namespace) -> int:
+    from watchd.config import ConfigError, load_config
+    from watchd.ledger.db import LedgerError
+    from watchd.ledger.rebuild import rebuild_state_dir
+
+    path = _path(args)
+    try:
+        cfg = load_config(path, check_paths=False, log_warnings=False)
+        report = rebuild_state_dir(cfg.daemon.state_dir, cfg.inboxes)
+    except ConfigError as e:
+        print(f"watchd: bad config {path}: {e}", file=sys.stderr)
+        return 2
+    except LedgerError as e:
+        print(f"watchd ledger rebuild: {e}", file=sys.stderr)
+        return 2
+    print(report.summary())
+    return 0
+
+
 def cmd_emulator(args: argparse.Namespace) -> int:
     from watchd.emulator.cli import run as run_emulator
 
@@ -288,6 +324,7 @@ COMMANDS = {
     "status": cmd_status,
     "retry": cmd_retry,
     "forget": cmd_forget,
+    "ledger": cmd_ledger,
     "emulator": cmd_emulator,
     "demo": cmd_demo,
 }

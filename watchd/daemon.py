@@ -29,6 +29,7 @@ from watchd.config import Config, ConfigError, InboxConfig, load_config, resolve
 from watchd.ledger.db import Ledger, LedgerError
 from watchd.ledger.health import check_or_raise
 from watchd.ledger.opening import OpenedLedger, open_for_daemon
+from watchd.ledger.rebuild import rebuild
 from watchd.ledger.states import Stage
 from watchd.pipeline.identity import fingerprint
 from watchd.pipeline.outcomes import Fail
@@ -196,6 +197,10 @@ class Daemon:
         self.ledger = self.opened.ledger
         checking = asyncio.ensure_future(asyncio.to_thread(check_or_raise, self.opened.path))
         checking.add_done_callback(lambda f: f.cancelled() or f.exception())
+        if self.opened.fresh:  # a new or emptied ledger: what the outboxes say was delivered
+            report = await asyncio.to_thread(rebuild, self.ledger, cfg.inboxes)
+            if report.recorded or report.problems:
+                log.warning("ledger %s was new or empty: %s", self.opened.path, report.summary())
         self.known = self.ledger.known_identities()
         if self.metrics is not None and cfg.daemon.metrics:
             try:
