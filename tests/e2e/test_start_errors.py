@@ -3,6 +3,7 @@ exit 2, no traceback unless --debug."""
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -105,3 +106,56 @@ def test_a_state_dir_that_is_a_file(env: Env) -> None:
     code, text = run_once(env)
     assert code == 2, text
     assert str(blocker) in one_error(text)
+
+
+@pytest.fixture
+def read_only_dir(tmp_path: Path) -> Iterator[Path]:
+    """A folder `watchd run` cannot write: mode 0555, or (as root, whom modes do not stop) a
+    read-only tmpfs mount."""
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        yield folder
+        folder.chmod(0o755)
+        return
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip("running as root and cannot mount a read-only tmpfs")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+def test_an_unwritable_state_dir(env: Env, read_only_dir: Path) -> None:
+    env.write_config(daemon={"state_dir": str(read_only_dir)})
+    code, text = run_once(env)
+    assert code == 2, text
+    line = one_error(text)
+    assert str(read_only_dir) in line and "not writable" in line
+
+
+def test_an_outbox_on_a_read_only_mount(env: Env, read_only_dir: Path) -> None:
+    env.write_config(inbox={"outbox": str(read_only_dir)})
+    code, text = run_once(env)
+    assert code == 2, text
+    line = one_error(text)
+    assert str(read_only_dir) in line and "not writable" in line
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads a file of mode 000")
+def test_a_ledger_this_user_may_not_read(env: Env) -> None:
+    env.write_config()
+    Ledger.open(env.state).close()
+    db = env.state / DB_NAME
+    db.chmod(0)
+    try:
+        code, text = run_once(env)
+    finally:
+        db.chmod(0o600)
+    assert code == 2, text
+    line = one_error(text)
+    assert str(db) in line and "permission denied" in line

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -115,3 +116,20 @@ def test_quick_check_finds_damage_in_the_middle(tmp_path: Path) -> None:
     assert quick_check(db), "quick_check found nothing"
     with pytest.raises(LedgerDamaged, match=r"move .* aside"):
         check_or_raise(db)
+
+
+def test_permission_denied_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What SQLite says for a file it may not open ("unable to open database file") becomes
+    "permission denied" with the user and what to do (root ignores modes: the check is faked)."""
+    open_for_daemon(tmp_path).close()
+    monkeypatch.setattr("watchd.ledger.health.os.access", lambda path, mode: False)
+
+    def refuse(*args: object, **kwargs: object) -> Ledger:
+        raise sqlite3.OperationalError("unable to open database file")
+
+    monkeypatch.setattr(Ledger, "open", refuse)
+    with pytest.raises(LedgerUnreadable) as e:
+        open_for_daemon(tmp_path)
+    text = str(e.value)
+    assert f"cannot open the ledger {tmp_path / DB_NAME}: permission denied" in text
+    assert "run the daemon as the user that owns it" in text
