@@ -198,9 +198,7 @@ class Daemon:
         checking = asyncio.ensure_future(asyncio.to_thread(check_or_raise, self.opened.path))
         checking.add_done_callback(lambda f: f.cancelled() or f.exception())
         if self.opened.fresh:  # a new or emptied ledger: what the outboxes say was delivered
-            report = await asyncio.to_thread(rebuild, self.ledger, cfg.inboxes)
-            if report.recorded or report.problems:
-                log.warning("ledger %s was new or empty: %s", self.opened.path, report.summary())
+            await self._read_back_outboxes(cfg)
         self.known = self.ledger.known_identities()
         if self.metrics is not None and cfg.daemon.metrics:
             try:
@@ -261,6 +259,21 @@ class Daemon:
         self._setup_inboxes(cfg)
         await self.rescan(self.clock.now())
         self.ready = True
+
+    async def _read_back_outboxes(self, cfg: Config) -> None:
+        """Rebuild a new ledger from the outbox manifests (hashing the sources it finds may
+        take a while: systemd's start timeout is pushed out meanwhile)."""
+        assert self.opened is not None
+        self.notifier.status("reading the outbox manifests back into a new ledger")
+        extender = asyncio.create_task(self._extend_start_timeout(), name="watchd-extend-start")
+        try:
+            report = await asyncio.to_thread(
+                rebuild, self.opened.ledger, cfg.inboxes, should_stop=lambda: self._stop_requested
+            )
+        finally:
+            extender.cancel()
+        if report.recorded or report.problems:
+            log.warning("ledger %s was new or empty: %s", self.opened.path, report.summary())
 
     async def _extend_start_timeout(self) -> None:
         while True:

@@ -133,3 +133,15 @@ def test_permission_denied_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     text = str(e.value)
     assert f"cannot open the ledger {tmp_path / DB_NAME}: permission denied" in text
     assert "run the daemon as the user that owns it" in text
+
+
+def test_a_pending_read_back_makes_the_ledger_fresh_again(tmp_path: Path) -> None:
+    opened = open_for_daemon(tmp_path)
+    fill_jobs(opened.ledger, 1)
+    opened.ledger.db.execute("INSERT INTO meta (key, value) VALUES ('rebuild_pending', 'x')")
+    opened.close()
+    opened = open_for_daemon(tmp_path)
+    try:
+        assert opened.fresh
+    finally:
+        opened.close()

@@ -12,7 +12,7 @@ import pytest
 from watchd.clock import FakeClock
 from watchd.config import InboxConfig, Preset, Rule
 from watchd.ledger.db import Ledger
-from watchd.ledger.rebuild import SHA_PREFIX, manifests, rebuild, rebuilt_without_source
+from watchd.ledger.rebuild import SHA_PREFIX, manifests, pending, rebuild, rebuilt_without_source
 from watchd.pipeline.identity import fingerprint
 
 CONTENT = b"video bytes " * 1000
@@ -147,3 +147,15 @@ def test_an_unreadable_manifest_is_reported_and_the_rest_recorded(
     assert report.delivered == 1 and len(report.problems) == 1
     assert str(bad / "manifest.json") in report.problems[0]
     assert "could not be read" in report.summary()
+
+
+def test_a_read_back_stopped_half_way_is_pending_until_finished(
+    inbox: InboxConfig, ledger: Ledger
+) -> None:
+    for n in range(3):
+        write_manifest(inbox.outbox / f"podcasts/ep{n}", f"ep{n}.mp4")
+    calls = iter([False, True])  # stop before the second manifest
+    report = rebuild(ledger, [inbox], should_stop=lambda: next(calls, True))
+    assert report.recorded == 1 and pending(ledger)
+    report = rebuild(ledger, [inbox])
+    assert (report.recorded, report.known) == (2, 1) and not pending(ledger)

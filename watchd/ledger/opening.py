@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from watchd.clock import Clock
-from watchd.ledger import files, lock
+from watchd.ledger import files, lock, rebuild
 from watchd.ledger.db import DB_NAME, Ledger, LedgerError
 from watchd.ledger.health import LedgerUnreadable, translate
 
@@ -22,7 +22,8 @@ class OpenedLedger:
     ledger: Ledger
     lock: lock.LedgerLock
     fresh: bool
-    """The file was missing or empty: nothing of what was done before is in it."""
+    """The file was missing or empty (nothing of what was done before is in it), or a read-back
+    of the outbox manifests into it was started and not finished."""
 
     @property
     def path(self) -> Path:
@@ -58,7 +59,7 @@ def open_for_daemon(state_dir: Path, *, clock: Clock | None = None) -> OpenedLed
             # SQLite creates -wal and -shm when it first needs them, with our umask.
             with files.private_umask():
                 ledger = Ledger.open(state_dir, clock=clock)
-                ledger.schema_version()
+            fresh = fresh or rebuild.pending(ledger)
         except (sqlite3.Error, OSError) as e:
             raise translate(db_path, e) from e
         files.make_private(files.ledger_files(db_path))

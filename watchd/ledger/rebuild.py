@@ -17,7 +17,7 @@ import json
 import logging
 import os
 import stat
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -34,6 +34,7 @@ log = logging.getLogger("watchd.ledger")
 
 SHA_PREFIX = "sha256:"
 ACTOR = "rebuild"
+PENDING_KEY = "rebuild_pending"  # in the meta table while a read-back is under way
 
 
 @dataclass
@@ -72,22 +73,47 @@ def manifests(outbox: Path) -> Iterator[Path]:
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
 
 
-def rebuild(ledger: Ledger, inboxes: Sequence[InboxConfig]) -> RebuildReport:
+def rebuild(
+    ledger: Ledger,
+    inboxes: Sequence[InboxConfig],
+    *,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> RebuildReport:
     """Record every delivery found in the inboxes' outboxes that the ledger does not know
-    (a folder it has recorded is passed over: running it twice records nothing new)."""
+    (a folder it has recorded is passed over: running it twice records nothing new, and one
+    stopped half-way by ``should_stop`` goes on where it was)."""
     report = RebuildReport()
     seen: set[Path] = set()
+    _set_pending(ledger, True)
     for inbox in inboxes:
         if inbox.outbox in seen or not inbox.outbox.is_dir():
             continue
         seen.add(inbox.outbox)
         for path in manifests(inbox.outbox):
+            if should_stop():
+                return report  # still pending: the next start goes on
             try:
                 _record(ledger, inbox, path, report)
             except (OSError, ValueError, KeyError, TypeError) as e:
                 report.problems.append(f"{path}: {e}")
                 log.warning("cannot read back %s: %s", path, e)
+    _set_pending(ledger, False)
     return report
+
+
+def pending(ledger: Ledger) -> bool:
+    """A read-back was started and not finished (stopped, killed): it must be done again."""
+    row = ledger.db.execute("SELECT 1 FROM meta WHERE key = ?", (PENDING_KEY,)).fetchone()
+    return row is not None
+
+
+def _set_pending(ledger: Ledger, on: bool) -> None:
+    with ledger.batch():
+        if on:
+            sql = "INSERT OR REPLACE INTO meta (key, value) VALUES (?, 'started')"
+        else:
+            sql = "DELETE FROM meta WHERE key = ?"
+        ledger.db.execute(sql, (PENDING_KEY,))
 
 
 def _record(ledger: Ledger, inbox: InboxConfig, path: Path, report: RebuildReport) -> None:
@@ -189,10 +215,12 @@ def rebuilt_without_source(ledger: Ledger, size: int) -> list[JobRow]:
 def rebuild_state_dir(state_dir: Path, inboxes: Sequence[InboxConfig]) -> RebuildReport:
     """``watchd ledger rebuild``: open the ledger in ``state_dir`` as the daemon does (its lock
     too: not while a daemon runs on it) and read the outboxes back into it."""
+    from watchd.ledger.health import check_or_raise
     from watchd.ledger.opening import open_for_daemon
 
     opened = open_for_daemon(state_dir)
     try:
+        check_or_raise(opened.path)
         return rebuild(opened.ledger, inboxes)
     finally:
         opened.close()
