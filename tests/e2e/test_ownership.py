@@ -58,6 +58,10 @@ def _one_round(env: Env, n: int) -> None:
         assert winner.poll() is None, winner_log.read_text()
         r = env.cli("status", "--json")
         assert r.returncode == 0 and r.stdout.strip() == "[]", r.stderr
+        if n == 0:  # retry and forget open the ledger beside it too (an unknown id: exit 1)
+            for action in ("retry", "forget"):
+                r = env.cli(action, "jnope")
+                assert r.returncode == 1 and "unknown job jnope" in r.stderr, r.stderr
         winner.send_signal(signal.SIGTERM)
         assert winner.wait(timeout=30) == 0, winner_log.read_text()
     finally:

@@ -145,3 +145,9 @@ def test_a_pending_read_back_makes_the_ledger_fresh_again(tmp_path: Path) -> Non
         assert opened.fresh
     finally:
         opened.close()
+
+
+def test_a_folder_in_place_of_the_lock_file_names_it(tmp_path: Path) -> None:
+    (tmp_path / LOCK_NAME).mkdir()
+    with pytest.raises(LedgerUnreadable, match=f"cannot open the lock file {tmp_path / LOCK_NAME}"):
+        open_for_daemon(tmp_path)

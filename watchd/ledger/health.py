@@ -35,10 +35,10 @@ class LedgerDamaged(LedgerError):
 class LedgerUnreadable(LedgerError):
     """The ledger cannot be opened by this user (permissions, a folder in its place, …)."""
 
-    def __init__(self, path: Path, detail: str) -> None:
+    def __init__(self, path: Path, detail: str, *, what: str = "the ledger") -> None:
         self.path = path
         super().__init__(
-            f"cannot open the ledger {path}: {detail}; it must be a file that user {_user()} "
+            f"cannot open {what} {path}: {detail}; it must be a file that user {_user()} "
             f"may read and write, in a folder ({path.parent}) that user may write: fix the "
             "owner or mode, or run the daemon as the user that owns it"
         )

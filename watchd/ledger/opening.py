@@ -51,7 +51,9 @@ def open_for_daemon(state_dir: Path, *, clock: Clock | None = None) -> OpenedLed
         files.prepare_state_dir(state_dir)
         held = lock.acquire(state_dir)
     except OSError as e:
-        raise LedgerUnreadable(Path(e.filename or state_dir), e.strerror or str(e)) from e
+        where = Path(e.filename or state_dir)
+        what = "the lock file" if where.name == lock.LOCK_NAME else "the state folder"
+        raise LedgerUnreadable(where, e.strerror or str(e), what=what) from e
     try:
         files.warn_if_wide(files.ledger_files(db_path))
         fresh = is_empty(db_path)
