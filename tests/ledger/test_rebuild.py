@@ -159,3 +159,11 @@ def test_a_read_back_stopped_half_way_is_pending_until_finished(
     assert report.recorded == 1 and pending(ledger)
     report = rebuild(ledger, [inbox])
     assert (report.recorded, report.known) == (2, 1) and not pending(ledger)
+
+
+def test_a_source_name_that_leaves_its_folder_is_refused(
+    inbox: InboxConfig, ledger: Ledger
+) -> None:
+    write_manifest(inbox.outbox / "podcasts/evil", "../../../etc/passwd")
+    report = rebuild(ledger, [inbox])
+    assert report.recorded == 0 and "is not a file name" in report.problems[0]

@@ -126,6 +126,8 @@ def _record(ledger: Ledger, inbox: InboxConfig, path: Path, report: RebuildRepor
         raise ValueError("not a manifest")
     source = doc["source"]
     name, size, digest = str(source["name"]), int(source["size"]), source.get("sha256")
+    if "/" in name or name in ("", ".", ".."):  # an outbox on a share may be written by others
+        raise ValueError(f"source name {name!r} is not a file name")
     rule = str(doc.get("rule") or "")
     rel_folder = folder.parent.relative_to(inbox.outbox).as_posix()
     rel = nfc(name if rel_folder == "." else f"{rel_folder}/{name}")
@@ -174,7 +176,7 @@ def _find_source(
     if not digest:
         return None
     name = PurePosixPath(rel).name
-    rule_parts = [p for p in PurePosixPath(rule).parts if p not in ("", ".")]
+    rule_parts = [p for p in PurePosixPath(rule).parts if p not in ("", ".", "..", "/")]
     for candidate in (
         inbox.path / rel,
         inbox.path.joinpath(DONE_DIR, *rule_parts, name),
