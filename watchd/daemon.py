@@ -29,7 +29,7 @@ from watchd.config import Config, ConfigError, InboxConfig, load_config, resolve
 from watchd.ledger.db import Ledger, LedgerError
 from watchd.ledger.health import check_or_raise
 from watchd.ledger.opening import OpenedLedger, open_for_daemon
-from watchd.ledger.rebuild import rebuild
+from watchd.ledger.rebuild import any_manifest, rebuild
 from watchd.ledger.states import Stage
 from watchd.pipeline.identity import fingerprint
 from watchd.pipeline.outcomes import Fail
@@ -228,7 +228,6 @@ class Daemon:
             )
         finally:
             extender.cancel()
-        await checking  # PRAGMA quick_check, run beside the login: before anything is billed
         limit = ProcessingLimit(
             configured=cfg.carmic.max_processing, tier=tier_limit(workspace.tier)
         )
@@ -257,13 +256,21 @@ class Daemon:
         )
         self.notifier.status("scanning the inboxes")
         self._setup_inboxes(cfg)
-        await self.rescan(self.clock.now())
+        try:
+            await self.rescan(self.clock.now())
+        finally:
+            # PRAGMA quick_check, run beside the login and the first scan (which only look):
+            # done before the first tick, so before anything is taken or billed. A damaged
+            # ledger is told as such, whatever the scan ran into.
+            await checking
         self.ready = True
 
     async def _read_back_outboxes(self, cfg: Config) -> None:
         """Rebuild a new ledger from the outbox manifests (hashing the sources it finds may
         take a while: systemd's start timeout is pushed out meanwhile)."""
         assert self.opened is not None
+        if not await asyncio.to_thread(any_manifest, cfg.inboxes):
+            return  # a first start: nothing delivered yet
         self.notifier.status("reading the outbox manifests back into a new ledger")
         extender = asyncio.create_task(self._extend_start_timeout(), name="watchd-extend-start")
         try:

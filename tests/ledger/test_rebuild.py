@@ -12,7 +12,14 @@ import pytest
 from watchd.clock import FakeClock
 from watchd.config import InboxConfig, Preset, Rule
 from watchd.ledger.db import Ledger
-from watchd.ledger.rebuild import SHA_PREFIX, manifests, pending, rebuild, rebuilt_without_source
+from watchd.ledger.rebuild import (
+    SHA_PREFIX,
+    any_manifest,
+    manifests,
+    pending,
+    rebuild,
+    rebuilt_without_source,
+)
 from watchd.pipeline.identity import fingerprint
 
 CONTENT = b"video bytes " * 1000
@@ -167,3 +174,9 @@ def test_a_source_name_that_leaves_its_folder_is_refused(
     write_manifest(inbox.outbox / "podcasts/evil", "../../../etc/passwd")
     report = rebuild(ledger, [inbox])
     assert report.recorded == 0 and "is not a file name" in report.problems[0]
+
+
+def test_any_manifest(inbox: InboxConfig) -> None:
+    assert not any_manifest([inbox])
+    write_manifest(inbox.outbox / "podcasts/ep1", "ep1.mp4")
+    assert any_manifest([inbox])

@@ -73,6 +73,14 @@ def manifests(outbox: Path) -> Iterator[Path]:
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
 
 
+def any_manifest(inboxes: Sequence[InboxConfig]) -> bool:
+    """Whether there is anything to read back (stops at the first manifest found)."""
+    return any(
+        inbox.outbox.is_dir() and next(manifests(inbox.outbox), None) is not None
+        for inbox in inboxes
+    )
+
+
 def rebuild(
     ledger: Ledger,
     inboxes: Sequence[InboxConfig],
