@@ -436,3 +436,21 @@ async def test_a_change_by_another_process_reaches_an_open_page(tmp_path: Path) 
     finally:
         clis.close()
         daemons.close()
+
+
+async def test_a_banner_that_no_ledger_write_announces_reaches_an_open_page(ledger) -> None:
+    """A notifier starting to fail is the notifications' own write: looked at while pages are
+    open."""
+    source = StaticSource(ledger)
+    server = WebServer(WebConfig(listen="127.0.0.1:0"), source, interval=0.02, others_every=0.05)
+    await server.start()
+    try:
+        async with client(server) as c, c.stream("GET", "/events") as page:
+            waiting = asyncio.create_task(_first_event(page))
+            await asyncio.sleep(0.3)  # subscribed, and the banners seen once
+            assert not waiting.done()
+            source.problems.append("NOTIFIER hooks.example failing: HTTP 500")
+            assert "event: changed" in await asyncio.wait_for(waiting, 5)
+            assert "banner-notify" in (await c.get("/fragments/queue")).text
+    finally:
+        await server.close()

@@ -45,7 +45,13 @@ def test_the_daemon_source_reads_the_running_state() -> None:
     daemon.ready = True
     assert source.starting() is None
     assert source.paused_inboxes() == [("/mnt/nas/inbox", rt.reason)]
-    assert source.notifier_problems() == []  # the hook for notifications
+    assert source.notifier_problems() == []
+    ledger.db.execute(
+        "INSERT INTO notifiers (name, failing, last_status, last_error) "
+        "VALUES ('hooks.example', 3, 'HTTP 500', 'Internal Server Error')"
+    )
+    (problem,) = source.notifier_problems()
+    assert problem.startswith("NOTIFIER hooks.example failing: HTTP 500 Internal Server Error")
 
 
 async def test_a_taken_port_leaves_the_daemon_running_without_the_dashboard(

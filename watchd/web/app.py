@@ -372,20 +372,25 @@ class WebServer:
         log.info("dashboard at %s", self.url)
 
     async def _watch_others(self) -> None:
-        """Writes by another process (``watchd retry``, ``watchd forget``) do not pass the
-        ledger's hook. While a page is open, SQLite's ``data_version``, which moves only when
-        another connection commits, is looked at every few seconds."""
-        last: int | None = None
+        """What does not pass the ledger's hook, looked at every few seconds while a page is
+        open: writes by another process (``watchd retry``, ``watchd forget``; SQLite's
+        ``data_version`` moves only when another connection commits), and the banners' state
+        (failing notifiers, paused inboxes, the start)."""
+        last: tuple[Any, ...] | None = None
         while True:
             await asyncio.sleep(self._others_every)
             ledger = self.source.ledger
             if ledger is None or self.feed is None or not self.feed.subscribers:
                 last = None
                 continue
-            version = int(ledger.db.execute("PRAGMA data_version").fetchone()[0])
-            if last is not None and version != last:
+            src = self.source
+            version = ledger.query("PRAGMA data_version")[0][0]
+            banners = (src.starting(), src.paused_inboxes(), src.notifier_problems())
+            if last is not None and version != last[0]:
                 self.feed.note(ANY_JOB)
-            last = version
+            elif last is not None and banners != last[1]:
+                self.feed.note("")
+            last = (version, banners)
 
     def note(self, job_id: str) -> None:
         """The ledger's change hook (``Ledger.on_change``)."""

@@ -14,7 +14,7 @@ from typing import Any
 
 from watchd.secrets import Secret, loose_permissions, read_secret_file
 
-WEB_KEYS = ("listen", "token_file")
+WEB_KEYS: tuple[str, ...] = ("listen", "token_file")
 EXAMPLE_LISTEN = "127.0.0.1:8377"
 
 
@@ -88,7 +88,7 @@ def parse_web(t: Any, base: Path, *, check_paths: bool = True) -> WebConfig:
                     "token_file", f"the token in {path} is too short: use 16 characters or more"
                 )
                 return WebConfig()
-            warning = loose_permissions(path, st, holds="the dashboard's token")
+            warning = loose_permissions(path, st, "the dashboard's token")
             if warning:
                 t.warn("token_file", warning)
     return WebConfig(listen=address, token_file=token_file, token=token)

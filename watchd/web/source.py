@@ -8,8 +8,9 @@ from watchd.ledger.db import JobRow, Ledger
 
 
 class DaemonSource:
-    """Reads a :class:`watchd.daemon.Daemon`: its ledger, its inboxes' pause state, whether it
-    has logged in. Nothing else of the daemon is touched."""
+    """Reads a :class:`watchd.daemon.Daemon`: its ledger (with the notifiers' health the
+    notifications keep there), its inboxes' pause state, whether it has logged in. Nothing else
+    of the daemon is touched."""
 
     def __init__(self, daemon: Any) -> None:
         self._daemon = daemon
@@ -32,8 +33,13 @@ class DaemonSource:
         return f"watchd is starting: logging in to Carmic at {self._daemon.config.carmic.api_url}"
 
     def notifier_problems(self) -> list[str]:
-        # HOOK for the notifications work: the failing notifiers, one line each.
-        return []
+        """The failing notifiers, one line each (what ``watchd status`` shows)."""
+        ledger = self.ledger
+        if ledger is None:
+            return []
+        from watchd.notify.queue import status_lines
+
+        return [line.removeprefix("! ") for line in status_lines(ledger)]
 
     def node_of(self, job: JobRow) -> str:
         # HOOK for a cluster: the node working on the job ("" on a single machine).

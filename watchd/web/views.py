@@ -49,7 +49,7 @@ class DashboardSource(Protocol):
         """Why the daemon is not ready yet (logging in), or None once it runs."""
 
     def notifier_problems(self) -> list[str]:
-        """Notifiers that fail (one line each). HOOK: ``[]`` until notifications exist."""
+        """Notifiers that fail (one line each)."""
 
     def node_of(self, job: JobRow) -> str:
         """The cluster node working on ``job``. HOOK: ``""`` without a cluster."""
@@ -203,7 +203,7 @@ def _where(filters: Filters) -> tuple[str, list[Any]]:
 
 
 def _select(ledger: Ledger, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-    return list(ledger.db.execute(sql, params).fetchall())
+    return ledger.query(sql, list(params))
 
 
 def _marks(n: int) -> str:
