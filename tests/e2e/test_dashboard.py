@@ -146,6 +146,13 @@ def test_the_queue_follows_a_file_live(
     assert "processing → clips_ready" in text and "Manifest" in text and "Forget" in text
     page.screenshot(path=str(artefacts / "dashboard-job.png"), full_page=True)
     assert tab.errors == []
+
+    # Without script the buttons are plain forms: Forget posts (with the page's CSRF token and
+    # its own Origin) and lands back on the queue, one job fewer.
+    with page.expect_navigation(url=url):
+        page.evaluate("() => document.querySelector('form.act').submit()")
+    assert "interview take 2.mp4" not in page.inner_text("#live")
+    assert [j["source"] for j in env.status()] == ["podcasts/episode-12.mp4"]
     tab.close()
 
     # On a phone, in the dark theme the system asks for.

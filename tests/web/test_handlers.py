@@ -70,6 +70,8 @@ async def test_queue_page_is_rendered_on_the_server_with_strict_headers(site, le
     assert "frame-ancestors 'none'" in csp
     assert r.headers["X-Frame-Options"] == "DENY"
     assert r.headers["X-Content-Type-Options"] == "nosniff"
+    # Not "no-referrer": a browser would then send "Origin: null" with the page's own forms.
+    assert r.headers["Referrer-Policy"] == "same-origin"
     # No inline script, handler attribute or style attribute anywhere (CSP would block them).
     assert not re.search(r"<script(?![^>]*\bsrc=)", r.text)
     assert not re.search(r"\son[a-z]+=", r.text)
