@@ -80,3 +80,18 @@ def test_a_reload_cannot_move_the_dashboard(site: Path) -> None:
     old = load(site, with_(site, "web", listen="8377"))
     new = load(site, with_(site, "web", listen="8378"))
     assert restart_only_changes(old, new) == ["[web] listen"]
+
+
+def test_check_says_where_the_dashboard_will_be(site: Path) -> None:
+    import io
+
+    from watchd.checkcmd import check
+
+    path = site / "config.toml"
+    doc = with_(site, "web", listen="8377", token_file=str(token_file(site)))
+    load(site, doc)  # writes config.toml
+    out = io.StringIO()
+    assert check(path, True, out, err=io.StringIO(), env={}) == 0
+    line = f"web      dashboard on http://127.0.0.1:8377/ (loopback; bearer token from {site}"
+    assert line in out.getvalue()
+    assert TOKEN not in out.getvalue()

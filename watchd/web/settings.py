@@ -38,6 +38,16 @@ def is_loopback(host: str) -> bool:
     return _is_loopback(host)
 
 
+def describe(web: WebConfig) -> str:
+    """One line for ``watchd check``: where the dashboard will be and how it is guarded."""
+    host, _, port = web.listen.rpartition(":")
+    where = f"http://{host}:{port}/"
+    if not is_loopback(host.strip("[]")):
+        return f"dashboard on {where} (network address: every page needs the token)"
+    token = f"bearer token from {web.token_file}" if web.token_file else "no bearer token"
+    return f"dashboard on {where} (loopback; {token})"
+
+
 def parse_web(t: Any, base: Path, *, check_paths: bool = True) -> WebConfig:
     """Read the ``[web]`` table ``t`` (a ``watchd.config._Table``), reporting problems on it."""
     from watchd.service.metrics import parse_address
