@@ -104,7 +104,8 @@ class Page:
 def test_the_queue_follows_a_file_live(
     env: Env, sample_videos: list[Path], browser: Any, artefacts: Path
 ) -> None:
-    env.emu.update(timings={"step": 0.3, "render": 0.3, "export": 0.2})
+    # Slow enough that processing and rendering each last several live updates (0.25 s).
+    env.emu.update(timings={"step": 0.3, "render": 0.8, "export": 0.2})
     env.write_config({"podcasts": RULE})
     url = start_with_dashboard(env)
     tab = Page(browser, url)
