@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
 # Install the Debian packages the tests need, only when a command is missing.
-# Usage: ensure-apt.sh PKG...   (the package name is also the command checked, except systemd)
+# Usage: ensure-apt.sh PKG...   (the package name is also the command checked, except systemd
+# and postgresql, whose server binaries live in /usr/lib/postgresql/<version>/bin, off PATH)
 set -euo pipefail
 missing=()
 for pkg in "$@"; do
   cmd="$pkg"
   [ "$pkg" = systemd ] && cmd=systemd-analyze
+  if [ "$pkg" = postgresql ]; then
+    compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=("$pkg")
+    continue
+  fi
   command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")
 done
 [ ${#missing[@]} -eq 0 ] && exit 0
