@@ -14,7 +14,8 @@ DEFAULT_CONFIG = "/etc/carmic-watchd/config.toml"
 
 EPILOG = f"""\
 CONFIG defaults to $WATCHD_CONFIG, else {DEFAULT_CONFIG}.
-Exit codes: 0 ok; 1 unknown job id (retry/forget); 2 bad config; 3 cannot log in or reach the API.
+Exit codes: 0 ok; 1 unknown job id (retry/forget); 2 bad config; 3 cannot log in or reach the API
+(or, for `ledger migrate`, the database).
 """
 
 
@@ -115,6 +116,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_emulator_arguments(emu)
 
+    ledger = sub.add_parser(
+        "ledger",
+        help="maintain the ledger: copy it into a cluster database",
+        description="Maintain the ledger. `ledger migrate --to URL` copies this host's SQLite "
+        "ledger into a PostgreSQL ledger (history kept; running it again copies nothing twice).",
+    )
+    ledger_sub = ledger.add_subparsers(dest="ledger_command", metavar="ACTION", required=True)
+    migrate = ledger_sub.add_parser(
+        "migrate",
+        help="copy this host's SQLite ledger into a PostgreSQL ledger",
+        description="Copy this host's SQLite ledger (jobs, clips, exports, events, inboxes) into "
+        "the PostgreSQL ledger at URL, creating its tables if needed. Rows already there are "
+        "left as they are. Exit 0 copied, 2 bad config or URL, 3 cannot reach the database.",
+    )
+    _config_arg(migrate)
+    migrate.add_argument(
+        "--to",
+        required=True,
+        metavar="URL",
+        help="the PostgreSQL ledger, a libpq URL: postgresql://USER@HOST:PORT/DATABASE",
+    )
+
     demo = sub.add_parser(
         "demo",
         help="run the whole pipeline against the bundled emulator on a generated sample video",
@@ -134,7 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     handler = COMMANDS[args.command]
-    if args.command not in ("check", "status", "retry", "forget"):
+    if args.command not in ("check", "status", "retry", "forget", "ledger"):
         return handler(args)
     from watchd.service.logsetup import setup_logging, teardown_logging
 
@@ -163,14 +186,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     # A stop that arrives while we are still starting (imports, config) is a clean stop too; the
     # event loop installs its own handlers once it runs.
     signal.signal(signal.SIGTERM, _exit_cleanly)
+    from watchd.cluster_config import refuse_cluster
     from watchd.daemon import run_daemon
+
+    if refuse_cluster(_path(args)):
+        return 2
 
     return run_daemon(_path(args))
 
 
 def cmd_check(args: argparse.Namespace) -> int:
     from watchd.checkcmd import check
+    from watchd.cluster_config import refuse_cluster
 
+    if refuse_cluster(_path(args)):
+        return 2
     return check(_path(args), offline=args.offline)
 
 
@@ -256,6 +286,12 @@ def cmd_forget(args: argparse.Namespace) -> int:
     return _each_job(args, "forget")
 
 
+def cmd_ledger(args: argparse.Namespace) -> int:
+    from watchd.ledgercmd import migrate_command
+
+    return migrate_command(_path(args), args.to)
+
+
 def cmd_emulator(args: argparse.Namespace) -> int:
     from watchd.emulator.cli import run as run_emulator
 
@@ -274,6 +310,7 @@ COMMANDS = {
     "status": cmd_status,
     "retry": cmd_retry,
     "forget": cmd_forget,
+    "ledger": cmd_ledger,
     "emulator": cmd_emulator,
     "demo": cmd_demo,
 }

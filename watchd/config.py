@@ -38,6 +38,13 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Final
 from urllib.parse import urlsplit
 
+from watchd.cluster_config import CLUSTER_KEYS as CLUSTER_KEYS  # one of the config's key sets
+from watchd.cluster_config import (
+    ClusterConfig,
+    check_inbox_names,
+    inbox_name,
+    parse_cluster,
+)
 from watchd.secrets import Secret, find_password, no_password_message
 from watchd.watching.ignore import is_ignored_dir
 from watchd.watching.mounts import fs_type, is_network_type
@@ -66,7 +73,7 @@ API_EXPORTS_PER_MINUTE: Final = 5
 CUSTOM_INSTRUCTIONS_MAX: Final = 2000
 MAX_SIDECAR_BYTES: Final = 1 << 20
 
-TOP_KEYS: Final = ("carmic", "daemon", "inbox")
+TOP_KEYS: Final = ("carmic", "daemon", "inbox", "cluster")
 CARMIC_KEYS: Final = (
     "api_url",
     "email",
@@ -92,7 +99,7 @@ DAEMON_KEYS: Final = (
     "metrics",
     "max_render_retries",
 )
-INBOX_KEYS: Final = ("path", "outbox", "on_success", "on_failure", "rules")
+INBOX_KEYS: Final = ("path", "outbox", "on_success", "on_failure", "rules", "name")
 RULE_KEYS: Final = (
     "video_type",
     "language",
@@ -377,6 +384,7 @@ class InboxConfig:
     on_success: str
     on_failure: str
     rules: tuple[Rule, ...]  # always holds the root rule ""
+    name: str = ""  # the inbox's identity across hosts (watchd/cluster_config.py)
 
     def rule_for(self, rel_folder: PurePosixPath | str) -> Rule:
         """The rule for files in ``rel_folder`` (relative to the inbox): the rule whose folder
@@ -444,6 +452,7 @@ class Config:
     inboxes: tuple[InboxConfig, ...]
     path: Path | None
     warnings: tuple[str, ...] = ()
+    cluster: ClusterConfig | None = None  # [cluster] (not run yet: see cluster_config.py)
 
 
 def default_config_path(env: Mapping[str, str] | None = None) -> Path:
@@ -1234,9 +1243,10 @@ def _inbox(index: int, value: Any, base: Path, report: _Report) -> InboxConfig |
     on_failure = t.choice("on_failure", "move", ON_FAILURE)
     root = _layer(Preset(), _rule_values(t, sidecar=False))
     rules = _rules(t, root, report)
+    name = inbox_name(t)
     if path is None or outbox is None or len(report.problems) != before:
         return None
-    return InboxConfig(index, path, outbox, on_success, on_failure, rules)
+    return InboxConfig(index, path, outbox, on_success, on_failure, rules, name)
 
 
 # ---- entry points --------------------------------------------------------------------------------
@@ -1305,6 +1315,7 @@ def parse_config(
     top.unknown(TOP_KEYS)
     carmic = _carmic(_section(top, "carmic"), base, environ, path, check_paths)
     daemon = _daemon(_section(top, "daemon"), base)
+    cluster = parse_cluster(top, base, environ, check_paths)
     raw_inboxes = data.get("inbox")
     inboxes: list[InboxConfig] = []
     if raw_inboxes is None:
@@ -1318,6 +1329,7 @@ def parse_config(
             inbox = _inbox(i, value, base, report)
             if inbox is not None:
                 inboxes.append(inbox)
+    check_inbox_names(inboxes, cluster, report)
     if inboxes:
         _check_layout(inboxes, daemon.state_dir, report)
     if check_paths:
@@ -1334,12 +1346,14 @@ def parse_config(
     if carmic.password is not None:
         # A password pasted into the wrong key would otherwise be quoted back in a message.
         _scrub(report, carmic.password)
+    for secret in cluster.secrets if cluster is not None else ():
+        _scrub(report, secret)
     if report.problems:
         raise ConfigError(report.problems)
     if log_warnings:
         for warning in report.warnings:
             log.warning("config: %s", warning)
-    return Config(carmic, daemon, tuple(inboxes), path, tuple(report.warnings))
+    return Config(carmic, daemon, tuple(inboxes), path, tuple(report.warnings), cluster)
 
 
 def sidecar_for(video: Path) -> Path:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any, TypeVar
 
 import psycopg
@@ -50,6 +50,7 @@ from watchd.ledger.db import (
 )
 from watchd.ledger.dsn import redact_dsn
 from watchd.ledger.states import RESUMABLE, TERMINAL, Stage, check_transition
+from watchd.redact import redact
 
 # The advisory lock key of schema migrations: "watchd" in ASCII, one key for every host.
 MIGRATION_LOCK = 0x77_61_74_63_68_64
@@ -213,6 +214,16 @@ class PgLedger:
         self._busy: set[str] = set()
         self._relaxed = 0
         self._unsynced = 0
+        # One connection first, outside the pool: a refusal (no server, a wrong password, no
+        # such database) is reported at once with the server's reason, where the pool would
+        # retry quietly until its timeout.
+        try:
+            psycopg.connect(url, **kwargs).close()
+        except psycopg.Error as e:
+            raise LedgerError(
+                f"cannot connect to the ledger database {redact_dsn(url)}: "
+                + redact(" ".join(str(e).split()))
+            ) from None
         try:
             self._pool.open(wait=True, timeout=connect_timeout)
         except PoolTimeout:
@@ -299,6 +310,10 @@ class PgLedger:
     def batch(self) -> Iterator[None]:
         with self._write():
             yield
+
+    def transaction(self) -> AbstractContextManager[psycopg.Connection[Any]]:
+        """A transaction on one connection, for tools that write in bulk (``ledger migrate``)."""
+        return self._write()
 
     @contextmanager
     def relaxed(self) -> Iterator[None]:
