@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 from watchd.carmic.errors import AuthError, CarmicError, TransientError
 from watchd.clock import Clock, SystemClock
+from watchd.cluster_config import NOT_YET
 from watchd.config import Config, ConfigError, InboxConfig, load_config, resolve_preset
 from watchd.ledger.db import Ledger
 from watchd.ledger.states import Stage
@@ -582,6 +583,8 @@ class Daemon:
         self.notifier.reloading(f"reloading {path}")
         try:
             new = load_config(path, allow_missing_inboxes=True)
+            if new.cluster is not None:  # not built yet: see watchd/cluster_config.py
+                raise ConfigError(NOT_YET)
         except ConfigError as e:
             log.error("reload refused, keeping the running config: %s", e)
             self.notifier.ready(self.status_line())

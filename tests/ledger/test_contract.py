@@ -4,7 +4,9 @@ parametrized, the tests name no backend)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, cast
 
 import pytest
@@ -27,6 +29,27 @@ def ledger(request: pytest.FixtureRequest) -> Iterator[LedgerAPI]:
         lg = PgLedger(request.getfixturevalue("pg_url"), clock=clock)
     yield lg
     lg.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], LedgerAPI]]:
+    """Opens another handle on one shared ledger (a file, or a database), as a second process
+    or host would."""
+    opened: list[LedgerAPI] = []
+
+    def open_one() -> LedgerAPI:
+        if request.param == "sqlite":
+            lg: LedgerAPI = Ledger(tmp_path / "ledger.db", clock=FakeClock(), fsync=False)
+        else:
+            from watchd.ledger.pg import PgLedger
+
+            lg = PgLedger(request.getfixturevalue("pg_url"), clock=FakeClock())
+        opened.append(lg)
+        return lg
+
+    yield open_one
+    for lg in opened:
+        lg.close()
 
 
 def tick(ledger: LedgerAPI, seconds: float = 1) -> None:
@@ -352,3 +375,35 @@ def test_relaxed_writes_are_counted_until_a_durable_one(ledger: LedgerAPI) -> No
     assert ledger.require(jid).progress == 0.2
     ledger.update(jid, progress=0.3)
     assert ledger.unsynced_writes == 0
+
+
+def test_of_racing_writers_with_the_same_expectation_exactly_one_wins(
+    opener: Callable[[], LedgerAPI],
+) -> None:
+    first = opener()
+    jid = add(first).id
+    handles = [first, *(opener() for _ in range(3))]
+    won: list[int] = []
+    lost: list[int] = []
+    errors: list[BaseException] = []
+    start = threading.Barrier(len(handles))
+
+    def race(n: int, lg: LedgerAPI) -> None:
+        start.wait()
+        try:
+            lg.transition(jid, Stage.PROBED, expect=Stage.QUEUED, step=f"by {n}")
+            won.append(n)
+        except LedgerError:
+            lost.append(n)
+        except BaseException as e:  # pragma: no cover - what the test guards against
+            errors.append(e)
+
+    threads = [threading.Thread(target=race, args=(n, lg)) for n, lg in enumerate(handles)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(won) == 1 and len(lost) == len(handles) - 1
+    job = handles[-1].require(jid)
+    assert job.stage is Stage.PROBED and job.step == f"by {won[0]}"
+    assert [e.kind for e in first.events(jid)] == ["discovered", "transition"]
