@@ -366,6 +366,21 @@ def test_batch_is_all_or_none(ledger: LedgerAPI) -> None:
     assert ledger.require(jid).stage is Stage.PROBED and len(ledger.clips(jid)) == 1
 
 
+def test_a_database_error_rolls_back_and_the_ledger_goes_on(ledger: LedgerAPI) -> None:
+    """An error the database raises (here NOT NULL) inside a batch, from a write that waits for
+    no answer (PostgreSQL: pipelined), undoes the batch's earlier writes too."""
+    jid = add(ledger).id
+    with pytest.raises(Exception, match=r"(?i)not.null"), ledger.batch():
+        ledger.transition(jid, Stage.PROBED)
+        ledger.update(jid, rel_path=None)
+    with pytest.raises(Exception, match=r"(?i)not.null"):
+        ledger.update(jid, rel_path=None)
+    job = ledger.require(jid)
+    assert job.stage is Stage.QUEUED and job.rel_path == "podcasts/ep1.mp4"
+    assert ledger.transition(jid, Stage.PROBED).stage is Stage.PROBED
+    assert [e.kind for e in ledger.events(jid)] == ["discovered", "transition"]
+
+
 def test_relaxed_writes_are_counted_until_a_durable_one(ledger: LedgerAPI) -> None:
     jid = add(ledger).id
     assert ledger.unsynced_writes == 0

@@ -4,9 +4,14 @@ database several hosts can share (docs/cluster.md).
 It implements :class:`watchd.ledger.protocol.LedgerAPI` and returns the SQLite ledger's rows.
 Synchronous psycopg 3 with a small connection pool, like the SQLite ledger: the pipeline calls
 the ledger on the event-loop thread between awaits, and each call is one short transaction
-(one round trip per statement to a database on the local network), so an async driver would
+costing about one round trip to a database on the local network, so an async driver would
 change every caller for no gain yet. The pool gives the CLI and any helper thread their own
 connection, and replaces a connection the server dropped.
+
+One round trip per call (measured through a proxy that delays every packet): writes are sent
+in pipeline mode with BEGIN and COMMIT (see :meth:`PgLedger._transaction`); a transition is one
+statement that locks the row, checks the move against the stage table in SQL, updates it and
+appends its event; a new job and its event are one statement too.
 
 Inside a write transaction (and :meth:`batch`) the thread keeps one connection, so reads there
 see the transaction's own writes. No rows are cached: other hosts write the same rows.
@@ -22,10 +27,11 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from typing import Any, TypeVar
 
 import psycopg
+from psycopg.pq import TransactionStatus
 from psycopg_pool import ConnectionPool, PoolTimeout
 from sqlite_utils.db import jsonify_if_needed
 
@@ -45,11 +51,12 @@ from watchd.ledger.db import (
     InboxRow,
     JobRow,
     LedgerError,
+    _columns,
     _known_fields,
     new_job_id,
 )
 from watchd.ledger.dsn import redact_dsn
-from watchd.ledger.states import RESUMABLE, TERMINAL, Stage, check_transition
+from watchd.ledger.states import ALLOWED, RESUMABLE, TERMINAL, Stage, check_transition
 from watchd.redact import redact
 
 # The advisory lock key of schema migrations: "watchd" in ASCII, one key for every host.
@@ -158,6 +165,9 @@ PG_MIGRATIONS: Sequence[Sequence[str]] = (
 )
 
 _ACTIVE = [s.value for s in Stage if s not in TERMINAL]
+# The stages a job may move to each stage from (staying where it is included).
+_SOURCES = {to: [s.value for s in Stage if s is to or to in ALLOWED[s]] for to in Stage}
+_JOB_COLS_OF_JOBS = ", ".join(f"jobs.{c}" for c in _columns(JobRow))
 
 Row = TypeVar("Row")
 
@@ -170,6 +180,15 @@ def _value(v: Any) -> Any:
     if isinstance(v, bool):
         return int(v)
     return jsonify_if_needed(v)
+
+
+def _job_params(values: dict[str, Any]) -> list[Any]:
+    """A job's values to write, in order; a preset given as a dict as the SQLite ledger
+    stores it (JSON with sorted keys)."""
+    preset = values.get("preset")
+    if preset is not None and not isinstance(preset, str):
+        values["preset"] = json.dumps(preset, sort_keys=True)
+    return [_value(v) for v in values.values()]
 
 
 def _sets(values: dict[str, Any]) -> str:
@@ -287,23 +306,53 @@ class PgLedger:
             yield pooled
 
     @contextmanager
-    def _write(self) -> Iterator[psycopg.Connection[Any]]:
+    def _write(self, *, pipelined: bool = True) -> Iterator[psycopg.Connection[Any]]:
         """One transaction on one connection; inside another, part of it."""
         conn: psycopg.Connection[Any] | None = getattr(self._local, "conn", None)
         if conn is not None:
             yield conn
             return
+        with self._pool.connection() as pooled, self._transaction(pooled, pipelined=pipelined):
+            yield pooled
+
+    def _write_one(self, sql: str, params: Sequence[Any]) -> tuple[Any, ...] | None:
+        """One statement in a transaction of its own (or in the batch's); its first row. One
+        round trip: the row is read after the commit went out with the statement."""
+        conn: psycopg.Connection[Any] | None = getattr(self._local, "conn", None)
+        if conn is not None:
+            return conn.execute(sql, params).fetchone()
+        with self._pool.connection() as pooled:
+            with self._transaction(pooled, pipelined=True):
+                cur = pooled.execute(sql, params)
+            return cur.fetchone()
+
+    @contextmanager
+    def _transaction(self, conn: psycopg.Connection[Any], *, pipelined: bool) -> Iterator[None]:
+        """A transaction this thread's ledger calls join.
+
+        Pipelined, BEGIN, the statements and COMMIT go out without waiting for each answer and
+        the client waits only where it reads a result: a transaction costs about one round trip
+        where psycopg's ``transaction()`` costs three or more (measured through a delaying
+        proxy). An error surfaces at the next read or at the commit; then all is rolled back."""
         relaxed = self._relaxed > 0
-        with self._pool.connection() as pooled, pooled.transaction():
-            if relaxed:
-                # Not waiting for the WAL flush: a crash of the server may lose it, as a power
-                # cut may lose a relaxed SQLite commit.
-                pooled.execute("SET LOCAL synchronous_commit = off")
-            self._local.conn = pooled
-            try:
-                yield pooled
-            finally:
-                self._local.conn = None
+        try:
+            with conn.pipeline() if pipelined else nullcontext():
+                conn.execute("BEGIN")
+                if relaxed:
+                    # Not waiting for the WAL flush: a crash of the server may lose it, as a
+                    # power cut may lose a relaxed SQLite commit.
+                    conn.execute("SET LOCAL synchronous_commit = off")
+                self._local.conn = conn
+                try:
+                    yield
+                finally:
+                    self._local.conn = None
+                conn.execute("COMMIT")
+        except BaseException:
+            if conn.info.transaction_status != TransactionStatus.IDLE:
+                with suppress(psycopg.Error):  # a broken connection: the pool drops it
+                    conn.execute("ROLLBACK")
+            raise
         self._unsynced = self._unsynced + 1 if relaxed else 0
 
     @contextmanager
@@ -312,8 +361,9 @@ class PgLedger:
             yield
 
     def transaction(self) -> AbstractContextManager[psycopg.Connection[Any]]:
-        """A transaction on one connection, for tools that write in bulk (``ledger migrate``)."""
-        return self._write()
+        """A transaction on one connection, for tools that write in bulk (``ledger migrate``:
+        COPY, which pipeline mode does not take)."""
+        return self._write(pipelined=False)
 
     @contextmanager
     def relaxed(self) -> Iterator[None]:
@@ -393,40 +443,38 @@ class PgLedger:
         """Record a newly settled source file in state ``queued``."""
         job_id = new_job_id()
         now = self.clock.now()
-        with self._write() as conn:
-            cur = conn.execute(
-                "INSERT INTO jobs (id, inbox, rel_path, path, rule, preset, state, size, "
-                "mtime_ns, inode, dev, fingerprint, marker, created_at, updated_at) VALUES ("
-                + ", ".join(["%s"] * 15)
-                + f") RETURNING {_JOB_COLS}",
-                (
-                    job_id,
-                    inbox,
-                    rel_path,
-                    path,
-                    rule,
-                    json.dumps(preset, sort_keys=True),
-                    Stage.QUEUED.value,
-                    size,
-                    mtime_ns,
-                    inode,
-                    dev,
-                    fingerprint,
-                    f"wd-{job_id[1:]}",
-                    now,
-                    now,
-                ),
-            )
-            row = cur.fetchone()
-            assert row is not None
-            self._event(
-                conn,
+        row = self._write_one(
+            "WITH job AS (INSERT INTO jobs (id, inbox, rel_path, path, rule, preset, state, "
+            "size, mtime_ns, inode, dev, fingerprint, marker, created_at, updated_at) VALUES ("
+            + ", ".join(["%s"] * 15)
+            + f") RETURNING {_JOB_COLS}), "
+            "event AS (INSERT INTO events (job_id, at, actor, kind, from_state, to_state, detail) "
+            "VALUES (%s, %s, %s, 'discovered', NULL, %s, %s)) "
+            "SELECT * FROM job",
+            (
                 job_id,
-                "discovered",
-                actor=actor,
-                dst=Stage.QUEUED.value,
-                detail={"path": path, "rule": rule, "size": size},
-            )
+                inbox,
+                rel_path,
+                path,
+                rule,
+                json.dumps(preset, sort_keys=True),
+                Stage.QUEUED.value,
+                size,
+                mtime_ns,
+                inode,
+                dev,
+                fingerprint,
+                f"wd-{job_id[1:]}",
+                now,
+                now,
+                job_id,
+                now,
+                actor,
+                Stage.QUEUED.value,
+                json.dumps({"path": path, "rule": rule, "size": size}, sort_keys=True),
+            ),
+        )
+        assert row is not None
         return JobRow(*row)
 
     def get(self, job_id: str) -> JobRow | None:
@@ -545,39 +593,53 @@ class PgLedger:
         detail: Any = None,
         **updates: Any,
     ) -> JobRow:
+        """One statement, one round trip: the row is locked, checked against the stages that
+        may move to ``to`` (or against ``expect``), updated and its event appended, or nothing
+        is written and the reason is raised as the SQLite ledger raises it."""
         now = self.clock.now()
         values = {**updates, "state": to.value, "updated_at": now}
         _known_fields(values, _JOB_FIELDS, "job")
-        with self._write() as conn:
-            job = self._locked(conn, job_id)
-            src = Stage(job.state)
+        if to in TERMINAL:
+            values.setdefault("finished_at", now)
+        if expect is None:
+            sources = _SOURCES[to]
+        else:
+            sources = [expect.value] if expect is to or to in ALLOWED[expect] else []
+        row = self._write_one(
+            "WITH old AS (SELECT id, state FROM jobs WHERE id = %s FOR UPDATE), "
+            f"new AS (UPDATE jobs SET {_sets(values)} FROM old "
+            "WHERE jobs.id = old.id AND old.state = ANY(%s) "
+            f"RETURNING old.state AS src, {_JOB_COLS_OF_JOBS}), "
+            "event AS (INSERT INTO events "
+            "(job_id, at, actor, kind, from_state, to_state, detail) "
+            "SELECT %s, %s, %s, %s, src, %s, %s FROM new) "
+            "SELECT old.state, new.* FROM old LEFT JOIN new ON true",
+            [
+                job_id,
+                *(_value(v) for v in values.values()),
+                sources,
+                job_id,
+                now,
+                actor,
+                kind,
+                to.value,
+                json.dumps(detail, sort_keys=True) if detail is not None else None,
+            ],
+        )
+        if row is None:
+            raise LedgerError(f"unknown job {job_id}")
+        if row[1] is None:  # not moved: say why
+            src = Stage(row[0])
             if expect is not None and src is not expect:
                 raise LedgerError(f"job {job_id} is {src.value}, expected {expect.value}")
-            if src is not to:
-                check_transition(job_id, src, to)
-            if to in TERMINAL:
-                values.setdefault("finished_at", now)
-            after = self._update(conn, job_id, values)
-            self._event(conn, job_id, kind, actor=actor, src=src.value, dst=to.value, detail=detail)
-        assert after is not None
-        return after
+            check_transition(job_id, src, to)
+            raise LedgerError(f"job {job_id}: {src.value} -> {to.value} was not applied")
+        return JobRow(*row[2:])
 
     def update(self, job_id: str, **updates: Any) -> None:
         values = {**updates, "updated_at": self.clock.now()}
         _known_fields(values, _JOB_FIELDS, "job")
-        with self._write() as conn:
-            self._update(conn, job_id, values)
-
-    def _update(
-        self, conn: psycopg.Connection[Any], job_id: str, values: dict[str, Any]
-    ) -> JobRow | None:
-        if "preset" in values and not isinstance(values["preset"], str):
-            values["preset"] = json.dumps(values["preset"], sort_keys=True)
-        row = conn.execute(
-            f"UPDATE jobs SET {_sets(values)} WHERE id = %s RETURNING {_JOB_COLS}",
-            [*(_value(v) for v in values.values()), job_id],
-        ).fetchone()
-        return JobRow(*row) if row is not None else None
+        self._exec(f"UPDATE jobs SET {_sets(values)} WHERE id = %s", [*_job_params(values), job_id])
 
     def record_event(
         self, job_id: str, kind: str, detail: Any = None, *, actor: str = "daemon"
