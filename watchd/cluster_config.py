@@ -1,4 +1,5 @@
-"""``[cluster]``: several hosts sharing one PostgreSQL ledger, and ``[[inbox]] name``.
+"""``[cluster]``: several hosts sharing one PostgreSQL ledger, and what it asks of
+``[[inbox]] name`` (written, unique).
 
 Parsed and validated here, with the precision of the rest of the config (did-you-mean on
 unknown keys, every problem named by its key path); the database password is never shown,
@@ -18,7 +19,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 from urllib.parse import unquote, urlsplit
 
 from watchd.ledger.dsn import check_dsn, redact_dsn
@@ -32,7 +33,7 @@ CREDENTIAL_NAME = "database-password"
 DEFAULT_LEASE_SECONDS = 60.0
 NOT_YET = "[cluster] is not supported yet in this version: remove it to run on one host"
 
-# A node's and an inbox's name: what other hosts and the database see, the same everywhere.
+# A node's name: what the other hosts and the database see.
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 _NAME_RULE = 'letters, digits, ".", "_" and "-", starting with a letter or digit, at most 63'
 
@@ -127,23 +128,20 @@ def _read_password(t: _Table, path: Path, *, strict: bool) -> Secret | None:
     return secret
 
 
-def inbox_name(t: _Table) -> str:
-    """``[[inbox]] name``: the inbox's identity across hosts ("" when not given)."""
-    name = t.string("name", "", nonempty=True).strip()
-    if name and not _NAME.fullmatch(name):
-        t.error("name", f"must be {_NAME_RULE} characters {t.got('name')}")
-        return ""
-    return name
-
-
 def check_inbox_names(
-    inboxes: Sequence[_HasName], cluster: ClusterConfig | None, report: _Report
+    inboxes: Sequence[_HasName],
+    raw: Any,
+    cluster: ClusterConfig | None,
+    report: _Report,
 ) -> None:
-    """Names are unique within one config, and every inbox has one when ``[cluster]`` is set."""
+    """Names written in the config (``raw``: the ``[[inbox]]`` array as read) are unique, and
+    with ``[cluster]`` every inbox has one written: a name taken from the folder (the default)
+    may differ from host to host."""
     seen: dict[str, int] = {}
     for inbox in inboxes:
         where = f"inbox[{inbox.index}].name"
-        if not inbox.name:
+        given = isinstance(raw, list) and isinstance(raw[inbox.index], Mapping)
+        if not (given and "name" in raw[inbox.index]):
             if cluster is not None:
                 report.error(
                     where,

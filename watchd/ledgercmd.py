@@ -1,8 +1,9 @@
 """The library side of ``watchd ledger migrate``: copy this host's SQLite ledger into a
 PostgreSQL ledger (watchd/ledger/migrate.py does the copying).
 
-Exit codes as elsewhere: 0 copied (or nothing to copy), 2 a bad config or URL, or the
-``[cluster]`` extra (psycopg) not installed, 3 the database cannot be reached.
+Exit codes as elsewhere: 0 copied (or nothing to copy), 2 a bad config or URL, a daemon running
+on the same ``state_dir`` (the copy takes its lock), or the ``[cluster]`` extra (psycopg) not
+installed, 3 the database cannot be reached.
 """
 
 from __future__ import annotations
@@ -46,16 +47,24 @@ def migrate_command(
             "pip install 'carmic-watchd[cluster]' (psycopg 3)\n"
         )
         return EXIT_CONFIG
+    from watchd.ledger.lock import LedgerBusy, acquire
+
     password = cfg.cluster.password if cfg.cluster is not None else None
     try:
-        target = PgLedger(url, password=password.reveal() if password else None)
-    except LedgerError as e:
+        # The daemon's lock: not beside a running daemon (what it wrote meanwhile would be
+        # missing from the copy), and no daemon starts on this ledger until the copy is done.
+        with acquire(cfg.daemon.state_dir):
+            target = PgLedger(url, password=password.reveal() if password else None)
+            try:
+                result = migrate(source, target)
+            finally:
+                target.close()
+    except LedgerError as e:  # a running daemon (LedgerBusy), or the database
         err.write(f"{PREFIX}: {e}\n")
-        return EXIT_DATABASE
-    try:
-        result = migrate(source, target)
-    finally:
-        target.close()
+        return EXIT_CONFIG if isinstance(e, LedgerBusy) else EXIT_DATABASE
+    except OSError as e:
+        err.write(f"{PREFIX}: cannot take the lock in {cfg.daemon.state_dir}: {e.strerror or e}\n")
+        return EXIT_CONFIG
     out.write(f"copied {source} into {redact_dsn(url)}\n")
     for line in result.lines():
         out.write(f"  {line}\n")

@@ -287,6 +287,18 @@ def test_find_by_identity_and_fingerprint(ledger: LedgerAPI) -> None:
     assert set(known) == {("/in", "a.mp4"), ("/in", "b.mp4"), ("/elsewhere", "a.mp4")}
 
 
+def test_fingerprint_range_compares_bytes(ledger: LedgerAPI) -> None:
+    """A range of fingerprints in byte order (PostgreSQL's collation may sort punctuation apart
+    from letters): what ``watchd ledger rebuild``'s jobs without a source are found by."""
+    a = add(ledger, "a.mp4", "sha256:aa", size=7)
+    add(ledger, "b.mp4", "sha256:bb", size=8)
+    c = add(ledger, "c.mp4", "sha256:cc", size=7)
+    for fp in ("sha256", "sha256;x", "sha2567", "sha256-x", "SHA256:dd", "fp"):
+        add(ledger, f"{fp}.mp4", fp, size=7)
+    found = ledger.fingerprint_range("sha256:", "sha256;", size=7)
+    assert [j.id for j in found] == [a.id, c.id]
+
+
 def test_due_jobs_and_next_due_at(ledger: LedgerAPI) -> None:
     assert ledger.next_due_at() is None
     a = add(ledger, "a.mp4", "f1").id

@@ -15,6 +15,7 @@ from tests.test_config import base_doc, write
 from watchd.cli import main
 from watchd.clock import FakeClock
 from watchd.ledger.db import EventRow, Ledger
+from watchd.ledger.lock import acquire
 from watchd.ledger.pg import PgLedger
 from watchd.ledger.protocol import LedgerAPI
 from watchd.ledger.states import Stage
@@ -151,6 +152,17 @@ def test_a_bad_url_or_an_unreachable_database(
     err = capsys.readouterr().err
     assert "cannot connect to the ledger database" in err and "Pw-s3cret" not in err
     assert err.count("\n") == 1
+
+
+def test_not_beside_a_running_daemon(
+    site: Path, pg_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    Ledger.open(site / "state").close()
+    with acquire(site / "state", pid=4242):  # as `watchd run` holds it
+        assert main(["ledger", "migrate", "-c", str(config(site)), "--to", pg_url]) == 2
+    err = capsys.readouterr().err
+    assert "another watchd is already running" in err and "PID 4242" in err
+    assert main(["ledger", "migrate", "-c", str(config(site)), "--to", pg_url]) == 0
 
 
 def test_the_events_keep_their_order(site: Path, pg_url: str) -> None:

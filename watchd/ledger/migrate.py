@@ -7,8 +7,9 @@ key is already there is left as it is: running the copy again copies nothing twi
 no key of their own across hosts: the highest SQLite event id copied is remembered in the
 database's ``meta`` table per source ledger, and the next run copies only later ones.
 
-The SQLite file is opened read-only: stop the daemon first, or its later writes are not copied
-(running the copy again after the stop picks them up).
+The SQLite file is opened read-only. ``watchd ledger migrate`` holds the daemon's lock
+meanwhile (watchd/ledgercmd.py): a daemon running on the ledger would write what the copy
+misses (running it again later picks that up).
 """
 
 from __future__ import annotations

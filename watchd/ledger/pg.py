@@ -566,6 +566,15 @@ class PgLedger:
             (fingerprint, exclude or ""),
         )
 
+    def fingerprint_range(self, low: str, high: str, *, size: int) -> list[JobRow]:
+        # Byte order, as SQLite compares: the database's collation may sort ":" elsewhere.
+        return self._rows(
+            JobRow,
+            f'SELECT {_JOB_COLS} FROM jobs WHERE fingerprint COLLATE "C" > %s '
+            'AND fingerprint COLLATE "C" < %s AND size = %s ORDER BY created_at, id',
+            (low, high, size),
+        )
+
     def outbox_dir_taken(self, outbox_dir: str, *, exclude: str | None = None) -> bool:
         row = self._one(
             "SELECT 1 FROM jobs WHERE outbox_dir = %s AND id <> %s LIMIT 1",
