@@ -390,14 +390,6 @@ class PgLedger:
         with self._write() as conn:
             conn.execute(sql, params)
 
-    def _insert(self, conn: psycopg.Connection[Any], table: str, row: dict[str, Any]) -> None:
-        cols = ", ".join(row)
-        marks = ", ".join(["%s"] * len(row))
-        conn.execute(
-            f"INSERT INTO {table} ({cols}) VALUES ({marks})",
-            [_value(v) for v in row.values()],
-        )
-
     def _event(
         self,
         conn: psycopg.Connection[Any],
