@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import calendar
 import contextlib
+import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,6 +32,7 @@ from watchd.ledger.states import Stage
 from watchd.pipeline.identity import FileIdentity, fingerprint
 from watchd.pipeline.outcomes import Fail, Park, RetryLater, SourceMissing
 from watchd.pipeline.selection import choose_clips, render_choice
+from watchd.watching.regular import special_kind
 
 if TYPE_CHECKING:
     from watchd.pipeline.runner import Pipeline
@@ -50,6 +52,11 @@ async def handle_queued(p: Pipeline, job: JobRow) -> None:
     path = p.source_path(job)
     current = _stat_or_missing(path, job)
     recorded = FileIdentity(job.size, job.mtime_ns, job.inode, job.dev)
+    if not job.fingerprint and current.same_content_as(recorded):
+        # Unreadable when it was taken (a failed job since retried): read it now.
+        fp = await asyncio.to_thread(fingerprint, path, current.size)
+        p.ledger.update(job.id, fingerprint=fp)
+        job = p.ledger.require(job.id)
     if not current.same_content_as(recorded):
         # Written to again after it settled: record the new identity and let it settle again.
         fp = await asyncio.to_thread(fingerprint, path, current.size)
@@ -133,9 +140,18 @@ def _original_of(p: Pipeline, job: JobRow) -> JobRow | None:
 
 def _stat_or_missing(path: Path, job: JobRow) -> FileIdentity:
     try:
-        return FileIdentity.of(path)
+        st = os.lstat(path)
     except FileNotFoundError as e:
         raise SourceMissing(str(path)) from e
+    kind = special_kind(st.st_mode)
+    if kind is not None:
+        raise Fail(
+            "not_regular",
+            f"{job.name} is {kind} now, not the file that settled; it is not read",
+            hint="Put the video itself into the inbox, then drop it again.",
+            resume=Stage.QUEUED,
+        )
+    return FileIdentity(st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev)
 
 
 # ---- creating: one billed project per file ------------------------------------------------------

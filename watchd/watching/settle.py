@@ -70,7 +70,7 @@ class SettleTracker:
     def __init__(
         self,
         settle_seconds: float,
-        stat: StatFn = os.stat,
+        stat: StatFn = os.lstat,  # a symbolic link is not a regular file: never followed
         open_for_write: OpenCheck = openfiles.open_for_write,
     ) -> None:
         if settle_seconds < 0:
@@ -136,6 +136,10 @@ class SettleTracker:
     def forget(self, path: Path) -> None:
         """Stop tracking ``path`` (it was taken, or is known to be gone)."""
         self._entries.pop(path, None)
+
+    def waiting(self) -> list[tuple[Path, FileStat, float]]:
+        """Every file still settling: its path, its stat and when its clock (re)started."""
+        return [(path, e.stat, e.since) for path, e in self._entries.items()]
 
     def pending(self) -> int:
         """How many files are waiting to settle."""
