@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 from watchd.carmic.errors import AuthError, CarmicError, TransientError
 from watchd.clock import Clock, SystemClock
 from watchd.config import Config, ConfigError, InboxConfig, load_config, resolve_preset
-from watchd.ledger.db import EntryRow, Ledger
+from watchd.ledger.db import Ledger
 from watchd.ledger.states import Stage
 from watchd.pipeline.identity import fingerprint
 from watchd.pipeline.outcomes import Fail
@@ -37,7 +37,7 @@ from watchd.service import eventloop
 from watchd.service.liveness import Liveness
 from watchd.status_view import summary_line
 from watchd.watching import regular
-from watchd.watching.entries import ERROR, SETTLING, EntryBook
+from watchd.watching.entries import ERROR, EntryBook, settling_row
 from watchd.watching.ignore import is_candidate, nfc
 from watchd.watching.inbox import InboxMonitor
 from watchd.watching.observer import InboxObserver
@@ -526,6 +526,8 @@ class Daemon:
     def _sync_entries(self, now: float, *, force: bool = False) -> None:
         """Mirror the files settling and the entries not taken into the ledger (batched)."""
         assert self.ledger is not None
+        if not (force or self.entries.due(now)):
+            return  # batched: a burst of files is not a write per observation
         settling = []
         wait = self.tracker.settle_seconds
         for path, st, since in self.tracker.waiting():
@@ -533,24 +535,14 @@ class Daemon:
             if rt is None:
                 continue
             rel = nfc(path.relative_to(rt.config.path).as_posix())
+            rule = rt.config.rule_for(PurePosixPath(rel).parent).name
             settling.append(
-                EntryRow(
-                    inbox=rt.key,
-                    rel_path=rel,
-                    path=str(path),
-                    rule=rt.config.rule_for(PurePosixPath(rel).parent).name,
-                    state=SETTLING,
-                    code=None,
-                    reason=None,
-                    escaped=0,
-                    since=since,
-                    wait=wait,
-                    size=st.size,
-                    updated_at=now,
+                settling_row(
+                    rt.key, str(path), rel, rule=rule, since=since, wait=wait, size=st.size, now=now
                 )
             )
         self.entries.set_settling(settling)
-        self.entries.sync(self.ledger, now, force=force)
+        self.entries.sync(self.ledger, now, force=True)
 
     async def rescan(self, now: float) -> None:
         """Walk every inbox (in a thread: a NAS can be slow) and observe what is new."""
@@ -671,9 +663,10 @@ class Daemon:
                 resume=Stage.QUEUED,
             )
         except (ConfigError, OSError) as e:
+            detail = (e.strerror if isinstance(e, OSError) else None) or str(e)
             problem = Fail(
                 "sidecar_invalid",
-                f"the sidecar {path.name}{regular.SIDECAR_SUFFIX} is invalid: {e}",
+                f"the sidecar {path.name}{regular.SIDECAR_SUFFIX} is invalid: {detail}",
                 hint="Fix the sidecar .toml (a regular file), then `watchd retry` the job.",
                 resume=Stage.QUEUED,
             )

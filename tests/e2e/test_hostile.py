@@ -6,7 +6,9 @@ a row in `watchd status`) and left untouched."""
 
 from __future__ import annotations
 
+import errno
 import os
+import pwd
 import shutil
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,10 @@ from typing import Any
 import pytest
 
 from tests.e2e.harness import Env, wait_for
+from tests.service.inprocess import DaemonThread
+from watchd.config import load_config
+from watchd.daemon import Daemon
+from watchd.watching import regular
 
 RULE = {"video_type": "podcast", "render": "none"}
 UTF8_REASON = "the name is not valid UTF-8: rename it"
@@ -131,8 +137,10 @@ def test_links_and_special_files_are_never_taken_and_reported_once(
     (env.inbox / "podcasts").symlink_to(elsewhere, target_is_directory=True)
     os.mkfifo(env.inbox / "pipe.mp4")
     env.drop(sample_videos[2], "good.mp4")
+    env.drop(sample_videos[3], "sidecar.mp4")
+    (env.inbox / "sidecar.mp4.toml").symlink_to("/etc/passwd")  # a sidecar is not followed either
     env.start()
-    env.wait_states({"good.mp4": "delivered"})
+    env.wait_states({"good.mp4": "delivered", "sidecar.mp4": "failed"})
     # A link dropped while it runs is reported too (events).
     (env.inbox / "later.mp4").symlink_to(elsewhere / "real.mp4")
     wait_for(lambda: "later.mp4" in not_taken(env.status()), timeout=30, what="later.mp4")
@@ -141,7 +149,11 @@ def test_links_and_special_files_are_never_taken_and_reported_once(
     snapshot = env.emu.snapshot()
     assert len(snapshot["projects"]) == 1  # good.mp4's only: nothing behind a link uploaded
     jobs = env.status()
-    assert list(jobs_only(jobs)) == ["good.mp4"]
+    assert sorted(jobs_only(jobs)) == ["good.mp4", "sidecar.mp4"]
+    assert jobs_only(jobs)["sidecar.mp4"]["error"].startswith(
+        "the sidecar sidecar.mp4.toml is invalid: it is a symbolic link; only a regular file "
+        "is read"
+    )
     rows = not_taken(jobs)
     assert set(rows) == {"x.mp4", "secret.mp4", "podcasts", "pipe.mp4", "later.mp4"}
     assert "symbolic link" in rows["x.mp4"]["error"]
@@ -183,3 +195,34 @@ def test_a_file_still_being_written_is_listed_as_settling(
     jobs = env.wait_states({"growing.mp4": "delivered"})
     assert [j["state"] for j in jobs] == ["delivered"]  # the settling row went
     assert env.stop() == 0
+
+
+def test_an_unreadable_file_is_a_failed_job_and_holds_up_nothing(
+    env: Env, sample_videos: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """chmod 000 does not stop root (the tests run as root): the daemon runs in this process,
+    and the one call that opens sources (``regular._open``) refuses the file as the kernel
+    would refuse an unprivileged user."""
+    real_open = regular._open
+
+    def refusing(path: Any, flags: int, *args: Any, **kw: Any) -> int:
+        if os.fspath(path).endswith("0 locked.mp4"):
+            raise PermissionError(errno.EACCES, "Permission denied", os.fspath(path))
+        return int(real_open(path, flags, *args, **kw))
+
+    monkeypatch.setattr(regular, "_open", refusing)
+    env.write_config(inbox=RULE, daemon={"rescan_seconds": 1})
+    env.drop(sample_videos[0], "0 locked.mp4")
+    env.drop(sample_videos[1], "a1.mp4")
+    runner = DaemonThread(Daemon(load_config(env.config_path)))
+    try:
+        jobs = env.wait_states({"a1.mp4": "delivered", "0 locked.mp4": "failed"})
+    finally:
+        assert runner.stop() == 0
+    failed = jobs_only(jobs)["0 locked.mp4"]
+    user = pwd.getpwuid(os.geteuid()).pw_name
+    assert failed["error_code"] == "unreadable"
+    assert failed["error"].startswith(f"cannot read: permission denied for user {user}")
+    text = (env.outbox / "0 locked" / "FAILED.txt").read_text()
+    assert f"permission denied for user {user}" in text and "chmod" in text
+    assert len(env.emu.snapshot()["projects"]) == 1

@@ -44,6 +44,26 @@ def settling_text(since: float | None, wait: float | None, now: float) -> str:
     return f"waiting for the copy to finish: unchanged for {held} s of {wait:g}"
 
 
+def settling_row(
+    inbox: str, path: str, rel: str, *, rule: str, since: float, wait: float, size: int, now: float
+) -> EntryRow:
+    """The row of a file still settling (its clock started at ``since``, of ``wait`` s)."""
+    return EntryRow(
+        inbox=inbox,
+        rel_path=rel,
+        path=path,
+        rule=rule,
+        state=SETTLING,
+        code=None,
+        reason=None,
+        escaped=0,
+        since=since,
+        wait=wait,
+        size=size,
+        updated_at=now,
+    )
+
+
 class EntryBook:
     """The daemon's entries that are not jobs (see the module docstring); one per daemon."""
 
@@ -153,10 +173,14 @@ class EntryBook:
         """Every row the table should hold now."""
         return {**self._settling, **self._not_taken}
 
+    def due(self, now: float) -> bool:
+        """Whether :meth:`sync` would write now (its ``min_interval`` has passed)."""
+        return now >= self._next_sync
+
     def sync(self, ledger: Ledger, now: float, *, force: bool = False) -> bool:
         """Write what changed since the last sync (one relaxed transaction); at most every
         ``min_interval`` seconds unless ``force``. Returns whether it wrote."""
-        if not force and now < self._next_sync:
+        if not force and not self.due(now):
             return False
         self._next_sync = now + self.min_interval
         wanted = self.rows()

@@ -132,7 +132,9 @@ def find_sidecar(video: Path) -> Path | None:
         raise
     kind = special_kind(st.st_mode)
     if kind is not None:
-        raise NotRegularFile(errno.EINVAL, f"the sidecar {sidecar.name} is {kind}", str(sidecar))
+        raise NotRegularFile(
+            errno.EINVAL, f"it is {kind}; only a regular file is read", str(sidecar)
+        )
     return sidecar if stat_mod.S_ISREG(st.st_mode) else None
 
 
