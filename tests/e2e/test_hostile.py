@@ -74,10 +74,12 @@ def test_bad_names_first_in_the_inbox_hold_up_nothing(
     shutil.copyfile(sample_videos[1], bad_name(env.inbox, b"bad\xff.mp4"))
     long_name = "0" * 248 + ".mp4"  # 252 bytes: `<name>.toml` is 257, over NAME_MAX
     env.drop(sample_videos[2], long_name)
+    long_ok = "1" * 246 + ".mp4"  # 250 bytes: its sidecar's name fits, and so does everything
     env.drop(sample_videos[3], "a1.mp4")
     env.drop(sample_videos[4], "z1.mp4")
+    env.drop(sample_videos[5], long_ok)
     env.start()
-    jobs = env.wait_states({"a1.mp4": "delivered", "z1.mp4": "delivered"})
+    jobs = env.wait_states({"a1.mp4": "delivered", "z1.mp4": "delivered", long_ok: "delivered"})
     assert jobs_only(jobs)[long_name]["state"] == "failed"
     rows = not_taken(jobs)
     assert set(rows) == {"0\\xff first.mp4", "bad\\xff.mp4"}

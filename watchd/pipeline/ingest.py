@@ -43,6 +43,7 @@ AMBIGUOUS_CREATE_WAIT = 5.0
 MAX_PROCESS_CONFLICTS = 4
 # A presigned URL this close to its expiry is not used (a quarter of its lifetime when shorter).
 URL_MARGIN = 60.0
+TITLE_MAX = 255  # characters in a project's title (the API refuses more)
 
 
 # ---- queued: check, dedupe, probe ----------------------------------------------------------------
@@ -160,7 +161,9 @@ def _stat_or_missing(path: Path, job: JobRow) -> FileIdentity:
 def project_title(job: JobRow) -> str:
     preset = job.preset_dict
     title = preset.get("title") or Path(job.name).stem
-    return f"{title} [{job.marker}]"
+    marker = f" [{job.marker}]"
+    # The API takes at most 255 characters: a long file name must not refuse the create.
+    return title[: TITLE_MAX - len(marker)] + marker
 
 
 def _create_fields(job: JobRow) -> dict[str, Any]:

@@ -75,6 +75,9 @@ class EntryBook:
         self._next_sync = 0.0
         self._cleared = False
         self._scans: dict[str, set[Key]] = {}  # inbox -> keys seen by the scan under way
+        # A row gone or a new entry not taken is written at once (a file taken must not show
+        # as settling beside its job); only the settling clocks wait for min_interval.
+        self._urgent = False
 
     # ---- not taken -----------------------------------------------------------------------
 
@@ -99,6 +102,7 @@ class EntryBook:
         old = self._not_taken.get(key)
         if old is not None and (old.code, old.reason) == (code, reason):
             return key
+        self._urgent = True
         self._not_taken[key] = EntryRow(
             inbox=inbox,
             rel_path=shown_rel,
@@ -144,6 +148,7 @@ class EntryBook:
     def gone(self, inbox: str, rel: str) -> None:
         """The entry is no longer there (or is now taken as a job)."""
         self._not_taken.pop(self.key(inbox, rel), None)
+        self._urgent = True
 
     def begin_scan(self, inbox: str) -> None:
         """A full scan of ``inbox`` starts reporting: what it does not see is gone after it."""
@@ -160,6 +165,7 @@ class EntryBook:
         keep = self._scans.pop(inbox, set())
         for key in [k for k in self._not_taken if k[0] == inbox and k not in keep]:
             del self._not_taken[key]
+            self._urgent = True
 
     # ---- settling ------------------------------------------------------------------------
 
@@ -174,8 +180,9 @@ class EntryBook:
         return {**self._settling, **self._not_taken}
 
     def due(self, now: float) -> bool:
-        """Whether :meth:`sync` would write now (its ``min_interval`` has passed)."""
-        return now >= self._next_sync
+        """Whether :meth:`sync` would write now: a row went or came, or ``min_interval`` has
+        passed since the last sync."""
+        return self._urgent or now >= self._next_sync
 
     def sync(self, ledger: Ledger, now: float, *, force: bool = False) -> bool:
         """Write what changed since the last sync (one relaxed transaction); at most every
@@ -183,6 +190,7 @@ class EntryBook:
         if not force and not self.due(now):
             return False
         self._next_sync = now + self.min_interval
+        self._urgent = False
         wanted = self.rows()
         put = [row for key, row in wanted.items() if _differs(self._synced.get(key), row)]
         stored: Iterable[Key] = self._synced
