@@ -126,14 +126,15 @@ def test_a_bulk_copy_with_a_bad_name_gives_every_good_file_a_job(
     assert env.stop() == 0
 
 
+@pytest.mark.parametrize("scan", ["events", "poll"])
 def test_links_and_special_files_are_never_taken_and_reported_once(
-    env: Env, sample_videos: list[Path], tmp_path: Path
+    env: Env, sample_videos: list[Path], tmp_path: Path, scan: str
 ) -> None:
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     shutil.copyfile(sample_videos[0], elsewhere / "real.mp4")
     (elsewhere / "inside.mp4").write_bytes(sample_videos[1].read_bytes())
-    env.write_config({"podcasts": RULE}, inbox=RULE, daemon={"rescan_seconds": 1})
+    env.write_config({"podcasts": RULE}, inbox=RULE, daemon={"rescan_seconds": 1, "scan": scan})
     (env.inbox / "x.mp4").symlink_to(elsewhere / "real.mp4")
     (env.inbox / "secret.mp4").symlink_to("/etc/passwd")
     (env.inbox / "podcasts").symlink_to(elsewhere, target_is_directory=True)
@@ -143,7 +144,7 @@ def test_links_and_special_files_are_never_taken_and_reported_once(
     (env.inbox / "sidecar.mp4.toml").symlink_to("/etc/passwd")  # a sidecar is not followed either
     env.start()
     env.wait_states({"good.mp4": "delivered", "sidecar.mp4": "failed"})
-    # A link dropped while it runs is reported too (events).
+    # A link dropped while it runs is reported too.
     (env.inbox / "later.mp4").symlink_to(elsewhere / "real.mp4")
     wait_for(lambda: "later.mp4" in not_taken(env.status()), timeout=30, what="later.mp4")
     wait_scans(env, 3)
