@@ -7,6 +7,7 @@ a row in `watchd status`) and left untouched."""
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import pwd
 import shutil
@@ -229,3 +230,40 @@ def test_an_unreadable_file_is_a_failed_job_and_holds_up_nothing(
     text = (env.outbox / "0 locked" / "FAILED.txt").read_text()
     assert f"permission denied for user {user}" in text and "chmod" in text
     assert len(env.emu.snapshot()["projects"]) == 1
+
+
+def test_any_error_of_one_entry_stays_with_it(
+    env: Env,
+    sample_videos: list[Path],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Fault injection: whatever raises while one file is taken (here the preset lookup, for
+    one name) is recorded against that file, logged once, and the others go on."""
+    from watchd import daemon as daemon_mod
+
+    real_resolve = daemon_mod.resolve_preset
+
+    def failing(inbox: Any, rel: Any, sidecar: Any = None) -> Any:
+        if str(rel).endswith("0 boom.mp4"):
+            raise RuntimeError("injected")
+        return real_resolve(inbox, rel, sidecar)
+
+    monkeypatch.setattr(daemon_mod, "resolve_preset", failing)
+    env.write_config(inbox=RULE, daemon={"rescan_seconds": 1})
+    env.drop(sample_videos[0], "0 boom.mp4")
+    env.drop(sample_videos[1], "a1.mp4")
+    caplog.set_level(logging.WARNING)
+    runner = DaemonThread(Daemon(load_config(env.config_path)))
+    try:
+        env.wait_states({"a1.mp4": "delivered"})
+        wait_scans(env, 3)  # each rescan tries the file again
+        jobs = env.status()
+    finally:
+        assert runner.stop() == 0
+    row = not_taken(jobs)["0 boom.mp4"]
+    assert row["error_code"] == "error" and row["error"] == "not taken: RuntimeError: injected"
+    assert sorted(jobs_only(jobs)) == ["a1.mp4"]
+    assert not [r for r in caplog.records if "step of the main loop failed" in r.getMessage()]
+    told = [r for r in caplog.records if "RuntimeError: injected" in r.getMessage()]
+    assert len(told) == 1 and told[0].exc_info is not None  # once, with its traceback
