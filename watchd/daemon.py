@@ -263,6 +263,8 @@ class Daemon:
                     gone.observer.stop()
                 if self.pipeline is not None:
                     self.pipeline.paused_inboxes.discard(key)
+                self.entries.begin_scan(key)  # an inbox no longer watched reports nothing
+                self.entries.end_scan(key)
                 log.info("inbox %s removed from the config; no longer watched", key)
         for key, inbox in wanted.items():
             existing = self.inboxes.get(key)
