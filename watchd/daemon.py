@@ -591,7 +591,7 @@ class Daemon:
             return  # batched: a burst of files is not a write per observation
         settling = []
         wait = self.tracker.settle_seconds
-        for path, st, since in self.tracker.waiting():
+        for path, st, since, writing in self.tracker.waiting():
             rt = self._inbox_of(path)
             if rt is None:
                 continue
@@ -599,7 +599,15 @@ class Daemon:
             rule = rt.config.rule_for(PurePosixPath(rel).parent).name
             settling.append(
                 settling_row(
-                    rt.key, str(path), rel, rule=rule, since=since, wait=wait, size=st.size, now=now
+                    rt.key,
+                    str(path),
+                    rel,
+                    rule=rule,
+                    since=since,
+                    wait=wait,
+                    size=st.size,
+                    now=now,
+                    writing=writing,
                 )
             )
         self.entries.set_settling(settling)

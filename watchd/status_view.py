@@ -86,7 +86,7 @@ def entry_json(entry: EntryRow, now: float) -> dict[str, Any]:
 
 def entry_reason(entry: EntryRow, now: float) -> str:
     if entry.state == SETTLING:
-        return settling_text(entry.since, entry.wait, now)
+        return settling_text(entry.since, entry.wait, now, entry.reason)
     return entry.reason or "not taken"
 
 

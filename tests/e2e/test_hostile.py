@@ -186,13 +186,16 @@ def test_a_file_still_being_written_is_listed_as_settling(
         writer.write(data[: len(data) // 2])
         writer.flush()
 
-        def settling() -> dict[str, Any] | None:
-            return next((j for j in env.status() if j["state"] == "settling"), None)
+        def settling(text: str) -> dict[str, Any] | None:
+            rows = [j for j in env.status() if j["state"] == "settling"]
+            return next((j for j in rows if text in j["step"]), None)
 
-        row = wait_for(settling, timeout=30, what="a settling row")
-        assert row["source"] == "growing.mp4" and row["id"] is None
-        assert row["step"].startswith("waiting for the copy to finish: unchanged for ")
-        assert row["step"].endswith(" s of 1") and row["error"] is None
+        # Unchanged for settle_seconds, but still held open for writing: said so, not taken.
+        row = wait_for(lambda: settling("open for writing"), timeout=30, what="a settling row")
+        assert row["source"] == "growing.mp4" and row["id"] is None and row["error"] is None
+        assert row["step"].startswith(
+            "waiting for the copy to finish: open for writing by a program, unchanged for "
+        )
         table = env.cli("status").stdout
         assert "settling     growing.mp4" in table
         writer.write(data[len(data) // 2 :])
@@ -267,3 +270,27 @@ def test_any_error_of_one_entry_stays_with_it(
     assert not [r for r in caplog.records if "step of the main loop failed" in r.getMessage()]
     told = [r for r in caplog.records if "RuntimeError: injected" in r.getMessage()]
     assert len(told) == 1 and told[0].exc_info is not None  # once, with its traceback
+
+
+def test_a_file_still_growing_is_listed_as_settling(env: Env, sample_videos: list[Path]) -> None:
+    start_ready(env, settle_seconds=5)
+    data = sample_videos[0].read_bytes()
+    growing = env.inbox / "growing.mp4"
+    sent = 0
+
+    def grow_then_look() -> dict[str, Any] | None:
+        """Append a piece (closing the file each time, as a network copy does), then look."""
+        nonlocal sent
+        with open(growing, "ab") as f:
+            f.write(data[sent : sent + 4096])
+        sent += 4096
+        rows = [j for j in env.status() if j["state"] == "settling"]
+        return rows[0] if rows else None
+
+    row = wait_for(grow_then_look, timeout=30, what="a settling row")
+    assert row["source"] == "growing.mp4" and row["id"] is None
+    assert row["step"].startswith("waiting for the copy to finish: unchanged for ")
+    assert row["step"].endswith(" s of 5")
+    growing.write_bytes(data)
+    env.wait_states({"growing.mp4": "delivered"})
+    assert env.stop() == 0

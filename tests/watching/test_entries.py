@@ -10,7 +10,13 @@ import pytest
 from watchd.clock import FakeClock
 from watchd.ledger.db import EntryRow, Ledger
 from watchd.status_view import entry_json, render_json, render_table
-from watchd.watching.entries import NOT_TAKEN, EntryBook, settling_row, settling_text
+from watchd.watching.entries import (
+    NOT_TAKEN,
+    WRITING,
+    EntryBook,
+    settling_row,
+    settling_text,
+)
 
 
 def settling(rel: str, since: float, wait: float = 5.0) -> EntryRow:
@@ -30,6 +36,12 @@ def test_settling_text() -> None:
     )
     assert settling_text(100.0, 5.0, 200.0).endswith("unchanged for 5 s of 5")
     assert settling_text(None, None, 1.0) == "waiting for the copy to finish"
+    assert settling_text(100.0, 5.0, 103.0, WRITING) == (
+        "waiting for the copy to finish: open for writing by a program, unchanged for 3 s"
+    )
+    assert settling_row("/in", "/in/a", "a", rule="", since=1, wait=5, size=1, now=1).reason is None
+    held = settling_row("/in", "/in/a", "a", rule="", since=1, wait=5, size=1, now=1, writing=True)
+    assert held.reason == WRITING
 
 
 def test_not_taken_is_logged_once_and_stays_while_scans_see_it(

@@ -117,5 +117,5 @@ def test_the_settle_tracker_never_follows_a_link(tmp_path: Path, real: Path) -> 
     tracker = SettleTracker(1.0, open_for_write=lambda paths: set())
     tracker.observe(link, 0.0)
     tracker.observe(real, 0.0)
-    assert [p for p, _, _ in tracker.waiting()] == [real]
+    assert [p for p, _, _, _ in tracker.waiting()] == [real]
     assert [s.path for s in tracker.due(2.0)] == [real]

@@ -36,18 +36,37 @@ ERROR = "error"  # the code of an entry whose handling raised
 Key = tuple[str, str]
 
 
-def settling_text(since: float | None, wait: float | None, now: float) -> str:
-    """``waiting for the copy to finish: unchanged for 2 s of 5``."""
+WRITING = "open for writing"  # the reason of a settling file a process holds open to write
+
+
+def settling_text(
+    since: float | None, wait: float | None, now: float, reason: str | None = None
+) -> str:
+    """``waiting for the copy to finish: unchanged for 2 s of 5`` (``…: open for writing by a
+    program, unchanged for 2 s`` while one holds it)."""
     if since is None or wait is None:
         return "waiting for the copy to finish"
     held = max(0, min(int(now - since), int(wait)))
-    return f"waiting for the copy to finish: unchanged for {held} s of {wait:g}"
+    head = "waiting for the copy to finish"
+    if reason == WRITING:
+        return f"{head}: open for writing by a program, unchanged for {held} s"
+    return f"{head}: unchanged for {held} s of {wait:g}"
 
 
 def settling_row(
-    inbox: str, path: str, rel: str, *, rule: str, since: float, wait: float, size: int, now: float
+    inbox: str,
+    path: str,
+    rel: str,
+    *,
+    rule: str,
+    since: float,
+    wait: float,
+    size: int,
+    now: float,
+    writing: bool = False,
 ) -> EntryRow:
-    """The row of a file still settling (its clock started at ``since``, of ``wait`` s)."""
+    """The row of a file still settling (its clock started at ``since``, of ``wait`` s;
+    ``writing``: a program holds it open for writing)."""
     return EntryRow(
         inbox=inbox,
         rel_path=rel,
@@ -55,7 +74,7 @@ def settling_row(
         rule=rule,
         state=SETTLING,
         code=None,
-        reason=None,
+        reason=WRITING if writing else None,
         escaped=0,
         since=since,
         wait=wait,
