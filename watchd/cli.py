@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
         "status",
         help="show the ledger: one row per source file",
         description="Show the ledger: one row per source file (id, path, rule, state, progress, "
-        "project id, error, updated).",
+        "project id, error, updated), then the files still settling and the entries not taken.",
     )
     _config_arg(status)
     status.add_argument("--json", action="store_true", help="print a JSON array")
