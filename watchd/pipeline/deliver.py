@@ -24,6 +24,7 @@ from watchd.outbox import atomic, bundles, delivery, manifest, names, srt
 from watchd.pipeline.identity import sha256_file
 from watchd.pipeline.outcomes import Fail, RetryLater
 from watchd.pipeline.render import _renders
+from watchd.watching.regular import NotRegularFile
 
 if TYPE_CHECKING:
     from watchd.pipeline.runner import Pipeline
@@ -74,10 +75,10 @@ def _now_iso(p: Pipeline) -> str:
 async def _source_sha256(job: JobRow) -> str | None:
     if job.sha256:
         return job.sha256
-    path = Path(job.path)
-    if not path.exists():
-        return None
-    return await asyncio.to_thread(sha256_file, path)
+    try:
+        return await asyncio.to_thread(sha256_file, Path(job.path))
+    except (FileNotFoundError, NotRegularFile):
+        return None  # gone, or a link put in its place: never read through it
 
 
 def _words(clip: ClipRow) -> list[Word]:

@@ -12,6 +12,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from watchd.watching.regular import open_regular
+
 EDGE = 1 << 20
 
 
@@ -24,7 +26,7 @@ class FileIdentity:
 
     @classmethod
     def of(cls, path: Path) -> FileIdentity:
-        st = os.stat(path)
+        st = os.lstat(path)  # a link put in its place is another file (ST_ISREG checked on open)
         return cls(st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev)
 
     def same_content_as(self, other: FileIdentity) -> bool:
@@ -32,9 +34,13 @@ class FileIdentity:
         return (self.size, self.mtime_ns) == (other.size, other.mtime_ns)
 
 
-def fingerprint(path: Path, size: int | None = None) -> str:
+def fingerprint(
+    path: Path, size: int | None = None, *, expect: tuple[int, int] | None = None
+) -> str:
+    """Raises ``regular.NotRegularFile`` for a link or a special file, and for another file
+    than ``expect=(st_dev, st_ino)`` when given (see :func:`regular.open_regular`)."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open_regular(path, expect=expect) as f:
         if size is None:
             size = os.fstat(f.fileno()).st_size
         h.update(str(size).encode())
@@ -47,7 +53,7 @@ def fingerprint(path: Path, size: int | None = None) -> str:
 
 def sha256_file(path: Path, chunk: int = 4 << 20) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
