@@ -91,6 +91,7 @@ DAEMON_KEYS: Final = (
     "log_level",
     "metrics",
     "max_render_retries",
+    "hold_seconds",
 )
 INBOX_KEYS: Final = ("path", "outbox", "on_success", "on_failure", "rules")
 RULE_KEYS: Final = (
@@ -432,6 +433,7 @@ class DaemonConfig:
     log_level: str = "info"
     metrics: str = ""
     max_render_retries: int = 2
+    hold_seconds: float = 600.0  # a file that looks incomplete is held this long before it fails
 
 
 @dataclass(frozen=True)
@@ -1217,6 +1219,7 @@ def _daemon(t: _Table, base: Path) -> DaemonConfig:
         log_level=t.choice("log_level", "info", LOG_LEVELS),
         metrics=_metrics(t),
         max_render_retries=t.integer("max_render_retries", 2, minimum=0),
+        hold_seconds=t.number("hold_seconds", 600.0, minimum=0),
     )
 
 

@@ -27,7 +27,7 @@ from watchd.carmic.errors import AuthError, CarmicError, TransientError
 from watchd.clock import Clock, SystemClock
 from watchd.config import Config, ConfigError, InboxConfig, load_config, resolve_preset
 from watchd.ledger.db import Ledger
-from watchd.ledger.states import Stage
+from watchd.ledger.states import NEEDS_SOURCE, Stage
 from watchd.pipeline.identity import fingerprint
 from watchd.pipeline.outcomes import Fail
 from watchd.pipeline.runner import Pipeline, PipelineSettings
@@ -221,6 +221,8 @@ class Daemon:
             poll_seconds=cfg.carmic.poll_seconds,
             max_uploads=cfg.daemon.max_uploads,
             max_render_retries=cfg.daemon.max_render_retries,
+            settle_seconds=cfg.daemon.settle_seconds,
+            hold_seconds=cfg.daemon.hold_seconds,
         )
         self.pipeline = Pipeline(
             self.ledger,
@@ -482,7 +484,7 @@ class Daemon:
             )
             if self.metrics:
                 self.metrics.set_last_scan(rt.key, now)
-                self.metrics.set_inbox_paused(rt.key, rt.paused)
+                self.metrics.set_inbox_paused(rt.key, rt.paused, rt.reason)
             if rt.paused:
                 continue
             for f in result.files:
@@ -503,6 +505,11 @@ class Daemon:
         if sig in self.known.get((rt.key, rel), set()):
             return
         if self.ledger.find_by_identity(rt.key, rel, stat.size, stat.mtime_ns) is not None:
+            self.known.setdefault((rt.key, rel), set()).add(sig)
+            return
+        if takes_changes(self.ledger.active_at_path(rt.key, rel), self.clock.now(), self.ledger):
+            # Its job has not sent the file yet (held, or waiting for a slot): it takes the
+            # change itself, settling again; a second job would split one video in two.
             self.known.setdefault((rt.key, rel), set()).add(sig)
             return
         sidecar = path.with_name(path.name + ".toml")
@@ -599,6 +606,8 @@ class Daemon:
             s.realtime = new.carmic.realtime
             s.poll_seconds = new.carmic.poll_seconds
             s.max_render_retries = new.daemon.max_render_retries
+            s.settle_seconds = new.daemon.settle_seconds
+            s.hold_seconds = new.daemon.hold_seconds
         self._setup_inboxes(new)
         self._next_rescan = 0.0
         from watchd.service.logsetup import setup_logging
@@ -635,6 +644,7 @@ class Daemon:
     def _refresh_metrics(self, now: float) -> None:
         assert self.ledger is not None and self.metrics is not None
         self.metrics.set_jobs_by_state(self.ledger.counts_by_state())
+        self.metrics.set_jobs_waiting(self.ledger.wait_counts())
         waiting = [j.created_at for j in self.ledger.active_jobs()]
         self.metrics.set_oldest_waiting_age(now - min(waiting) if waiting else 0.0)
         # Bytes sent so far, from the progress the upload writes to the ledger: the counter
@@ -667,6 +677,19 @@ class Daemon:
         self._wake_later = None
         if self._wake is not None:
             self._wake.set()
+
+
+def takes_changes(job: Any, now: float, ledger: Ledger) -> bool:
+    """Whether ``job`` (the unfinished job at a path that changed) has not sent its file yet and
+    so takes the change itself; if so it is woken to look at the file now."""
+    if job is None:
+        return False
+    stage = Stage(job.resume_stage or job.state) if job.stage is Stage.PARKED else job.stage
+    if stage not in NEEDS_SOURCE:
+        return False
+    if job.stage is Stage.QUEUED and job.next_attempt_at > now:
+        ledger.update(job.id, next_attempt_at=now)
+    return True
 
 
 def restart_only_changes(old: Config, new: Config) -> list[str]:

@@ -70,7 +70,8 @@ def assert_failed_in_outbox(env: Env, folder: str, code_part: str) -> dict[str, 
 
 
 def test_bad_files_fail_locally_without_a_project(env: Env, sample_videos: list[Path]) -> None:
-    env.write_config({"podcasts": RULE})
+    # A truncated file is held hold_seconds in case its writer comes back (test_truth.py).
+    env.write_config({"podcasts": RULE}, daemon={"hold_seconds": 1})
     podcasts = env.inbox / "podcasts"
     podcasts.mkdir()
     (podcasts / "empty.mp4").write_bytes(b"")
@@ -215,7 +216,9 @@ def test_402_parks_then_retry_delivers_with_one_billed_project(
         what="the job parked",
     )[0]
     assert "minutes" in parked["park_reason"] and "billing" in parked["park_reason"]
-    assert parked["error"] and parked["project_id"]
+    # A wait, shown as one: never in the error column.
+    assert parked["error"] is None and parked["project_id"]
+    assert parked["wait"] == parked["park_reason"] and parked["wait_until"]
     assert "waiting" in env.cli("status").stdout
     # Nothing was delivered and the source has not moved.
     assert not list(env.outbox.rglob("manifest.json"))

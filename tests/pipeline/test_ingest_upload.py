@@ -32,7 +32,7 @@ async def to_uploading(world: World, p: Pipeline, job: JobRow) -> JobRow:
     caller holds the file open)."""
     await world.run(p, lambda: world.job(job.id).stage is Stage.UPLOADING)
     j = world.job(job.id)
-    assert j.error == "a local process has the file open for writing"
+    assert (j.error, j.wait) == (None, "settling: a local process has the file open for writing")
     return j
 
 

@@ -213,6 +213,10 @@ class CarmicClient:
             self._buckets[key] = TokenBucket(rate, clock=self._clock)
         return self._buckets[key]
 
+    async def pace_wait(self, kind: str) -> float:
+        """Seconds until the next call paced as ``kind`` ("creates", "exports") may go."""
+        return (await self._bucket(kind)).wait_time()
+
     def _note_error(self, error: CarmicError, bucket: TokenBucket | None) -> None:
         if isinstance(error, RateLimited):
             log.info("rate-limited on %s (Retry-After %s)", error.endpoint, error.retry_after)

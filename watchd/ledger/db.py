@@ -74,6 +74,10 @@ class JobRow:
     created_at: float
     updated_at: float
     finished_at: float | None
+    # What the job waits for (a wait is not an error): "cause: detail", until when, since when.
+    wait: str | None
+    wait_until: float | None
+    wait_since: float | None
 
     @property
     def stage(self) -> Stage:
@@ -288,7 +292,23 @@ def _m2_meta(db: sqlite_utils.Database) -> None:
     db.executescript("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);")
 
 
-MIGRATIONS: Sequence[Callable[[sqlite_utils.Database], None]] = (_m1_initial, _m2_meta)
+def _m_truth_waits(db: sqlite_utils.Database) -> None:
+    """A job's wait (rate limits, a duplicate's first job, billing, the tier, a held file) is
+    kept apart from its error: ``watchd status`` shows waits as waits."""
+    db.executescript(
+        """
+        ALTER TABLE jobs ADD COLUMN wait TEXT;
+        ALTER TABLE jobs ADD COLUMN wait_until REAL;
+        ALTER TABLE jobs ADD COLUMN wait_since REAL;
+        """
+    )
+
+
+MIGRATIONS: Sequence[Callable[[sqlite_utils.Database], None]] = (
+    _m1_initial,
+    _m2_meta,
+    _m_truth_waits,
+)
 
 
 # The non-terminal states, listed: "state IN (...)" searches the (state, next_attempt_at) index,
@@ -708,6 +728,16 @@ class Ledger:
         )
         return rows[0] if rows else None
 
+    def active_at_path(self, inbox: str, rel_path: str) -> JobRow | None:
+        """The newest job for this source path that is not finished, if any."""
+        rows = self._rows(
+            JobRow,
+            f"SELECT {_JOB_COLS} FROM jobs WHERE inbox = ? AND rel_path = ? "
+            f"AND state IN ({_ACTIVE_MARKS}) ORDER BY created_at DESC LIMIT 1",
+            (inbox, rel_path, *_ACTIVE),
+        )
+        return rows[0] if rows else None
+
     def find_by_fingerprint(self, fingerprint: str, *, exclude: str | None = None) -> list[JobRow]:
         return self._rows(
             JobRow,
@@ -998,6 +1028,19 @@ class Ledger:
                 (Stage.UPLOADING.value,),
             ).fetchone()
         return int(row[0]), int(row[1])
+
+    def wait_counts(self) -> dict[str, int]:
+        """Unfinished jobs that wait, by the cause of their wait (``"export rate limit"``)."""
+        with self._lock:
+            rows = self._conn.execute(
+                f"SELECT wait FROM jobs WHERE state IN ({_ACTIVE_MARKS}) AND wait IS NOT NULL",
+                _ACTIVE,
+            ).fetchall()
+        out: dict[str, int] = {}
+        for (wait,) in rows:
+            cause = str(wait).split(":", 1)[0].strip()
+            out[cause] = out.get(cause, 0) + 1
+        return out
 
     def counts_by_state(self) -> dict[str, int]:
         with self._lock:

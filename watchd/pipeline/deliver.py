@@ -21,8 +21,8 @@ from watchd.carmic.models import ClipDetail, Word
 from watchd.ledger.db import ClipRow, JobRow
 from watchd.ledger.states import Stage
 from watchd.outbox import atomic, bundles, delivery, manifest, names, srt
-from watchd.pipeline.identity import sha256_file
-from watchd.pipeline.outcomes import Fail, RetryLater
+from watchd.pipeline.identity import FileIdentity, sha256_file
+from watchd.pipeline.outcomes import Fail, RetryLater, Wait
 from watchd.pipeline.render import _renders
 
 if TYPE_CHECKING:
@@ -373,6 +373,13 @@ def _dispose(p: Pipeline, job: JobRow, t: Target, *, kind: str, record: bool = T
         if record:
             p.ledger.update(job.id, path=str(moved))
         return str(moved)
+    if mode != "keep" and _changed_since_taken(src, job):
+        # Written to since it was probed: its writer may still be at it. Leave it be (what it
+        # became is a new file to the watcher).
+        p.job_log(job).warning(
+            "%s changed since it was checked: left in place, not moved to _%s", job.name, kind
+        )
+        return str(src)
     new = delivery.dispose_source(src, t.inbox, job.rule, mode, kind)
     if record and new is not None and new != src:
         p.ledger.update(job.id, path=str(new))
@@ -381,6 +388,14 @@ def _dispose(p: Pipeline, job: JobRow, t: Target, *, kind: str, record: bool = T
         # (on_success = "delete") is not an unmounted share.
         p.on_event("source_removed", {"job_id": job.id, "inbox": str(t.inbox)})
     return str(new) if new is not None else None
+
+
+def _changed_since_taken(src: Path, job: JobRow) -> bool:
+    try:
+        current = FileIdentity.of(src)
+    except OSError:
+        return False
+    return not current.same_content_as(FileIdentity(job.size, job.mtime_ns, job.inode, job.dev))
 
 
 async def fail_job(p: Pipeline, job: JobRow, f: Fail) -> None:
@@ -479,10 +494,10 @@ async def handle_duplicate(p: Pipeline, job: JobRow) -> None:
             resume=Stage.DUPLICATE,
         )
     if orig.stage is not Stage.DELIVERED:
-        raise RetryLater(
-            f"same content as job {orig.id} ({orig.state}); waiting for it",
+        raise Wait(
+            "duplicate",
+            f"same content as job {orig.id} ({orig.state}); delivered when it is",
             delay=max(2.0, p.settings.poll_seconds / 2),
-            count=False,
         )
     t = target_of(job)
     folder = _folder(p, job, t)

@@ -28,8 +28,9 @@ from watchd.carmic.errors import (
 from watchd.carmic.models import PROJECT_READY_STATUSES, Project, ProjectStatus
 from watchd.ledger.db import JobRow
 from watchd.ledger.states import Stage
+from watchd.pipeline import waits
 from watchd.pipeline.identity import FileIdentity, fingerprint
-from watchd.pipeline.outcomes import Fail, Park, RetryLater, SourceMissing
+from watchd.pipeline.outcomes import Fail, Park, RetryLater, SourceMissing, Wait
 from watchd.pipeline.selection import choose_clips, render_choice
 
 if TYPE_CHECKING:
@@ -62,10 +63,10 @@ async def handle_queued(p: Pipeline, job: JobRow) -> None:
             fingerprint=fp,
         )
         p.ledger.record_event(job.id, "source_changed", {"size": current.size})
-        raise RetryLater(
-            "the file changed after it settled; waiting for it to settle again",
-            delay=max(2.0, p.settings.poll_seconds / 2),
-            count=False,
+        raise Wait(
+            "settling",
+            "the file changed after it settled; taken once it stops changing",
+            delay=max(1.0, p.settings.settle_seconds),
         )
 
     original = _original_of(p, job)
@@ -88,6 +89,15 @@ async def handle_queued(p: Pipeline, job: JobRow) -> None:
     except ProbeError as e:
         if e.code == "timeout":
             raise RetryLater(f"probing timed out ({e.message})") from e
+        if not _unchanged(path, recorded):
+            # Written to while it was probed: what was probed is not what is there now.
+            raise Wait(
+                "settling",
+                "the file changed while it was checked; taken once it stops changing",
+                delay=max(1.0, p.settings.settle_seconds),
+            ) from e
+        if e.code == "truncated" and (held := _hold(p, job, e.message)) is not None:
+            raise held from e
         raise Fail(
             f"probe_{e.code}", e.message, hint=_probe_hint(e.code), resume=Stage.QUEUED
         ) from e
@@ -99,6 +109,32 @@ async def handle_queued(p: Pipeline, job: JobRow) -> None:
         detail={"duration": result.duration, "content_type": result.content_type},
         duration=float(result.duration),
         content_type=result.content_type,
+    )
+
+
+def _unchanged(path: Path, recorded: FileIdentity) -> bool:
+    try:
+        return FileIdentity.of(path).same_content_as(recorded)
+    except OSError:
+        return False
+
+
+def _hold(p: Pipeline, job: JobRow, what: str) -> Wait | None:
+    """A file that looks truncated may be one whose writer paused (closed, and will reopen to
+    append): hold it, looking again after a growing grace, until it has stayed unchanged for
+    ``hold_seconds``. None when that time is up (it fails as truncated)."""
+    now = p.clock.now()
+    since = job.wait_since if waits.cause_of(job.wait) == "held" else None
+    held_for = now - since if since is not None else 0.0
+    left = p.settings.hold_seconds - held_for
+    if left <= 0:
+        return None
+    delay = min(left, max(1.0, p.settings.settle_seconds, held_for))
+    return Wait(
+        "held",
+        f"the file looks incomplete ({what}); unchanged for {held_for:.0f} s of "
+        f"{p.settings.hold_seconds:.0f}: taken if its writer comes back, failed after that",
+        delay=delay,
     )
 
 
@@ -246,16 +282,18 @@ async def handle_creating(p: Pipeline, job: JobRow) -> None:
     except RateLimited as e:
         # Nothing was created: give the slot back and wait.
         delay = e.retry_after if e.retry_after is not None else 30.0
+        now = p.clock.now()
         p.ledger.transition(
             job.id,
             Stage.PROBED,
             expect=Stage.CREATING,
             kind="create_deferred",
             detail={"reason": str(e)},
-            next_attempt_at=p.clock.now() + delay,
-            error=str(e),
+            next_attempt_at=now + delay,
+            **waits.wait_fields(job, "create rate limit", e.message, now + delay, now),
         )
-        p.job_log(job).info("create deferred %.0fs: %s", delay, e)
+        if waits.cause_of(job.wait) != "create rate limit":
+            p.job_log(job).info("waiting: create rate limit %.0fs: %s", delay, e.message)
         return
     except TransientError as e:
         # The answer is lost, not the request: the project may exist. Search before creating.
@@ -390,7 +428,7 @@ async def handle_uploading(p: Pipeline, job: JobRow) -> None:
         return
     # The last look before the bytes leave: nobody may be writing to it now.
     if await p.open_checks.is_open_for_write(path):
-        raise RetryLater("a local process has the file open for writing", delay=5.0, count=False)
+        raise Wait("settling", "a local process has the file open for writing", delay=5.0)
     async with p.upload_slots:
         if (job.step, job.progress, job.bytes_uploaded) != ("uploading", 0, 0):
             p.ledger.update(job.id, step="uploading", progress=0, bytes_uploaded=0)

@@ -30,7 +30,8 @@ from watchd.carmic.retry import RetryPolicy
 from watchd.clock import Clock, SystemClock
 from watchd.ledger.db import JobRow, Ledger
 from watchd.ledger.states import HOLDS_PROCESSING_SLOT, TERMINAL, Stage
-from watchd.pipeline.outcomes import Fail, Park, RetryLater, SourceMissing
+from watchd.pipeline import waits
+from watchd.pipeline.outcomes import Fail, Park, RetryLater, SourceMissing, Wait
 from watchd.pipeline.scheduler import (
     COUNTED_AT_CREATE,
     COUNTED_AT_PROCESS,
@@ -68,6 +69,8 @@ class PipelineSettings:
     max_bytes: int = 5_000_000_000
     park_retry_seconds: float = 900.0  # billing/tier waits are re-checked this often
     missing_source_grace: float = 60.0
+    settle_seconds: float = 5.0  # a file that changed is looked at again after this long
+    hold_seconds: float = 600.0  # a file that looks truncated is held this long before it fails
     backoff: RetryPolicy = JOB_BACKOFF
     max_unexpected_errors: int = 8
 
@@ -246,6 +249,7 @@ class Pipeline:
             kind="unpark",
             detail={"reason": job.park_reason},
             next_attempt_at=0,
+            **waits.CLEARED,
         )
         self.job_log(job).info(
             "resuming at %s (%s) after waiting (%s)", resume, why, job.park_reason
@@ -310,7 +314,11 @@ class Pipeline:
         jl = self.job_log(job)
         stage = job.stage
         now = self.clock.now()
-        if isinstance(exc, RetryLater):
+        if job.wait and not isinstance(exc, Wait | Park | BillingRequired):
+            waits.end_wait(self, job)  # what follows is not the same wait
+        if isinstance(exc, Wait):
+            waits.start_wait(self, job, exc.cause, exc.detail, exc.delay or 0.0)
+        elif isinstance(exc, RetryLater):
             attempts = job.attempts + (1 if exc.count else 0)
             delay = exc.delay if exc.delay is not None else self.backoff(attempts)
             self.ledger.update(
@@ -319,6 +327,8 @@ class Pipeline:
             jl.info("%s: %s; next try in %.0fs", stage, exc.reason, delay)
         elif isinstance(exc, Park):
             delay = exc.delay if exc.delay is not None else self.settings.park_retry_seconds
+            # A wait, not an error: the reason goes to park_reason and the wait columns.
+            cause, _, detail = exc.reason.partition(":")
             self.ledger.transition(
                 job.id,
                 Stage.PARKED,
@@ -326,8 +336,8 @@ class Pipeline:
                 detail={"reason": exc.reason},
                 resume_stage=exc.resume.value,
                 park_reason=exc.reason,
-                error=exc.reason,
                 next_attempt_at=now + delay,
+                **waits.wait_fields(job, cause.strip(), detail.strip(), now + delay, now),
             )
             jl.warning(
                 "parked: %s (re-checked every %.0fs, or run `watchd retry %s`)",
@@ -453,7 +463,10 @@ class Pipeline:
         """Move ``job`` on, resetting its retry counters, and log the change at INFO, with what
         ``say`` adds (``uploading -> uploaded: 176628 bytes at 8.2 MB/s``): one line where a
         milestone and its transition used to take two. ``relaxed``: a transition whose loss to
-        a power cut is harmless (see :meth:`Ledger.relaxed`)."""
+        a power cut is harmless (see :meth:`Ledger.relaxed`). A wait the job was in ends."""
+        if job.wait:
+            waits.end_wait_line(self, job)
+            fields = {**waits.CLEARED, **fields}
         with self.ledger.relaxed() if relaxed else contextlib.nullcontext():
             new = self.ledger.transition(
                 job.id,
