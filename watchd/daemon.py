@@ -562,7 +562,6 @@ class Daemon:
                 Fail(
                     "sidecar_invalid",
                     f"the sidecar {sidecar.name} is invalid: {problem}",
-                    hint="Fix the sidecar .toml, then `watchd retry` the job.",
                     resume=Stage.QUEUED,
                 ),
             )

@@ -82,7 +82,8 @@ def test_bad_files_fail_locally_without_a_project(env: Env, sample_videos: list[
     with open(huge, "wb") as f:
         f.write(whole[:4096])  # a real header: only the size is wrong
         f.truncate(5_100_000_000)  # sparse: no disk used
-    env.start()
+    # In the foreground (not under systemd): the log advice points to the daemon's output.
+    env.start(drop=("NOTIFY_SOCKET", "INVOCATION_ID", "JOURNAL_STREAM"))
     expected = {
         "podcasts/empty.mp4": "empty",
         "podcasts/truncated.mp4": "truncated",
@@ -100,9 +101,17 @@ def test_bad_files_fail_locally_without_a_project(env: Env, sample_videos: list[
         moved = env.inbox / "_failed/podcasts" / Path(source).name
         assert moved.exists(), source
         assert not (env.inbox / source).exists()
+        # FAILED.txt beside the moved source too, with advice that fits a foreground daemon.
+        beside = moved.with_name(moved.name + ".FAILED.txt").read_text()
+        assert beside == (env.outbox / f"podcasts/{stem}/FAILED.txt").read_text()
+        assert "journalctl" not in beside and f'"job {job["id"]}"' in beside
+        # One hint, said once.
+        assert job["error"].count(" — ") == 1
     assert (env.inbox / "_failed/podcasts/huge.mp4").stat().st_size == 5_100_000_000
     by_source = {j["source"]: j for j in jobs}
     assert "0 bytes" in by_source["podcasts/empty.mp4"]["error"]
+    noise = by_source["podcasts/noise.mp4"]["error"]
+    assert "not a readable video" in noise and "Only video files" not in noise
     snap = env.emu.snapshot()
     assert create_requests(snap) == []
     assert snap["counters"]["creates"] == 0 and snap["projects"] == []

@@ -120,7 +120,7 @@ async def test_a_duplicate_of_a_failed_job_fails_pointing_to_it(world: World) ->
         second.id, left="duplicate", code="duplicate_of_failed", resume="duplicate"
     )
     assert world.path_of(second.id) == ["queued", "duplicate", "failed"]
-    assert f"watchd retry {first.id}" in (j.error or "")
+    assert f"(job {first.id})" in (j.error or "") and "`watchd retry` it" in (j.error or "")
     assert len(world.snapshot()["projects"]) == 1
 
 

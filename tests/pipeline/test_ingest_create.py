@@ -54,6 +54,9 @@ async def test_a_bad_file_fails_locally_and_creates_no_project(
     assert (world.outbox / "bad" / "FAILED.txt").is_file()
     assert world.manifest(job.id)["status"] == "failed"
     assert (world.inbox / "_failed" / "bad.mp4").is_file() and not src.exists()
+    # The same text beside the source where it was moved, as config.example.toml says.
+    beside = world.inbox / "_failed" / "bad.mp4.FAILED.txt"
+    assert beside.read_text() == (world.outbox / "bad" / "FAILED.txt").read_text()
     assert world.snapshot()["projects"] == []
 
 

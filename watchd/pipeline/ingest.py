@@ -98,9 +98,7 @@ async def handle_queued(p: Pipeline, job: JobRow) -> None:
             ) from e
         if e.code == "truncated" and (held := _hold(p, job, e.message)) is not None:
             raise held from e
-        raise Fail(
-            f"probe_{e.code}", e.message, hint=_probe_hint(e.code), resume=Stage.QUEUED
-        ) from e
+        raise Fail(f"probe_{e.code}", e.message, resume=Stage.QUEUED) from e
     p.advance(
         job,
         Stage.PROBED,
@@ -136,16 +134,6 @@ def _hold(p: Pipeline, job: JobRow, what: str) -> Wait | None:
         f"{p.settings.hold_seconds:.0f}: taken if its writer comes back, failed after that",
         delay=delay,
     )
-
-
-def _probe_hint(code: str) -> str:
-    return {
-        "empty": "The copy probably failed: copy the file into the inbox again.",
-        "truncated": "The copy is incomplete or the file is damaged: copy it again.",
-        "too_large": "Split or compress the video below 5 GB, then drop it again.",
-        "not_video": "Only video files are taken (.mp4 .mov .avi .webm .mkv .mpeg .mpg .flv).",
-        "unsupported": "Convert the file to MP4 (H.264/AAC) and drop it again.",
-    }.get(code, "Fix the file and drop it into the inbox again.")
 
 
 def _original_of(p: Pipeline, job: JobRow) -> JobRow | None:
@@ -560,17 +548,6 @@ async def handle_uploaded(p: Pipeline, job: JobRow) -> None:
 
 # ---- processing: follow until the clips are there ------------------------------------------------
 
-FAILED_HINTS = {
-    "FAILED_NO_SPEECH": "Carmic found no speech in this video; clips are cut from speech.",
-    "FAILED_CORRUPT_VIDEO": (
-        "Carmic could not decode the upload: re-export the video and drop it again."
-    ),
-    "FAILED_DOWNLOAD": "Carmic could not fetch the upload: `watchd retry` the job.",
-    "FAILED_BILLING": (
-        "The workspace ran out of processing minutes: top up, then `watchd retry` the job."
-    ),
-}
-
 
 async def handle_processing(p: Pipeline, job: JobRow) -> None:
     assert job.project_id
@@ -585,7 +562,6 @@ async def handle_processing(p: Pipeline, job: JobRow) -> None:
         raise Fail(
             "no_clips",
             "Carmic found no clips in this video",
-            hint="Nothing to deliver; try another video_type or custom_instructions.",
         )
     rule = render_choice(job.preset_dict.get("render", "all"))
     rows = [
@@ -640,7 +616,6 @@ async def _clips_after_processing(p: Pipeline, job: JobRow, seen: Project) -> Pr
         raise Fail(
             status.status.lower(),
             f"Carmic processing ended in {status.status}" + (f": {reason}" if reason else ""),
-            hint=FAILED_HINTS.get(status.status, ""),
             # A failed project never processes again (/process answers 409): `watchd retry`
             # starts over with a new one.
             resume=Stage.PROBED,
@@ -716,7 +691,6 @@ async def _wait_for_clips(p: Pipeline, job: JobRow, *, look_now: bool = True) ->
             raise Fail(
                 project.status.lower(),
                 f"Carmic processing ended in {project.status}",
-                hint=FAILED_HINTS.get(project.status, ""),
                 resume=Stage.PROBED,
             )
         if project.visual_pipeline_ready and (project.clips or project.clip_count == 0):

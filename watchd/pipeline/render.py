@@ -204,7 +204,6 @@ async def handle_rendering(p: Pipeline, job: JobRow) -> None:
         raise Fail(
             "render_failed",
             f"no clip could be rendered ({reasons or 'no reason given'})",
-            hint="Check the rule's template settings, then `watchd retry` the job.",
             resume=Stage.RENDERING,
         )
     said = f"rendered {len(rendered)} of {len(clips)} clips"

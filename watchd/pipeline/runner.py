@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from watchd import failures
 from watchd.carmic.errors import (
     AuthError,
     BillingRequired,
@@ -368,7 +369,6 @@ class Pipeline:
                     Fail(
                         "source_missing",
                         f"{job.name} disappeared from the inbox before it was uploaded",
-                        hint="Drop the file into the inbox again.",
                         resume=Stage.QUEUED,
                     ),
                 )
@@ -398,7 +398,7 @@ class Pipeline:
                 Fail(
                     exc.code,
                     f"Carmic refused the request: {exc}",
-                    hint=_hint_for(exc),
+                    hint=failures.hint(exc.code, job.id, exc.status),
                     resume=stage,
                 ),
             )
@@ -422,7 +422,6 @@ class Pipeline:
                     Fail(
                         "internal_error",
                         f"watchd hit an internal error: {exc!r}",
-                        hint="Please report it with `watchd status --json` output.",
                         resume=stage,
                     ),
                 )
@@ -493,21 +492,3 @@ class Pipeline:
 def _resume_after_billing(stage: Stage) -> Stage:
     # A 402 at create means nothing was created: resume by asking for a slot again.
     return Stage.PROBED if stage is Stage.CREATING else stage
-
-
-def _hint_for(exc: CarmicError) -> str:
-    status = exc.status
-    if status == 413:
-        return "The file is larger than Carmic accepts (5 GB): split or compress it, drop it again."
-    if status == 415:
-        return "Carmic does not accept this container type: convert it to MP4 and drop it again."
-    if status in (400, 422):
-        return "Check the rule's settings (and any sidecar .toml), then `watchd retry` the job."
-    if status == 403:
-        return "The service user lacks access: check [carmic] workspace and the user's role."
-    if status == 404:
-        return (
-            "The project or clip no longer exists on Carmic (deleted in the web app?): "
-            "`watchd forget` the job and drop the file again."
-        )
-    return "See the error above; fix the cause, then run `watchd retry` with the job id."
