@@ -24,6 +24,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
 
 from watchd.carmic.errors import AuthError, CarmicError, TransientError
+from watchd.carmic.retry import RetryPolicy
 from watchd.clock import Clock, SystemClock
 from watchd.config import Config, ConfigError, InboxConfig, load_config, resolve_preset
 from watchd.ledger.db import Ledger
@@ -730,8 +731,12 @@ async def _login_with_retry(
     attempt = 0
     while True:
         attempt += 1
+        # One try per round: this loop retries (and says so) itself, at once, not after the
+        # client's own retries.
+        once = getattr(client, "retrying_as", None)
         try:
-            return await client.resolve_workspace()
+            with once(RetryPolicy(attempts=1)) if once else contextlib.nullcontext():
+                return await client.resolve_workspace()
         except AuthError:
             raise
         except (TransientError, OSError) as e:

@@ -3,6 +3,8 @@ waits (in `watchd status`, once in the log), never as errors."""
 
 from __future__ import annotations
 
+import socket
+import time
 from pathlib import Path
 
 from tests.e2e.harness import Env, billed_projects, wait_for
@@ -91,4 +93,24 @@ def test_a_duplicate_waits_quietly_and_is_shown_as_waiting(
     dup_lines = [ln for ln in env.log().splitlines() if dup["id"] in ln and "wait" in ln]
     # Started once, ended once: not a line every few seconds.
     assert len(dup_lines) <= 2, dup_lines
+    assert env.stop() == 0
+
+
+def test_an_unreachable_api_is_told_within_seconds(env: Env) -> None:
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env.write_config(carmic={"api_url": f"http://127.0.0.1:{port}/api"})
+    started = time.monotonic()
+    env.start()
+    lines = wait_for(
+        lambda: [ln for ln in env.log().splitlines() if "cannot reach Carmic" in ln],
+        timeout=10,
+        what="the first warning about the API",
+    )
+    took = time.monotonic() - started
+    # It names the real endpoint, with its scheme, and nothing of aiohttp's TLS guess.
+    assert f"cannot connect to http://127.0.0.1:{port}: connection refused" in lines[0]
+    assert "ssl:default" not in env.log() and lines[0].count("/v1/auth/login") <= 1
+    print(f"first warning after {took:.1f} s")
     assert env.stop() == 0

@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -366,6 +366,16 @@ class CarmicClient:
         """The user and the workspaces they belong to (``GET /v1/me``)."""
         env = await self._call("GET", ME_ROUTE, scoped=False)
         return Me.from_api(_obj(env.data))
+
+    @contextlib.contextmanager
+    def retrying_as(self, policy: RetryPolicy) -> Iterator[None]:
+        """Calls made inside retry per ``policy`` (a caller with a retry loop of its own, such
+        as the daemon's login at start, wants to hear of each failure at once)."""
+        old, self._retry = self._retry, policy
+        try:
+            yield
+        finally:
+            self._retry = old
 
     async def resolve_workspace(self) -> Workspace:
         """The configured workspace (by UUID or name; empty = the first), resolved once."""
