@@ -157,9 +157,8 @@ async def test_login_429_beyond_patience_raises_rate_limited() -> None:
     assert ei.value.retry_after == 3600
 
 
-async def test_login_network_error_is_transient_and_retried() -> None:
-    api = _api_with_status_route()
-    failures = [httpx.ConnectError("connection refused")]
+def _fail_logins(api: FakeApi, failures: list[Exception]) -> None:
+    """The login raises each of ``failures`` in turn, then answers as usual."""
 
     def login(request: httpx.Request) -> httpx.Response:
         if failures:
@@ -168,6 +167,11 @@ async def test_login_network_error_is_transient_and_retried() -> None:
         return api._login(request)
 
     api.login_override = login
+
+
+async def test_login_network_error_is_transient_and_retried() -> None:
+    api = _api_with_status_route()
+    _fail_logins(api, [httpx.ConnectError("connection refused")])
     async with make_client(api) as client:
         st = await client.project_status("p1")
     assert st.status == "PROCESSING"
@@ -274,15 +278,7 @@ async def test_failed_connections_do_not_use_up_the_login_pace() -> None:
     """An API that cannot be reached is asked again at the retry policy's pace: the logins that
     never reached it do not make the next one wait for the login window."""
     api = _api_with_status_route()
-    failures = [httpx.ConnectError("connection refused") for _ in range(4)]
-
-    def login(request: httpx.Request) -> httpx.Response:
-        if failures:
-            raise failures.pop()
-        api.login_override = None
-        return api._login(request)
-
-    api.login_override = login
+    _fail_logins(api, [httpx.ConnectError("connection refused") for _ in range(4)])
     clock = FakeClock()
     async with make_client(api, clock=clock, retry=RetryPolicy(attempts=8, base=1, jitter=0)) as c:
         st = await c.project_status("p1")

@@ -26,8 +26,8 @@ from watchd.carmic.errors import (
     BadRequest,
     CarmicError,
     Forbidden,
-    NotFound,
     NetworkError,
+    NotFound,
     RateLimited,
     ServerError,
 )
