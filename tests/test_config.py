@@ -601,7 +601,10 @@ def test_nested_rule_tables_get_a_hint(site: Path) -> None:
 
 def test_inbox_must_exist_and_be_a_folder(site: Path) -> None:
     doc = with_(site, "inbox", path=str(site / "missing"))
-    assert problems(site, doc) == [f"inbox[0].path: {site / 'missing'} does not exist"]
+    # check (an error) and run (a warning) say the same: run waits for it, paused.
+    assert problems(site, doc) == [
+        f"inbox[0].path: {site / 'missing'} does not exist: {config_module.MISSING_INBOX}"
+    ]
     (site / "file").write_text("x")
     doc = with_(site, "inbox", path=str(site / "file"))
     assert problems(site, doc) == [f"inbox[0].path: {site / 'file'} is not a folder"]
@@ -610,7 +613,7 @@ def test_inbox_must_exist_and_be_a_folder(site: Path) -> None:
     # the daemon may start with a share that is not mounted yet: that inbox waits, paused
     cfg = load(site, with_(site, "inbox", path=str(site / "missing")), allow_missing_inboxes=True)
     assert cfg.warnings == (
-        f"inbox[0].path: {site / 'missing'} does not exist (yet): the inbox waits until it appears",
+        f"inbox[0].path: {site / 'missing'} does not exist (yet): {config_module.MISSING_INBOX}",
     )
 
 

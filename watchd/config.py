@@ -1019,14 +1019,21 @@ def _creatable(path: Path) -> str | None:
     return None
 
 
+# What `watchd check` (an error) and `watchd run` (a warning, then the inbox pauses) both say.
+MISSING_INBOX = (
+    "`watchd run` waits for it, the inbox paused (see `watchd status`); create the folder or "
+    "mount the share"
+)
+
+
 def _check_inbox_dir(inbox: InboxConfig, report: _Report, *, allow_missing: bool) -> None:
     where = f"inbox[{inbox.index}].path"
     path = inbox.path
     if not path.exists():
         if allow_missing:
-            report.warn(where, f"{path} does not exist (yet): the inbox waits until it appears")
+            report.warn(where, f"{path} does not exist (yet): {MISSING_INBOX}")
         else:
-            report.error(where, f"{path} does not exist")
+            report.error(where, f"{path} does not exist: {MISSING_INBOX}")
         return
     if not path.is_dir():
         report.error(where, f"{path} is not a folder")

@@ -37,6 +37,7 @@ from watchd.redact import redact
 from watchd.service import eventloop
 from watchd.service.liveness import Liveness
 from watchd.status_view import summary_line
+from watchd.watching.folders import make_folders
 from watchd.watching.ignore import is_candidate, nfc
 from watchd.watching.inbox import InboxMonitor
 from watchd.watching.observer import InboxObserver
@@ -265,6 +266,7 @@ class Daemon:
                     self.pipeline.paused_inboxes.discard(key)
                 log.info("inbox %s removed from the config; no longer watched", key)
         for key, inbox in wanted.items():
+            make_folders(inbox)  # rule folders and the outbox, where they can be made
             existing = self.inboxes.get(key)
             if existing is not None:
                 existing.config = inbox
@@ -471,6 +473,7 @@ class Daemon:
             if rt.paused and not health.paused and rt.observer is not None:
                 # The share is back (possibly a new mount): watch the new directory.
                 await asyncio.to_thread(rt.observer.restart)
+                await asyncio.to_thread(make_folders, rt.config)
             rt.paused, rt.reason = health.paused, (health.reason or None)
             if rt.paused:
                 # Only a full scan resumes an inbox: look again soon rather than in rescan_seconds.

@@ -3,6 +3,7 @@ waits (in `watchd status`, once in the log), never as errors."""
 
 from __future__ import annotations
 
+import shutil
 import socket
 import time
 from pathlib import Path
@@ -113,4 +114,37 @@ def test_an_unreachable_api_is_told_within_seconds(env: Env) -> None:
     assert f"cannot connect to http://127.0.0.1:{port}: connection refused" in lines[0]
     assert "ssl:default" not in env.log() and lines[0].count("/v1/auth/login") <= 1
     print(f"first warning after {took:.1f} s")
+    assert env.stop() == 0
+
+
+def test_rule_folders_and_the_outbox_are_made_at_start_as_check_says(env: Env) -> None:
+    shutil.rmtree(env.outbox)
+    env.write_config({"podcasts": RULE, "clients/acme": RULE})
+    said = env.cli("check", "--offline").stdout
+    made = "(does not exist: `watchd run` creates it at start)"
+    assert f"outbox  {env.outbox} {made}" in said
+    assert f"{env.inbox}/clients/acme/ {made}" in said and f"{env.inbox}/podcasts/ {made}" in said
+    env.start()
+    wait_for(
+        lambda: env.outbox.is_dir() and (env.inbox / "clients/acme").is_dir(),
+        timeout=30,
+        what="the outbox and the rule folders",
+    )
+    assert (env.inbox / "podcasts").is_dir()
+    assert made not in env.cli("check", "--offline").stdout
+    assert env.stop() == 0
+
+
+def test_a_missing_inbox_is_told_loudly_by_check_and_run(env: Env) -> None:
+    env.write_config({"podcasts": RULE})
+    env.inbox.rmdir()
+    check = env.cli("check", "--offline")
+    assert check.returncode == 2
+    assert f"{env.inbox} does not exist: `watchd run` waits for it" in check.stderr
+    env.start()
+    wait_for(lambda: "pausing inbox" in env.log(), timeout=30, what="the pause in the log")
+    assert f"{env.inbox} does not exist (yet): `watchd run` waits for it" in env.log()
+    status = env.cli("status").stdout
+    assert f"! PAUSED inbox {env.inbox}: inbox {env.inbox} is missing" in status
+    assert not env.inbox.exists()  # nothing made where a share may be mounted
     assert env.stop() == 0
