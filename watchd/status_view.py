@@ -94,7 +94,7 @@ def summary_line(ledger: Ledger, *, paused_inboxes: int | None = None) -> str:
         f"{waiting} queued, {up}, {processing} processing, {working} rendering/delivering, "
         f"{park}, {counts.get('failed', 0)} failed, {counts.get('delivered', 0)} delivered"
     )
-    waits = ledger.wait_counts()
+    waits = ledger.wait_counts(parked=False)  # the parked ones are told above, with their cause
     if waits:
         line += f"; {sum(waits.values())} waiting ({', '.join(sorted(waits))})"
     if paused_inboxes is None:

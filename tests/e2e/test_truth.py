@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 
 from tests.e2e.harness import Env, billed_projects, wait_for
+from tests.e2e.test_service import metrics_url, sample, scrape
+from tests.service.fakesystemd import NotifyRecorder
 
 RULE = {"video_type": "podcast", "render": {"min_score": 0, "max_clips": 1}}
 
@@ -77,8 +79,9 @@ def test_a_duplicate_waits_quietly_and_is_shown_as_waiting(
 ) -> None:
     # Renders slow enough that the second copy waits a while for the first job.
     env.emu.update(timings={"render": 1.5})
-    env.write_config({"a": RULE}, carmic={"poll_seconds": 0.2})
-    env.start()
+    env.write_config({"a": RULE}, carmic={"poll_seconds": 0.2}, daemon={"metrics": "127.0.0.1:0"})
+    systemd = NotifyRecorder()
+    env.start(**systemd.env())
     env.drop(sample_videos[2], "a/one.mp4")
     wait_for(lambda: env.status(), timeout=30, what="the first job")
     env.drop(sample_videos[2], "a/two.mp4")
@@ -90,6 +93,17 @@ def test_a_duplicate_waits_quietly_and_is_shown_as_waiting(
     assert dup["error"] is None
     status = env.cli("status").stdout
     assert "waiting: duplicate" in status and "error:" not in status
+    # systemd's STATUS= and the metrics say it in the same words.
+    try:
+        systemd.wait(lambda s: any(x.endswith("; 1 waiting (duplicate)") for x in s.statuses()))
+    finally:
+        systemd.close()
+    base = metrics_url(env)
+    wait_for(
+        lambda: sample(scrape(base), "watchd_jobs_waiting", cause="duplicate") == 1,
+        timeout=10,
+        what="watchd_jobs_waiting{cause=duplicate} 1",
+    )
     env.wait_states({"a/one.mp4": "delivered", "a/two.mp4": "delivered"}, timeout=90)
     dup_lines = [ln for ln in env.log().splitlines() if dup["id"] in ln and "wait" in ln]
     # Started once, ended once: not a line every few seconds.

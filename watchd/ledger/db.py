@@ -1029,12 +1029,15 @@ class Ledger:
             ).fetchone()
         return int(row[0]), int(row[1])
 
-    def wait_counts(self) -> dict[str, int]:
-        """Unfinished jobs that wait, by the cause of their wait (``"export rate limit"``)."""
+    def wait_counts(self, *, parked: bool = True) -> dict[str, int]:
+        """Unfinished jobs that wait, by the cause of their wait (``"export rate limit"``);
+        without the parked ones unless ``parked``."""
+        states = _ACTIVE if parked else tuple(s for s in _ACTIVE if s != Stage.PARKED.value)
         with self._lock:
             rows = self._conn.execute(
-                f"SELECT wait FROM jobs WHERE state IN ({_ACTIVE_MARKS}) AND wait IS NOT NULL",
-                _ACTIVE,
+                f"SELECT wait FROM jobs WHERE state IN ({','.join('?' * len(states))}) "
+                "AND wait IS NOT NULL",
+                states,
             ).fetchall()
         out: dict[str, int] = {}
         for (wait,) in rows:
