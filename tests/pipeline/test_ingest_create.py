@@ -111,7 +111,10 @@ async def test_a_source_in_a_paused_inbox_waits_without_counting(world: World) -
         world.clock.advance(30.0)
     j = world.job(job.id)
     assert (j.state, j.attempts) == ("queued", 0)
-    assert j.error == "inbox paused; source not reachable"
+    assert (j.error, j.wait) == (
+        None,
+        "inbox paused: the source cannot be reached until it is back",
+    )
 
 
 async def test_same_content_again_is_a_duplicate_not_a_second_project(world: World) -> None:

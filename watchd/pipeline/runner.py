@@ -315,7 +315,8 @@ class Pipeline:
         jl = self.job_log(job)
         stage = job.stage
         now = self.clock.now()
-        if job.wait and not isinstance(exc, Wait | Park | BillingRequired):
+        keeps_waiting = isinstance(exc, SourceMissing) and job.inbox in self.paused_inboxes
+        if job.wait and not (isinstance(exc, Wait | Park | BillingRequired) or keeps_waiting):
             waits.end_wait(self, job)  # what follows is not the same wait
         if isinstance(exc, Wait):
             waits.start_wait(self, job, exc.cause, exc.detail, exc.delay or 0.0)
@@ -350,8 +351,8 @@ class Pipeline:
             await self._fail_job(self, job, exc)
         elif isinstance(exc, SourceMissing):
             if job.inbox in self.paused_inboxes:
-                self.ledger.update(
-                    job.id, next_attempt_at=now + 30, error="inbox paused; source not reachable"
+                waits.start_wait(
+                    self, job, "inbox paused", "the source cannot be reached until it is back", 30
                 )
             elif job.attempts < 2:
                 # A NAS hiccup looks the same as a deletion for a moment: look again later.

@@ -47,6 +47,7 @@ WAIT_CAUSES = (
     "export rate limit",
     "tier limit",
     "billing",
+    "inbox paused",
 )
 THROUGHPUT_BUCKETS = tuple(float(2**n) for n in range(17, 31, 1))  # 128 KiB/s … 1 GiB/s
 
