@@ -3,7 +3,7 @@
 Offline it validates the config and shows, for each inbox, where results go and which preset
 each folder gets, so a typo in a rule's folder shows up before a file lands in the wrong place.
 Online it also logs in, resolves the workspace and compares the caption styles in use with the
-workspace's templates. Exit codes follow the contract: 0 ok, 2 bad config, 3 cannot log in or
+workspace's templates. Exit codes (docs/cli.md): 0 ok, 2 bad config, 3 cannot log in or
 reach the API.
 """
 

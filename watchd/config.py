@@ -1,6 +1,6 @@
 """The configuration: TOML in, frozen dataclasses out, every problem named by its key path.
 
-``load_config`` reads the file, checks every key of the contract (type, choices, range), the
+``load_config`` reads the file, checks every key (docs/configuration.md: type, choices, range), the
 paths (inboxes exist, outboxes and the state folder can be created, nothing overlaps), finds the
 password (:mod:`watchd.secrets`) and returns a :class:`Config`. It never stops at the first
 problem: all of them are collected into one :class:`ConfigError`, each prefixed with the key it
@@ -58,7 +58,7 @@ LOG_FORMATS: Final = ("auto", "text", "json", "journal")
 LOG_LEVELS: Final = ("debug", "info", "warning", "error")
 LANGUAGE_MODES: Final = ("single", "multi")
 EXPORT_FORMATS: Final = ("premiere", "davinci", "fcpx", "after_effects")
-# carmic-api.md §4.3; workspaces may add custom templates, so others are allowed (check notes them).
+# Carmic's own styles; workspaces may add custom templates, so others pass (check notes them).
 CAPTION_STYLES: Final = ("HORMOZI", "DEFAULT", "MINIMAL", "IMPACT", "KARAOKE", "BUBBLE", "WHISPER")
 # The reference's own project creation limits (per workspace); above them we would only earn 429s.
 API_CREATES_PER_MINUTE: Final = 5
@@ -109,7 +109,7 @@ RULE_KEYS: Final = (
 SIDECAR_ONLY_KEYS: Final = ("title", "trim_start", "trim_end")
 RENDER_KEYS: Final = ("min_score", "max_clips")
 
-# TemplateConfig (carmic-api.md §3.5.1): enums checked where they appear; other keys the
+# Carmic's TemplateConfig (docs/configuration.md): enums checked where they appear; other keys the
 # reference does not list only earn a warning, since the server may know more than it documents.
 TEMPLATE_SECTIONS: Final[Mapping[str, tuple[str, ...]]] = {
     "layout": (

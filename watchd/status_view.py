@@ -33,7 +33,7 @@ def iso(ts: float | None) -> str | None:
 
 
 def job_json(job: JobRow) -> dict[str, Any]:
-    """One element of ``watchd status --json`` (the contract's keys first)."""
+    """One element of ``watchd status --json`` (the documented keys first: docs/cli.md)."""
     return {
         "id": job.id,
         "path": job.path,

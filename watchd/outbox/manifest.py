@@ -1,6 +1,6 @@
 """``manifest.json``: the record of one delivery, and the sign that it is complete.
 
-Its shape is the external contract's (§3); extra top-level keys are ``watchd_version``,
+Its shape is documented in docs/outbox.md; extra top-level keys are ``watchd_version``,
 ``job_id`` and ``duplicate_of``. It is written last, atomically: a reader that sees it may trust
 every file it names. Every path in it is relative to its folder and stays inside it.
 """
@@ -48,7 +48,7 @@ _DRIVE = re.compile(r"^[A-Za-z]:")
 
 
 class ManifestError(ValueError):
-    """A manifest that does not have the contract's shape, or names a path outside its folder."""
+    """A manifest that does not have the documented shape, or names a path outside its folder."""
 
 
 @dataclass(frozen=True)
@@ -103,7 +103,7 @@ def _plain(obj: Any) -> Any:
 
 
 def _number(v: Any) -> Any:
-    # 87.0 reads as 87, as the contract shows it; non-finite numbers are not JSON.
+    # 87.0 reads as 87, as docs/outbox.md shows it; non-finite numbers are not JSON.
     if isinstance(v, float):
         if not math.isfinite(v):
             return None
@@ -150,10 +150,10 @@ def build_manifest(
     duplicate_of: Mapping[str, Any] | None = None,
     job_id: str | None = None,
 ) -> dict[str, Any]:
-    """The manifest document in the contract's shape and key order.
+    """The manifest document in its documented shape and key order (docs/outbox.md).
 
     Entries may be the dataclasses of this module or plain mappings (extra keys of a clip, such
-    as ``thumbnail``, are kept after the contract's). ``completed_at`` is a datetime (UTC) or an
+    as ``thumbnail``, are kept after the documented). ``completed_at`` is a datetime (UTC) or an
     ISO string as it should appear. Raises :class:`ManifestError` for an unknown status, a
     ``failed`` manifest without an error, or a path that leaves the folder.
     """
