@@ -178,7 +178,7 @@ def _open_ledger(args: argparse.Namespace, *, readonly: bool = False) -> tuple[o
     """The ledger named by the config (paths need not exist: a paused NAS must not stop
     `status`). Returns (ledger or None, exit code)."""
     from watchd.config import ConfigError, load_config
-    from watchd.ledger.db import DB_NAME, Ledger
+    from watchd.ledger.db import DB_NAME, MIGRATIONS, Ledger
 
     path = _path(args)
     try:
@@ -190,8 +190,9 @@ def _open_ledger(args: argparse.Namespace, *, readonly: bool = False) -> tuple[o
     if not db.exists():
         return None, 0
     ledger = Ledger(db, readonly=readonly)
-    if readonly and ledger.schema_version() == 0:
-        # The daemon has created the file and not yet its tables (it is starting this moment).
+    if readonly and ledger.schema_version() < len(MIGRATIONS):
+        # The daemon has created the file and not yet all its tables and columns (it is
+        # starting this moment, its migrations one after the other).
         ledger.close()
         return None, 0
     return ledger, 0
