@@ -351,6 +351,7 @@ class Ledger:
         # write: ours (counted here) or another process's (PRAGMA data_version moves).
         self._writes = 0
         self._counts: tuple[tuple[int, int], dict[str, int]] | None = None
+        self._wait_counts: dict[bool, tuple[tuple[int, int], dict[str, int]]] = {}
         # isolation_level=None: no implicit BEGIN/COMMIT around a statement; every write
         # transaction is the explicit BEGIN IMMEDIATE of _write().
         if path is None:
@@ -1034,16 +1035,22 @@ class Ledger:
         without the parked ones unless ``parked``."""
         states = _ACTIVE if parked else tuple(s for s in _ACTIVE if s != Stage.PARKED.value)
         with self._lock:
+            # Read on every tick (systemd's STATUS=): counted again only after a write.
+            version = (self._writes, int(self._conn.execute("PRAGMA data_version").fetchone()[0]))
+            cached = self._wait_counts.get(parked)
+            if cached is not None and cached[0] == version:
+                return dict(cached[1])
             rows = self._conn.execute(
                 f"SELECT wait FROM jobs WHERE state IN ({','.join('?' * len(states))}) "
                 "AND wait IS NOT NULL",
                 states,
             ).fetchall()
-        out: dict[str, int] = {}
-        for (wait,) in rows:
-            cause = str(wait).split(":", 1)[0].strip()
-            out[cause] = out.get(cause, 0) + 1
-        return out
+            out: dict[str, int] = {}
+            for (wait,) in rows:
+                cause = str(wait).split(":", 1)[0].strip()
+                out[cause] = out.get(cause, 0) + 1
+            self._wait_counts[parked] = (version, out)
+        return dict(out)
 
     def counts_by_state(self) -> dict[str, int]:
         with self._lock:
