@@ -317,5 +317,8 @@ def test_a_wait_is_shown_as_a_wait_with_its_cause_and_time(
 def test_export_progress_goes_before_the_wait(ledger: Ledger, clock: FakeClock) -> None:
     now = clock.now()
     add(ledger, "x.mp4", Stage.PROCESSING, step="exports 3 of 12, next in 40 s", progress=25.0)
+    slot = add(ledger, "slot.mp4", Stage.QUEUED)
+    ledger.transition(slot, Stage.PROBED)
     text = render_table(ledger.jobs(), ledger.inboxes(), now=now, width=200)
     assert "↳ exports 3 of 12, next in 40 s" in text
+    assert "↳ waiting: processing limit: its project is created when a slot is free" in text

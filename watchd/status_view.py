@@ -232,6 +232,9 @@ def _detail(job: JobRow, now: float) -> str:
         return f"error: {job.error}"
     if job.duplicate_of and job.state == "duplicate":
         return f"duplicate of {job.duplicate_of}"
+    if job.state == "probed":
+        # Checked and valid: what it waits for is a processing slot (the workspace's limit).
+        return "waiting: processing limit: its project is created when a slot is free"
     if job.step and job.state not in ("delivered", "failed"):
         return job.step
     return ""
