@@ -25,6 +25,7 @@ from watchd.carmic.errors import (
     CarmicError,
     ConcurrencyLimited,
     PermanentError,
+    RateLimited,
     TransientError,
 )
 from watchd.carmic.retry import RetryPolicy
@@ -316,7 +317,8 @@ class Pipeline:
         stage = job.stage
         now = self.clock.now()
         keeps_waiting = isinstance(exc, SourceMissing) and job.inbox in self.paused_inboxes
-        if job.wait and not (isinstance(exc, Wait | Park | BillingRequired) or keeps_waiting):
+        waiting = isinstance(exc, Wait | Park | BillingRequired | RateLimited) or keeps_waiting
+        if job.wait and not waiting:
             waits.end_wait(self, job)  # what follows is not the same wait
         if isinstance(exc, Wait):
             waits.start_wait(self, job, exc.cause, exc.detail, exc.delay or 0.0)
@@ -376,6 +378,14 @@ class Pipeline:
         elif isinstance(exc, BillingRequired):
             await self.handle_error(
                 job, Park(f"billing: {exc.message}", resume=_resume_after_billing(stage))
+            )
+        elif isinstance(exc, RateLimited):
+            # Carmic asked for a pause (429): a wait, told once, not an error.
+            attempts = job.attempts + 1
+            delay = max(exc.retry_after or 0.0, self.backoff(attempts))
+            where = f" ({exc.endpoint})" if exc.endpoint else ""
+            waits.start_wait(
+                self, job, "rate limit", f"{exc.message}{where}", delay, attempts=attempts
             )
         elif isinstance(exc, ConcurrencyLimited | TransientError):
             attempts = job.attempts + 1

@@ -48,6 +48,7 @@ WAIT_CAUSES = (
     "tier limit",
     "billing",
     "inbox paused",
+    "rate limit",
 )
 THROUGHPUT_BUCKETS = tuple(float(2**n) for n in range(17, 31, 1))  # 128 KiB/s … 1 GiB/s
 
