@@ -75,9 +75,9 @@ class JobRow:
     updated_at: float
     finished_at: float | None
     # What the job waits for (a wait is not an error): "cause: detail", until when, since when.
-    wait: str | None
-    wait_until: float | None
-    wait_since: float | None
+    wait: str | None = None
+    wait_until: float | None = None
+    wait_since: float | None = None
 
     @property
     def stage(self) -> Stage:
