@@ -121,6 +121,10 @@ def describe(cfg: Config, out: TextIO) -> None:
         out.write(f"warning: {warning}\n")
     for inbox in cfg.inboxes:
         _describe_inbox(inbox, cfg.daemon.scan, out)
+    from watchd.notify.config import summary
+
+    for n in cfg.notify:
+        out.write(f"notify   {summary(n)}\n")
 
 
 def _describe_inbox(inbox: InboxConfig, scan: str, out: TextIO) -> None:

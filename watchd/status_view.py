@@ -309,7 +309,9 @@ def _terminal_width(tty: bool) -> int:
 def render_screen(ledger: Ledger, *, now: float, width: int) -> str:
     """Everything ``watchd status`` prints: the daemon's state, the summary, the table."""
     state = daemon_state(ledger.last_heartbeat(), now=now)
-    header = [state.text, summary_line(ledger), ""]
+    from watchd.notify.queue import status_lines
+
+    header = [state.text, summary_line(ledger), *status_lines(ledger), ""]
     return render_table(ledger.jobs(), ledger.inboxes(), now=now, width=width, header=header)
 
 

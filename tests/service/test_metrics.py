@@ -332,3 +332,11 @@ def test_waits_by_cause_and_the_reason_an_inbox_is_paused(metrics: Metrics) -> N
     assert sample(metrics, "watchd_inbox_pause_reason", inbox="/srv/in", reason=reason) == 1
     metrics.set_inbox_paused("/srv/in", False)
     assert sample(metrics, "watchd_inbox_pause_reason", inbox="/srv/in", reason=reason) is None
+
+
+def test_notifications_by_notifier_and_outcome(metrics: Metrics) -> None:
+    metrics.notification("hooks", "delivered")
+    metrics.notification("hooks", "delivered")
+    metrics.notification("hooks", "failed")
+    assert sample(metrics, "watchd_notifications_total", notifier="hooks", outcome="delivered") == 2
+    assert sample(metrics, "watchd_notifications_total", notifier="hooks", outcome="failed") == 1

@@ -27,9 +27,10 @@ from watchd.carmic.errors import (
 )
 from watchd.carmic.models import PROJECT_READY_STATUSES, Project, ProjectStatus
 from watchd.ledger.db import JobRow
+from watchd.ledger.rebuild import rebuilt_without_source
 from watchd.ledger.states import Stage
 from watchd.pipeline import waits
-from watchd.pipeline.identity import FileIdentity, fingerprint
+from watchd.pipeline.identity import FileIdentity, fingerprint, sha256_file
 from watchd.pipeline.outcomes import Fail, Park, RetryLater, SourceMissing, Wait
 from watchd.pipeline.selection import choose_clips, render_choice
 
@@ -70,6 +71,10 @@ async def handle_queued(p: Pipeline, job: JobRow) -> None:
         )
 
     original = _original_of(p, job)
+    if original is None and (rebuilt := rebuilt_without_source(p.ledger, job.size)):
+        # Delivered before the ledger was lost, its source gone: known by its full SHA-256.
+        digest = await asyncio.to_thread(sha256_file, path)
+        original = next((j for j in rebuilt if j.sha256 == digest), None)
     if original is not None:
         p.advance(
             job,

@@ -179,6 +179,13 @@ class Metrics:
             registry=r,
         )
         self._reasons: dict[str, str] = {}
+        self._notifications = Counter(
+            "watchd_notifications",
+            "Attempts to deliver [[notify]] events, by notifier and outcome "
+            "(delivered, failed, gone, gave_up)",
+            ["notifier", "outcome"],
+            registry=r,
+        )
         self._probes = _ProbeStats()
         r.register(self._probes)
         Info("watchd_build", "carmic-watchd version", registry=r).info({"version": __version__})
@@ -247,6 +254,10 @@ class Metrics:
         """Unfinished jobs that wait, by cause (causes left out count as 0)."""
         for cause in sorted(set(WAIT_CAUSES) | set(counts)):
             self._waiting.labels(cause).set(counts.get(cause, 0))
+
+    def notification(self, notifier: str, outcome: str) -> None:
+        """One attempt to deliver a notification, and how it ended."""
+        self._notifications.labels(notifier, outcome).inc()
 
     def watch_probes(self, stuck: Callable[[], int], timeouts: Callable[[], int]) -> None:
         """Report the probe module's counters (``watchd.probe.stuck_probes``/``probe_timeouts``)
