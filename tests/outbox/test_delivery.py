@@ -371,3 +371,24 @@ def test_manifest_on_disk_is_checked(tmp_path: Path) -> None:
 def test_unsafe_paths_are_reported_and_not_opened(tmp_path: Path) -> None:
     doc = {"clips": [{"file": "../../etc/passwd"}]}
     assert verify_delivery(tmp_path, doc) == ["clips[0].file '../../etc/passwd': leaves the folder"]
+
+
+def test_failed_txt_beside_a_long_name_fits_and_stays_apart(tmp_path: Path) -> None:
+    from watchd.outbox.delivery import failed_txt_beside, write_failed_txt_beside
+
+    short = failed_txt_beside(tmp_path / "ep12.mp4")
+    assert short.name == "ep12.mp4.FAILED.txt"
+    a = failed_txt_beside(tmp_path / ("a" * 246 + ".mp4"))  # 250 bytes: ".FAILED.txt" won't fit
+    b = failed_txt_beside(tmp_path / ("a" * 246 + ".mkv"))
+    assert len(os.fsencode(a.name)) <= 255 and a.name.endswith(".FAILED.txt")
+    assert a != b  # two long names never share one text
+    assert a == failed_txt_beside(tmp_path / ("a" * 246 + ".mp4"))  # found again to remove it
+    written = write_failed_txt_beside(
+        tmp_path / ("é" * 125 + ".mp4"),
+        source_name="x.mp4",
+        error_code="probe_truncated",
+        message="m",
+        hint=None,
+        job_id="j3f9a0c2b71",
+    )
+    assert written.exists()

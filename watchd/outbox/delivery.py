@@ -22,12 +22,13 @@ from typing import Any, Literal
 
 from watchd.outbox.atomic import atomic_write_text, copy_into_place, fsync_dir, replace_with_retry
 from watchd.outbox.manifest import MANIFEST_NAME, ManifestError, path_problems, read_manifest
-from watchd.outbox.names import numbered, sanitize_component
+from watchd.outbox.names import NAME_MAX, numbered, sanitize_component, truncate_utf8
 from watchd.redact import redact
 
 log = logging.getLogger(__name__)
 
 FAILED_TXT = "FAILED.txt"
+FAILED_BESIDE_SUFFIX = ".FAILED.txt"  # beside a source in _failed/<rule>/
 DONE_DIR = "_done"
 FAILED_DIR = "_failed"
 SIDECAR_SUFFIX = ".toml"
@@ -134,8 +135,15 @@ def failed_text(
 
 
 def failed_txt_beside(source: Path) -> Path:
-    """``_failed/<rule>/ep12.mp4`` -> ``_failed/<rule>/ep12.mp4.FAILED.txt``."""
-    return source.with_name(source.name + ".FAILED.txt")
+    """``_failed/<rule>/ep12.mp4`` -> ``_failed/<rule>/ep12.mp4.FAILED.txt``. A source name too
+    long for that (over 244 bytes) is shortened, with a digest of the whole name so that two
+    long names never share one text: ``<start of the name>~<8 hex>.FAILED.txt``."""
+    name = source.name + FAILED_BESIDE_SUFFIX
+    if len(os.fsencode(name)) <= NAME_MAX:
+        return source.with_name(name)
+    digest = hashlib.sha256(os.fsencode(source.name)).hexdigest()[:8]
+    room = NAME_MAX - len(FAILED_BESIDE_SUFFIX) - len(digest) - 1
+    return source.with_name(f"{truncate_utf8(source.name, room)}~{digest}{FAILED_BESIDE_SUFFIX}")
 
 
 def write_failed_txt_beside(source: Path, **told: Any) -> Path:
