@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
 
+from watchd import presetcheck
 from watchd.carmic.errors import AuthError, CarmicError, TransientError
 from watchd.clock import Clock, SystemClock
 from watchd.config import Config, ConfigError, InboxConfig, load_config, resolve_preset
@@ -60,6 +61,7 @@ METRICS_REFRESH = 1.0  # derived gauges (jobs by state, oldest age) at most this
 # files makes ten thousand transitions, and each tick reads the ledger (a step per transition
 # was 40 % of the daemon's CPU in the burst benchmark).
 TRANSITION_WAKE = 0.05
+STYLES_TIMEOUT = 30.0  # listing the workspace's templates (at start and on reload)
 
 # Settings a reload cannot change in a running daemon: they shape objects built at start.
 RESTART_ONLY = {
@@ -157,6 +159,7 @@ class Daemon:
         self._next_rescan = 0.0
         self._last_status = ""
         self.ready = False
+        self.workspace_styles: frozenset[str] | None = None  # template names; None: unknown
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -231,6 +234,10 @@ class Daemon:
             limit=limit,
             on_event=self._on_pipeline_event,
         )
+        await self._refresh_styles()
+        problems = presetcheck.config_style_problems(cfg, self.workspace_styles)
+        if problems:
+            raise ConfigError(problems)
         log.info(
             "logged in as %s, workspace %s (%s, tier %s); processing limit %s",
             cfg.carmic.email,
@@ -318,6 +325,10 @@ class Daemon:
                 log.error("cannot log in to Carmic: %s", e)
                 await self.stop()
                 return EXIT_AUTH
+            except ConfigError as e:
+                log.error("bad config %s: %s", cfg_path(self.config), e)
+                await self.stop()
+                return EXIT_CONFIG
             except _Stopped:
                 log.info("stopped while starting")
                 await self.stop()
@@ -414,6 +425,7 @@ class Daemon:
         assert self.pipeline is not None and self.ledger is not None
         if self._reload_requested:
             self._reload_requested = False
+            await self._refresh_styles()
             self.reload()
         paths, self._pending_paths = self._pending_paths, set()
         for path in paths:
@@ -590,6 +602,11 @@ class Daemon:
             log.error("reload refused, cannot read %s (%s); keeping the running config", path, e)
             self.notifier.ready(self.status_line())
             return False
+        problems = presetcheck.config_style_problems(new, self.workspace_styles)
+        if problems:
+            log.error("reload refused, keeping the running config: %s", ConfigError(problems))
+            self.notifier.ready(self.status_line())
+            return False
         old, self.config = self.config, new
         for name in restart_only_changes(old, new):
             log.warning("%s changed: it takes effect at the next restart", name)
@@ -612,6 +629,26 @@ class Daemon:
         )
         self.notifier.ready(self.status_line())
         return True
+
+    async def _refresh_styles(self) -> None:
+        """Ask the workspace for its template names (the caption styles it takes besides the
+        built-ins); when it cannot be asked, the last answer stays in force."""
+        try:
+            async with asyncio.timeout(STYLES_TIMEOUT):
+                self.workspace_styles = await presetcheck.workspace_styles(self._client)
+        except (CarmicError, OSError, TimeoutError) as e:
+            what = (
+                "checked against the last list"
+                if self.workspace_styles is not None
+                else "that are not built in cannot be checked until it answers"
+            )
+            log.warning(
+                "could not list the workspace's templates (%s); caption styles %s",
+                redact(str(e)),
+                what,
+            )
+        if self.pipeline is not None:
+            self.pipeline.workspace_styles = self.workspace_styles
 
     # ---- status ----------------------------------------------------------------------------
 
@@ -683,6 +720,10 @@ def restart_only_changes(old: Config, new: Config) -> list[str]:
     ):
         out.append("[carmic] password")
     return out
+
+
+def cfg_path(cfg: Config) -> str:
+    return str(cfg.path) if cfg.path is not None else "(not from a file)"
 
 
 class _EmptyPreset:

@@ -213,12 +213,12 @@ async def test_fail_records_code_message_hint_and_resume_stage(world: World) -> 
 @pytest.mark.parametrize(
     ("exc", "hint"),
     [
-        (BadRequest("trim_end: bad", status=400), "Check the rule's settings"),
+        (BadRequest("trim_end: bad", status=400), "Fix the rule's settings"),
         (Forbidden("no access", status=403), "lacks access"),
         (NotFound("no such project", status=404), "no longer exists"),
         (PayloadTooLarge("too big", status=413), "larger than Carmic accepts"),
         (UnsupportedMediaType("no", status=415), "convert it to MP4"),
-        (Unprocessable("bad field", status=422), "Check the rule's settings"),
+        (Unprocessable("bad field", status=422), "Fix the rule's settings"),
         (PermanentError("odd", status=418), "fix the cause"),
     ],
     ids=["400", "403", "404", "413", "415", "422", "other"],

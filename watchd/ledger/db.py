@@ -809,10 +809,7 @@ class Ledger:
     def retry(self, job_id: str, *, actor: str = "cli") -> JobRow:
         """Put a failed or parked job back in the queue at the stage it stopped at."""
         job = self.require(job_id)
-        if job.stage not in (Stage.FAILED, Stage.PARKED):
-            raise LedgerError(
-                f"job {job_id} is {job.state}: only failed or parked jobs can be retried"
-            )
+        self.check_retryable(job)
         resume = Stage(job.resume_stage) if job.resume_stage else Stage.QUEUED
         if resume not in RESUMABLE:
             resume = Stage.QUEUED
@@ -828,6 +825,13 @@ class Ledger:
             park_reason=None,
             finished_at=None,
         )
+
+    def check_retryable(self, job: JobRow) -> None:
+        """LedgerError unless ``job`` is failed or parked."""
+        if job.stage not in (Stage.FAILED, Stage.PARKED):
+            raise LedgerError(
+                f"job {job.id} is {job.state}: only failed or parked jobs can be retried"
+            )
 
     def forget(self, job_id: str, *, actor: str = "cli") -> None:
         """Drop a finished job so the same file can be taken again."""

@@ -79,6 +79,8 @@ async def handle_queued(p: Pipeline, job: JobRow) -> None:
         )
         return
 
+    _check_caption_style(p, job)
+
     from watchd.probe import ProbeError
 
     try:
@@ -100,6 +102,24 @@ async def handle_queued(p: Pipeline, job: JobRow) -> None:
         duration=float(result.duration),
         content_type=result.content_type,
     )
+
+
+def _check_caption_style(p: Pipeline, job: JobRow) -> None:
+    """A caption style the workspace does not have would be refused only at the render, after
+    the processing was billed: fail now, before anything is created."""
+    from watchd.presetcheck import preset_style_problem
+
+    problem = preset_style_problem(job.preset_dict, p.workspace_styles)
+    if problem:
+        raise Fail(
+            "preset_invalid",
+            f"the preset cannot be used: {problem}",
+            hint=(
+                f"Fix the rule (or the file's sidecar .toml), then `watchd retry {job.id}`: the "
+                "retry takes the rule's preset as it is then. Nothing was sent to Carmic."
+            ),
+            resume=Stage.QUEUED,
+        )
 
 
 def _probe_hint(code: str) -> str:

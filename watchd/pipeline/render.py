@@ -203,7 +203,10 @@ async def handle_rendering(p: Pipeline, job: JobRow) -> None:
         raise Fail(
             "render_failed",
             f"no clip could be rendered ({reasons or 'no reason given'})",
-            hint="Check the rule's template settings, then `watchd retry` the job.",
+            hint=(
+                "`watchd retry` the job to render again with the preset it has (its clips were "
+                "sent to render); for another preset, `watchd forget` it and drop the file again."
+            ),
             resume=Stage.RENDERING,
         )
     said = f"rendered {len(rendered)} of {len(clips)} clips"

@@ -108,6 +108,9 @@ class Pipeline:
         self.process_asks: set[str] = set()  # jobs whose /process is on the wire
         self.on_event = on_event or (lambda kind, data: None)
         self.rng = random.Random()
+        # The workspace's template names (caption styles besides the built-ins), set by the
+        # daemon; None while unknown. A job naming another style fails before its create.
+        self.workspace_styles: frozenset[str] | None = None
         self._stopping = False
         self._unexpected: dict[str, int] = {}
         from watchd.pipeline import deliver, ingest, render
@@ -489,7 +492,10 @@ def _hint_for(exc: CarmicError) -> str:
     if status == 415:
         return "Carmic does not accept this container type: convert it to MP4 and drop it again."
     if status in (400, 422):
-        return "Check the rule's settings (and any sidecar .toml), then `watchd retry` the job."
+        return (
+            "Fix the rule's settings (or the file's sidecar .toml), then `watchd retry` the job: "
+            "a job with no clip sent to render yet takes the rule's preset as it is then."
+        )
     if status == 403:
         return "The service user lacks access: check [carmic] workspace and the user's role."
     if status == 404:
