@@ -1,8 +1,10 @@
 """``manifest.json``: the record of one delivery, and the sign that it is complete.
 
 Its shape is the external contract's (§3); extra top-level keys are ``watchd_version``,
-``job_id`` and ``duplicate_of``. It is written last, atomically: a reader that sees it may trust
-every file it names. Every path in it is relative to its folder and stays inside it.
+``job_id``, ``duplicate_of`` and ``preset`` (the resolved preset the job was given); the JSON
+Schema of the whole document is ``docs/manifest.schema.json``. It is written last, atomically:
+a reader that sees it may trust every file it names. Every path in it is relative to its folder
+and stays inside it.
 """
 
 from __future__ import annotations
@@ -149,6 +151,7 @@ def build_manifest(
     completed_at: datetime | str,
     duplicate_of: Mapping[str, Any] | None = None,
     job_id: str | None = None,
+    preset: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The manifest document in the contract's shape and key order.
 
@@ -177,6 +180,8 @@ def build_manifest(
         doc["job_id"] = job_id
     if duplicate_of is not None:
         doc["duplicate_of"] = _plain(duplicate_of)
+    if preset is not None:
+        doc["preset"] = _plain(preset)
     if problems := path_problems(doc):
         raise ManifestError("; ".join(problems))
     return doc
