@@ -150,6 +150,7 @@ class Daemon:
         self.tracker = SettleTracker(config.daemon.settle_seconds)
         self.known: dict[tuple[str, str], set[tuple[int, int]]] = {}
         self._pending_paths: set[Path] = set()
+        self._forgot_after = 0  # the last ledger event looked at for `watchd forget`s
         self._wake: asyncio.Event | None = None
         self._wake_later: asyncio.TimerHandle | None = None
         self._stopped: asyncio.Event | None = None
@@ -191,6 +192,7 @@ class Daemon:
         cfg = self.config
         self.ledger = Ledger.open(cfg.daemon.state_dir, clock=self.clock)
         self.known = self.ledger.known_identities()
+        self._forgot_after, _ = self.ledger.forgotten_since(None)
         if self.metrics is not None and cfg.daemon.metrics:
             self.metrics_server = self.metrics.serve(
                 cfg.daemon.metrics, self.healthy, allow_non_loopback=True
@@ -427,6 +429,7 @@ class Daemon:
             self._reload_requested = False
             await self._refresh_styles()
             self.reload()
+        self._take_forgotten()
         paths, self._pending_paths = self._pending_paths, set()
         for path in paths:
             self._observe(path, now)
@@ -437,6 +440,17 @@ class Daemon:
         self._check_observers()
         self.pipeline.schedule(now)
         self._publish_status(now)
+
+    def _take_forgotten(self) -> None:
+        """Files whose jobs `watchd forget` dropped are new again: one that comes back into
+        the inbox is taken at once, not only after a restart."""
+        assert self.ledger is not None
+        self._forgot_after, gone = self.ledger.forgotten_since(self._forgot_after)
+        for inbox, rel, size, mtime_ns in gone:
+            self.known.get((inbox, rel), set()).discard((size, mtime_ns))
+            rt = self.inboxes.get(inbox)
+            if rt is not None:
+                self._observe(rt.config.path / rel, self.clock.now())
 
     def _enqueue_threadsafe(self, path: Path) -> None:
         loop = self._loop

@@ -254,6 +254,15 @@ def iter_manifests(outbox: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
         yield m.parent, check_manifest(json.loads(m.read_text()), m)
 
 
+def rendered_styles(snapshot: dict[str, Any]) -> dict[str, set[str]]:
+    """Project id -> the caption styles its rendered clips had when they were rendered."""
+    out: dict[str, set[str]] = {}
+    for p in snapshot["projects"]:
+        rendered = [c for c in p["clips"] if c["render_count"]]
+        out[p["id"]] = {c["template_config"].get("caption_style") for c in rendered}
+    return out
+
+
 def billed_projects(snapshot: dict[str, Any]) -> dict[str, list[str]]:
     """Project title marker (``[wd-…]``) -> ids of its projects whose ingest charge stands."""
     charged = {

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.harness import Env, wait_for
+from tests.e2e.harness import Env, rendered_styles, wait_for
 from tests.emulator.helpers import Api
 
 TYPO = {"caption_style": "HORMOSI", "render": {"min_score": 0, "max_clips": 1}}
@@ -28,10 +28,7 @@ def wait_ready(env: Env) -> None:
 
 
 def clip_styles(env: Env, project_id: str) -> set[str]:
-    project = next(p for p in env.emu.snapshot()["projects"] if p["id"] == project_id)
-    return {
-        c["template_config"].get("caption_style") for c in project["clips"] if c["render_count"]
-    }
+    return rendered_styles(env.emu.snapshot())[project_id]
 
 
 def test_check_refuses_a_misspelt_caption_style(env: Env) -> None:

@@ -250,3 +250,16 @@ def test_a_write_is_one_plain_transaction(ledger: Ledger) -> None:
     assert words.count("BEGIN") == words.count("COMMIT") == 4
     assert "SAVEPOINT" not in words and not [s for s in seen if "sqlite_master" in s]
     assert not ledger.db.conn.in_transaction
+
+
+def test_forgotten_since_tells_a_running_daemon_which_files_are_new_again(
+    ledger: Ledger,
+) -> None:
+    after, gone = ledger.forgotten_since(None)
+    assert gone == []
+    jid = _add(ledger, size=123, mtime_ns=456)
+    ledger.transition(jid, Stage.FAILED)
+    ledger.forget(jid)
+    after, gone = ledger.forgotten_since(after)
+    assert gone == [("/in", "podcasts/ep1.mp4", 123, 456)]
+    assert ledger.forgotten_since(after) == (after, [])

@@ -122,6 +122,26 @@ async def test_a_duplicate_of_a_failed_job_fails_pointing_to_it(world: World) ->
     assert len(world.snapshot()["projects"]) == 1
 
 
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        ({"rule": "a"}, {"rule": "b"}),  # another rule, the same preset
+        ({"caption_style": "KARAOKE"}, {"caption_style": "HORMOZI"}),  # another preset
+        ({"title": "One"}, {"title": "Two"}),  # another sidecar
+    ],
+)
+async def test_the_same_content_with_other_work_to_do_is_not_a_duplicate(
+    world: World, first: dict[str, Any], second: dict[str, Any]
+) -> None:
+    one = world.drop("a/x.mp4", render=ONE, **first)
+    two = world.drop("b/y.mp4", render=ONE, **second)
+    p = world.pipeline()
+    await world.run(p)
+    assert world.job(one.id).state == world.job(two.id).state == "delivered"
+    assert world.job(two.id).duplicate_of is None
+    assert len(world.snapshot()["projects"]) == 2
+
+
 async def test_delivery_writes_each_clip_and_the_job_once(world: World) -> None:
     """The writes a delivery costs: the folder's reservation, then one row update per clip (its
     video, captions and thumbnail together) committed with the transition, which also records

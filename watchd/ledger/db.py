@@ -847,7 +847,31 @@ class Ledger:
             conn.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
             self._jobs.drop(job_id)
             self._clips.drop(job_id)
-            self._event(job_id, "forgotten", actor=actor, src=job.state)
+            # What a running daemon needs to take the same file again (forgotten_since).
+            seen = {"inbox": job.inbox, "rel_path": job.rel_path, "size": job.size}
+            seen["mtime_ns"] = job.mtime_ns
+            self._event(job_id, "forgotten", actor=actor, src=job.state, detail=seen)
+
+    def forgotten_since(self, after: int | None) -> tuple[int, list[tuple[str, str, int, int]]]:
+        """Jobs forgotten after event ``after`` as (inbox, rel_path, size, mtime_ns), and the
+        event id to ask after next time (``after`` None: only that id)."""
+        with self._lock:
+            if after is None:
+                row = self._conn.execute("SELECT MAX(id) FROM events").fetchone()
+                return int(row[0] or 0), []
+            rows = self._conn.execute(
+                "SELECT id, detail FROM events WHERE id > ? AND kind = 'forgotten' ORDER BY id",
+                (after,),
+            ).fetchall()
+        out = []
+        for event_id, detail in rows:
+            after = max(after, int(event_id))
+            d = json.loads(detail or "{}")
+            if isinstance(d, dict) and "rel_path" in d:
+                out.append(
+                    (str(d["inbox"]), str(d["rel_path"]), int(d["size"]), int(d["mtime_ns"]))
+                )
+        return after, out
 
     # ---- clips and exports -----------------------------------------------------------------
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 EDGE = 1 << 20
 
@@ -30,6 +32,15 @@ class FileIdentity:
     def same_content_as(self, other: FileIdentity) -> bool:
         """Size and mtime unchanged (inodes change across remounts; they are not compared)."""
         return (self.size, self.mtime_ns) == (other.size, other.mtime_ns)
+
+
+def same_preset(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Whether two stored presets ask for the same work (where results go does not count)."""
+
+    def work(preset: Mapping[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in preset.items() if k != "_delivery"}
+
+    return work(a) == work(b)
 
 
 def fingerprint(path: Path, size: int | None = None) -> str:

@@ -28,7 +28,7 @@ from watchd.carmic.errors import (
 from watchd.carmic.models import PROJECT_READY_STATUSES, Project, ProjectStatus
 from watchd.ledger.db import JobRow
 from watchd.ledger.states import Stage
-from watchd.pipeline.identity import FileIdentity, fingerprint
+from watchd.pipeline.identity import FileIdentity, fingerprint, same_preset
 from watchd.pipeline.outcomes import Fail, Park, RetryLater, SourceMissing
 from watchd.pipeline.selection import choose_clips, render_choice
 
@@ -133,15 +133,20 @@ def _probe_hint(code: str) -> str:
 
 
 def _original_of(p: Pipeline, job: JobRow) -> JobRow | None:
-    """An earlier job with the same content that this one should point to instead of billing
-    again. An earlier job that failed before any project existed does not count: nothing was
-    billed, so the new drop is processed on its own."""
+    """An earlier job with the same content, the same rule and the same resolved preset, that
+    this one should point to instead of billing again (the same video under another rule, or
+    with another sidecar, is other work). An earlier job that failed before any project existed
+    does not count: nothing was billed, so the new drop is processed on its own."""
     for other in p.ledger.find_by_fingerprint(job.fingerprint, exclude=job.id):
         if (other.created_at, other.id) >= (job.created_at, job.id):
             continue
         if other.size != job.size:
             continue
         if other.stage is Stage.FAILED and not other.project_id:
+            continue
+        if (other.inbox, other.rule) != (job.inbox, job.rule):
+            continue
+        if not same_preset(other.preset_dict, job.preset_dict):
             continue
         if other.duplicate_of:
             root = p.ledger.get(other.duplicate_of)
