@@ -125,3 +125,11 @@ def test_a_bad_sidecar_is_a_config_error_and_nothing_changes(
     with pytest.raises(ConfigError, match="rendr"):
         retry_job(ledger, cfg, jid)
     assert ledger.require(jid).state == "failed"
+
+
+def test_a_job_past_its_renders_keeps_its_preset(ledger: Ledger, tmp_path: Path) -> None:
+    cfg = config(tmp_path, caption_style="HORMOZI")
+    jid = failed_job(ledger, tmp_path)
+    ledger.update(jid, resume_stage="delivering")
+    assert "keeps its preset" in retry_job(ledger, cfg, jid)
+    assert ledger.require(jid).preset_dict["caption_style"] == "BRAND"

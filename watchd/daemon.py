@@ -61,7 +61,7 @@ METRICS_REFRESH = 1.0  # derived gauges (jobs by state, oldest age) at most this
 # files makes ten thousand transitions, and each tick reads the ledger (a step per transition
 # was 40 % of the daemon's CPU in the burst benchmark).
 TRANSITION_WAKE = 0.05
-STYLES_TIMEOUT = 30.0  # listing the workspace's templates (at start and on reload)
+STYLES_TIMEOUT = 10.0  # listing the workspace's templates (at start and on reload)
 
 # Settings a reload cannot change in a running daemon: they shape objects built at start.
 RESTART_ONLY = {

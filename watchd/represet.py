@@ -33,6 +33,8 @@ CREATE_KEYS = (
     "trim_start",
     "trim_end",
 )
+# Where a job resumes once its renders are behind it (render = "none" renders nothing).
+PAST_RENDERING = frozenset({"exporting", "delivering"})
 # Clip states from before any render request (configured: its preset PUT is done).
 UNRENDERED = frozenset({"pending", "configured"})
 
@@ -96,6 +98,8 @@ def apply_current_preset(ledger: Ledger, cfg: Config, job: JobRow) -> Represet:
     clips = ledger.clips(job.id)
     if has_rendered(clips):
         return Represet((), "keeps its preset: its clips were sent to render already")
+    if job.resume_stage in PAST_RENDERING:
+        return Represet((), f"keeps its preset: it resumes at {job.resume_stage}")
     # As the job would read it (missing keys at their defaults), so only real changes show.
     old = {**job.preset_dict, **Preset.from_json(job.preset_dict).to_json()}
     new = current_preset(cfg, job)
