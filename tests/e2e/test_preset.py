@@ -82,7 +82,11 @@ def test_a_sidecar_with_an_unknown_caption_style_fails_before_the_create(
     env.start()
     jobs = {j["source"]: j for j in env.wait_states({"a.mp4": "failed", "b.mp4": "failed"})}
     assert jobs["a.mp4"]["error_code"] == "preset_invalid"
-    assert '"HORMOSI"' in jobs["a.mp4"]["error"] and '"HORMOZI"' in jobs["a.mp4"]["error"]
+    assert jobs["a.mp4"]["error"].startswith(
+        'the preset (inbox root or sidecar a.mp4.toml) cannot be used: caption_style: "HORMOSI" '
+        "is neither a built-in caption style nor a template of the workspace; did you mean "
+        '"HORMOZI"?'
+    )
     assert jobs["b.mp4"]["error_code"] == "sidecar_invalid"
     assert "template.style.fontSize: must be between 8 and 400" in jobs["b.mp4"]["error"]
     assert env.emu.snapshot()["counters"]["creates"] == 0

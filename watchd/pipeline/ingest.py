@@ -111,9 +111,13 @@ def _check_caption_style(p: Pipeline, job: JobRow) -> None:
 
     problem = preset_style_problem(job.preset_dict, p.workspace_styles)
     if problem:
+        sidecar = p.source_path(job).with_name(job.name + ".toml")
+        where = f"rule {job.rule!r}" if job.rule else "inbox root"
+        if sidecar.is_file():
+            where += f" or sidecar {sidecar.name}"
         raise Fail(
             "preset_invalid",
-            f"the preset cannot be used: {problem}",
+            f"the preset ({where}) cannot be used: {problem}",
             hint=(
                 f"Fix the rule (or the file's sidecar .toml), then `watchd retry {job.id}`: the "
                 "retry takes the rule's preset as it is then. Nothing was sent to Carmic."
