@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 from bench.common import MIB, Options, Report, Sample, Table, median, spread, vm_mib, wait_until
 from bench.rig import (
@@ -33,8 +34,10 @@ CPU_TARGET_MS = 20.0
 RSS_TARGET_MIB = 200.0
 
 
-def burst_once(work: Path, sample: Path, n: int, tag: str) -> dict[str, float]:
-    """One burst of ``n`` files into a fresh daemon; its figures."""
+def burst_once(
+    work: Path, sample: Path, n: int, tag: str, notify: list[dict[str, Any]] | None = None
+) -> dict[str, float]:
+    """One burst of ``n`` files into a fresh daemon (with ``notify`` tables); its figures."""
     staging = work / f"staging-{tag}"
     names = list(RULES)
     files = [
@@ -42,7 +45,7 @@ def burst_once(work: Path, sample: Path, n: int, tag: str) -> dict[str, float]:
         for i in range(n)
     ]
     with emulator() as emu:
-        env = make_env(work / f"env-{tag}", emu, RULES)
+        env = make_env(work / f"env-{tag}", emu, RULES, notify=notify)
         for rule in names:
             (env.inbox / rule).mkdir()
         run = Run(env)

@@ -96,6 +96,7 @@ def make_env(
     daemon: dict[str, Any] | None = None,
     inbox: dict[str, Any] | None = None,
     extra_inboxes: int = 0,
+    notify: list[dict[str, Any]] | None = None,
 ) -> Env:
     """An end-to-end environment under ``root`` with its config written. ``extra_inboxes``
     adds that many more inboxes (``inbox2`` ...) with the same settings and rules."""
@@ -105,6 +106,7 @@ def make_env(
         carmic={**BASE_CARMIC, **(carmic or {})},
         daemon={**BASE_DAEMON, **(daemon or {})},
         inbox=inbox,
+        notify=notify,
     )
     if extra_inboxes:
         cfg = tomllib.loads(env.config_path.read_text())

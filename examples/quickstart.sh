@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The quickstart of carmic-api.md §2, verbatim except for the parameters below: the API host,
-# the credentials, and the video's name, size and duration. Against the bundled emulator:
+# The Carmic API's curl quickstart (log in, create a project, upload, process, render, download),
+# unchanged except for the parameters below: the API host, the credentials, and the video's
+# name, size and duration. Against the bundled emulator:
 #   watchd emulator &   # prints its API URL and the seeded user
 #   API=http://127.0.0.1:8765/api EMAIL=demo@carmic.local PASSWORD=Demo-pass-1 \
 #     FILE=sample.mp4 DURATION=20 bash examples/quickstart.sh

@@ -13,7 +13,16 @@ def test_every_contract_command_is_in_help() -> None:
     help_text = build_parser().format_help()
     for cmd in ("run", "check", "status", "retry", "forget", "emulator", "demo"):
         assert cmd in help_text
-    assert set(COMMANDS) == {"run", "check", "status", "retry", "forget", "emulator", "demo"}
+    assert set(COMMANDS) == {
+        "run",
+        "check",
+        "status",
+        "retry",
+        "forget",
+        "notify",
+        "emulator",
+        "demo",
+    }
 
 
 def test_readme_documents_every_command_and_the_two_quickstart_commands() -> None:

@@ -5,7 +5,7 @@ each folder gets, so a typo in a rule's folder shows up before a file lands in t
 Online it also logs in, resolves the workspace and checks that every caption style in use is
 built in or a template of the workspace (one that is neither is a config error: the API would
 refuse it only after the processing was billed). Offline it says what it could not verify.
-Exit codes follow the contract: 0 ok, 2 bad config, 3 cannot log in or reach the API.
+Exit codes (docs/cli.md): 0 ok, 2 bad config, 3 cannot log in or reach the API.
 """
 
 from __future__ import annotations
@@ -124,6 +124,10 @@ def describe(cfg: Config, out: TextIO) -> None:
         out.write(f"warning: {warning}\n")
     for inbox in cfg.inboxes:
         _describe_inbox(inbox, cfg.daemon.scan, out)
+    from watchd.notify.config import summary
+
+    for n in cfg.notify:
+        out.write(f"notify   {summary(n)}\n")
 
 
 def _describe_inbox(inbox: InboxConfig, scan: str, out: TextIO) -> None:

@@ -113,6 +113,22 @@ def build_parser() -> argparse.ArgumentParser:
     _config_arg(forget)
     forget.add_argument("ids", nargs="+", metavar="ID")
 
+    notify = sub.add_parser(
+        "notify",
+        help="notifications ([[notify]]): send a test event to each notifier",
+        description="Notifications ([[notify]] in the config).",
+    )
+    notify_sub = notify.add_subparsers(dest="notify_command", metavar="ACTION", required=True)
+    notify_test = notify_sub.add_parser(
+        "test",
+        help="send a test event to each notifier (or to NAME) and show the answers",
+        description="Send a test event (type watchd.test) to each [[notify]] notifier, or only to "
+        "NAME, and show what each answered. Nothing is recorded in the ledger. Exit 0 when every "
+        "one answered well, 1 otherwise, 2 on a bad config.",
+    )
+    _config_arg(notify_test)
+    notify_test.add_argument("name", nargs="?", metavar="NAME", help="only this notifier")
+
     emu = sub.add_parser(
         "emulator",
         help="run the bundled Carmic API emulator",
@@ -142,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     handler = COMMANDS[args.command]
-    if args.command not in ("check", "status", "retry", "forget"):
+    if args.command not in ("check", "status", "retry", "forget", "notify"):
         return handler(args)
     from watchd.service.logsetup import setup_logging, teardown_logging
 
@@ -274,6 +290,12 @@ def cmd_forget(args: argparse.Namespace) -> int:
     return _each_job(args, "forget")
 
 
+def cmd_notify(args: argparse.Namespace) -> int:
+    from watchd.notify.testsend import notify_test
+
+    return notify_test(_path(args), args.name)
+
+
 def cmd_emulator(args: argparse.Namespace) -> int:
     from watchd.emulator.cli import run as run_emulator
 
@@ -292,6 +314,7 @@ COMMANDS = {
     "status": cmd_status,
     "retry": cmd_retry,
     "forget": cmd_forget,
+    "notify": cmd_notify,
     "emulator": cmd_emulator,
     "demo": cmd_demo,
 }

@@ -1,6 +1,6 @@
 """The configuration: TOML in, frozen dataclasses out, every problem named by its key path.
 
-``load_config`` reads the file, checks every key of the contract (type, choices, range), the
+``load_config`` reads the file, checks every key (docs/configuration.md: type, choices, range), the
 paths (inboxes exist, outboxes and the state folder can be created, nothing overlaps), finds the
 password (:mod:`watchd.secrets`) and returns a :class:`Config`. It never stops at the first
 problem: all of them are collected into one :class:`ConfigError`, each prefixed with the key it
@@ -36,7 +36,7 @@ from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time
 from pathlib import Path, PurePosixPath
 from typing import Any, Final
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from watchd.secrets import Secret, find_password, no_password_message
 from watchd.vocabulary import VIDEO_TYPES
@@ -59,7 +59,7 @@ LOG_FORMATS: Final = ("auto", "text", "json", "journal")
 LOG_LEVELS: Final = ("debug", "info", "warning", "error")
 LANGUAGE_MODES: Final = ("single", "multi")
 EXPORT_FORMATS: Final = ("premiere", "davinci", "fcpx", "after_effects")
-# carmic-api.md §4.3; workspaces may add custom templates, so others are allowed (check notes them).
+# Carmic's own styles; workspaces may add custom templates, so others pass (check notes them).
 CAPTION_STYLES: Final = ("HORMOZI", "DEFAULT", "MINIMAL", "IMPACT", "KARAOKE", "BUBBLE", "WHISPER")
 # The reference's own project creation limits (per workspace); above them we would only earn 429s.
 API_CREATES_PER_MINUTE: Final = 5
@@ -67,7 +67,7 @@ API_EXPORTS_PER_MINUTE: Final = 5
 CUSTOM_INSTRUCTIONS_MAX: Final = 2000
 MAX_SIDECAR_BYTES: Final = 1 << 20
 
-TOP_KEYS: Final = ("carmic", "daemon", "inbox")
+TOP_KEYS: Final = ("carmic", "daemon", "inbox", "notify")
 CARMIC_KEYS: Final = (
     "api_url",
     "email",
@@ -93,7 +93,7 @@ DAEMON_KEYS: Final = (
     "metrics",
     "max_render_retries",
 )
-INBOX_KEYS: Final = ("path", "outbox", "on_success", "on_failure", "rules")
+INBOX_KEYS: Final = ("path", "outbox", "on_success", "on_failure", "rules", "name")
 RULE_KEYS: Final = (
     "video_type",
     "language",
@@ -109,7 +109,7 @@ RULE_KEYS: Final = (
 SIDECAR_ONLY_KEYS: Final = ("title", "trim_start", "trim_end")
 RENDER_KEYS: Final = ("min_score", "max_clips")
 
-# TemplateConfig (carmic-api.md §3.5.1): enums checked where they appear; other keys the
+# Carmic's TemplateConfig (docs/configuration.md): enums checked where they appear; other keys the
 # reference does not list only earn a warning, since the server may know more than it documents.
 TEMPLATE_SECTIONS: Final[Mapping[str, tuple[str, ...]]] = {
     "layout": (
@@ -378,6 +378,7 @@ class InboxConfig:
     on_success: str
     on_failure: str
     rules: tuple[Rule, ...]  # always holds the root rule ""
+    name: str = ""  # the inbox's identity in notifications; default: its folder's name
 
     def rule_for(self, rel_folder: PurePosixPath | str) -> Rule:
         """The rule for files in ``rel_folder`` (relative to the inbox): the rule whose folder
@@ -445,6 +446,7 @@ class Config:
     inboxes: tuple[InboxConfig, ...]
     path: Path | None
     warnings: tuple[str, ...] = ()
+    notify: tuple[Any, ...] = ()  # watchd.notify.config.NotifierConfig, one per [[notify]]
 
 
 def default_config_path(env: Mapping[str, str] | None = None) -> Path:
@@ -1104,18 +1106,27 @@ def _check_layout(inboxes: Sequence[InboxConfig], state_dir: Path, report: _Repo
 # ---- the sections --------------------------------------------------------------------------------
 
 
-def _api_url(t: _Table) -> str:
-    value = t.string("api_url", DEFAULT_API_URL, nonempty=True).strip()
+def http_url(t: _Table, key: str, value: str, example: str) -> SplitResult | None:
+    """``value`` split, or None with the problem reported under ``key``: an http(s) URL with a
+    host (never quoted back: a malformed URL may still carry credentials)."""
     try:
         parts = urlsplit(value)
         host = parts.hostname or ""
     except ValueError:
-        # Not quoted back: a malformed URL may still carry credentials.
-        t.error("api_url", 'is not a valid URL; e.g. "https://api.carmic.pro/api"')
-        return DEFAULT_API_URL
+        t.error(key, f'is not a valid URL; e.g. "{example}"')
+        return None
     if parts.scheme not in ("http", "https") or not host:
-        t.error("api_url", 'must be an http(s) URL such as "https://api.carmic.pro/api"')
+        t.error(key, f'must be an http(s) URL such as "{example}"')
+        return None
+    return parts
+
+
+def _api_url(t: _Table) -> str:
+    value = t.string("api_url", DEFAULT_API_URL, nonempty=True).strip()
+    parts = http_url(t, "api_url", value, "https://api.carmic.pro/api")
+    if parts is None:
         return DEFAULT_API_URL
+    host = parts.hostname or ""
     if parts.username or parts.password:
         t.error("api_url", "must not contain a user or password (use [carmic] email/password)")
         return DEFAULT_API_URL
@@ -1246,9 +1257,10 @@ def _inbox(index: int, value: Any, base: Path, report: _Report) -> InboxConfig |
     on_failure = t.choice("on_failure", "move", ON_FAILURE)
     root = _layer(Preset(), _rule_values(t, sidecar=False))
     rules = _rules(t, root, report)
+    name = t.string("name", "", nonempty=True, max_len=200).strip()
     if path is None or outbox is None or len(report.problems) != before:
         return None
-    return InboxConfig(index, path, outbox, on_success, on_failure, rules)
+    return InboxConfig(index, path, outbox, on_success, on_failure, rules, name or path.name)
 
 
 # ---- entry points --------------------------------------------------------------------------------
@@ -1332,6 +1344,15 @@ def parse_config(
                 inboxes.append(inbox)
     if inboxes:
         _check_layout(inboxes, daemon.state_dir, report)
+    from watchd.notify.config import parse_notify
+
+    notify = parse_notify(
+        data.get("notify"),
+        base=base,
+        report=report,
+        rule_names=[r.name for i in inboxes for r in i.rules] if inboxes else None,
+        check_paths=check_paths,
+    )
     if check_paths:
         for inbox in inboxes:
             _check_inbox_dir(inbox, report, allow_missing=allow_missing_inboxes)
@@ -1351,7 +1372,7 @@ def parse_config(
     if log_warnings:
         for warning in report.warnings:
             log.warning("config: %s", warning)
-    return Config(carmic, daemon, tuple(inboxes), path, tuple(report.warnings))
+    return Config(carmic, daemon, tuple(inboxes), path, tuple(report.warnings), notify)
 
 
 def sidecar_for(video: Path) -> Path:

@@ -145,6 +145,7 @@ class Daemon:
         self._next_metrics = 0.0
         self._upload_seen: dict[str, int] = {}
         self.ledger: Ledger | None = None
+        self.notify: Any = None  # watchd.notify.service.NotifyService once started
         self.pipeline: Pipeline | None = None
         self.inboxes: dict[str, InboxRuntime] = {}
         self.tracker = SettleTracker(config.daemon.settle_seconds)
@@ -191,6 +192,10 @@ class Daemon:
         self._events()
         cfg = self.config
         self.ledger = Ledger.open(cfg.daemon.state_dir, clock=self.clock)
+        from watchd.notify.service import NotifyService
+
+        on_result = self.metrics.notification if self.metrics is not None else None
+        self.notify = NotifyService(self.ledger, cfg, self.clock, on_result)
         self.known = self.ledger.known_identities()
         self._forgot_after, _ = self.ledger.forgotten_since(None)
         if self.metrics is not None and cfg.daemon.metrics:
@@ -304,6 +309,8 @@ class Daemon:
         if self._client is not None:
             with contextlib.suppress(Exception):
                 await self._client.aclose()
+        if self.notify is not None:
+            await self.notify.aclose()
         if self.ledger:
             self.ledger.close()
 
@@ -631,6 +638,8 @@ class Daemon:
             s.poll_seconds = new.carmic.poll_seconds
             s.max_render_retries = new.daemon.max_render_retries
         self._setup_inboxes(new)
+        if self.notify is not None:
+            self.notify.reload(new)
         self._next_rescan = 0.0
         from watchd.service.logsetup import setup_logging
 

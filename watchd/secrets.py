@@ -109,19 +109,21 @@ class PasswordLookup:
     warnings: tuple[str, ...] = ()
 
 
-def loose_permissions(path: Path, st: os.stat_result) -> str | None:
+def loose_permissions(
+    path: Path, st: os.stat_result, what: str = "the Carmic password"
+) -> str | None:
     """A warning when group or others may read the secret file at ``path``, else ``None``."""
     mode = stat.S_IMODE(st.st_mode)
     who = [name for bit, name in ((stat.S_IRGRP, "group"), (stat.S_IROTH, "others")) if mode & bit]
     if not who:
         return None
     return (
-        f"{path} holds the Carmic password and is readable by {' and '.join(who)} "
+        f"{path} holds {what} and is readable by {' and '.join(who)} "
         f"(mode {mode:04o}); chmod 600 it"
     )
 
 
-def read_secret_file(path: Path) -> tuple[Secret, str | None]:
+def read_secret_file(path: Path, what: str = "the Carmic password") -> tuple[Secret, str | None]:
     """The secret in ``path`` (trailing newline stripped) and a permission warning or ``None``.
 
     Raises :class:`OSError` when the file cannot be read and :class:`ValueError` when it is not a
@@ -144,7 +146,7 @@ def read_secret_file(path: Path) -> tuple[Secret, str | None]:
         raise ValueError(f"{path} is empty")
     if "\n" in value or "\r" in value:
         raise ValueError(f"{path} holds more than one line; put only the password in it")
-    return Secret(value), loose_permissions(path, st)
+    return Secret(value), loose_permissions(path, st, what)
 
 
 def _describe(e: BaseException) -> str:

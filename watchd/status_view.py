@@ -33,7 +33,7 @@ def iso(ts: float | None) -> str | None:
 
 
 def job_json(job: JobRow) -> dict[str, Any]:
-    """One element of ``watchd status --json`` (the contract's keys first)."""
+    """One element of ``watchd status --json`` (the documented keys first: docs/cli.md)."""
     return {
         "id": job.id,
         "path": job.path,
@@ -291,7 +291,9 @@ def _terminal_width(tty: bool) -> int:
 def render_screen(ledger: Ledger, *, now: float, width: int) -> str:
     """Everything ``watchd status`` prints: the daemon's state, the summary, the table."""
     state = daemon_state(ledger.last_heartbeat(), now=now)
-    header = [state.text, summary_line(ledger), ""]
+    from watchd.notify.queue import status_lines
+
+    header = [state.text, summary_line(ledger), *status_lines(ledger), ""]
     return render_table(ledger.jobs(), ledger.inboxes(), now=now, width=width, header=header)
 
 

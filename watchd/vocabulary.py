@@ -6,7 +6,7 @@ from typing import Final
 
 __all__ = ["VIDEO_TYPES"]
 
-# The video types the API takes for a project (carmic-api.md §3.3 lists the first few and "...").
+# The video types the Carmic API takes for a project (its reference names the first few).
 VIDEO_TYPES: Final = (
     "auto",
     "podcast",

@@ -1,4 +1,4 @@
-"""The Carmic reference (``../shared/carmic-api.md``) as a MockTransport backend.
+"""The Carmic API reference as a MockTransport backend.
 
 The module-level payloads are the reference's literal examples, copied as they stand (comments
 dropped; the two places the reference elides with ``...`` inside an array are noted). The

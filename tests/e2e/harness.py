@@ -101,6 +101,7 @@ class Env:
         carmic: dict[str, Any] | None = None,
         daemon: dict[str, Any] | None = None,
         inbox: dict[str, Any] | None = None,
+        notify: list[dict[str, Any]] | None = None,
     ) -> Path:
         secret = self.root / "password"
         secret.write_text(self.emu.seed_password + "\n")
@@ -134,6 +135,8 @@ class Env:
                 }
             ],
         }
+        if notify:
+            cfg["notify"] = notify
         self.config_path.write_bytes(tomli_w.dumps(cfg).encode())
         return self.config_path
 

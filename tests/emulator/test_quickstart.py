@@ -1,4 +1,4 @@
-"""examples/quickstart.sh (the reference's §2 curl script) against the emulator, with bash."""
+"""examples/quickstart.sh (the Carmic API's curl quickstart) against the emulator, with bash."""
 
 from __future__ import annotations
 

@@ -25,7 +25,7 @@ from watchd.outbox.manifest import (
     write_manifest,
 )
 
-# The example of CONTRACT.md §3, comments removed.
+# The documented manifest shape (docs/outbox.md), with placeholder values.
 CONTRACT_EXAMPLE = json.loads(
     """
 {

@@ -1,4 +1,5 @@
-"""docs/install.md: its CI-marked commands run, and it covers every step of an installation.
+"""docs/install.md: its CI-marked commands run, its wheel builds and installs, and it covers every
+step of an installation.
 
 Blocks preceded by an ``<!-- ci: ... -->`` comment run here, as bash with ``set -euo pipefail``,
 from the repository root. The guide talks about /etc/systemd/system and /opt/carmic-watchd; the
@@ -11,9 +12,13 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
+import sysconfig
+import tomllib
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -126,7 +131,8 @@ def test_ci_blocks_run(tmp_path: Path) -> None:
     [
         "useradd --system",
         "python3 -m venv /opt/carmic-watchd",
-        "/opt/carmic-watchd/bin/pip install 'carmic-watchd[systemd]'",
+        "/opt/carmic-watchd/bin/pip wheel --no-deps --wheel-dir dist .",
+        "/usr/local/src/carmic-watchd",
         "libsystemd-dev",
         "pkg-config",
         "gcc",
@@ -155,3 +161,100 @@ def test_the_guide_matches_the_unit() -> None:
         assert path in unit and path in guide
     assert "LoadCredential=carmic-password:/etc/carmic-watchd/password" in guide
     assert "User=carmic-watchd" in unit and "carmic-watchd" in guide
+
+
+# ---- §3: the wheel built from the checkout ------------------------------------------------------
+
+WHEEL_BLOCK = re.compile(r"^<!-- wheel:[^>]*-->\n```(?:sh|bash)\n(.*?)^```", re.M | re.S)
+PIP = "/opt/carmic-watchd/bin/pip"
+# What a checkout holds that a build must not see: local virtualenvs, caches, earlier builds.
+NOT_SOURCE = shutil.ignore_patterns(
+    ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", ".hypothesis"
+)
+
+
+def wheel_name() -> str:
+    version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    return f"carmic_watchd-{version}-py3-none-any.whl"
+
+
+def wheel_block() -> list[list[str]]:
+    blocks = WHEEL_BLOCK.findall(GUIDE.read_text())
+    assert len(blocks) == 1, "docs/install.md §3 must have one <!-- wheel: --> block"
+    return [shlex.split(line) for line in blocks[0].splitlines() if line.strip()]
+
+
+def test_the_guide_installs_from_a_checkout_not_an_index() -> None:
+    guide = GUIDE.read_text()
+    assert "pip install 'carmic-watchd" not in guide  # the package is not on any index
+    assert wheel_block() == [
+        ["cd", "/usr/local/src/carmic-watchd"],
+        ["python3", "-m", "venv", "/opt/carmic-watchd"],
+        [PIP, "wheel", "--no-deps", "--wheel-dir", "dist", "."],
+        [PIP, "install", f"dist/{wheel_name()}[systemd]"],
+    ]
+    # Every wheel the guide names (install and upgrade) is the one this checkout builds.
+    named = set(re.findall(r"carmic_watchd-[0-9][^\s\[']+\.whl", guide))
+    assert named == {wheel_name()}, named
+
+
+def test_the_guides_wheel_builds_and_installs_into_a_fresh_venv(tmp_path: Path) -> None:
+    """§3 for real, but offline: the checkout (a copy) builds the wheel the guide names with the
+    guide's own `pip wheel` line; the wheel goes into a new virtualenv without its dependencies
+    (they come from this test's environment through a .pth file, so nothing is downloaded), and
+    the `watchd` it installs runs from that virtualenv."""
+    src = tmp_path / "carmic-watchd"
+    shutil.copytree(REPO, src, ignore=NOT_SOURCE)
+    build = next(cmd for cmd in wheel_block() if cmd[:2] == [PIP, "wheel"])
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
+    run = subprocess.run(
+        [*pip, *build[1:]], cwd=src, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    wheel = src / "dist" / wheel_name()
+    assert sorted(p.name for p in (src / "dist").iterdir()) == [wheel.name]
+    with zipfile.ZipFile(wheel) as zf:
+        info = next(n for n in zf.namelist() if n.endswith(".dist-info/METADATA"))
+        metadata = zf.read(info).decode()
+        entry_points = zf.read(info.replace("METADATA", "entry_points.txt")).decode()
+        assert "watchd/py.typed" in zf.namelist()
+    assert "Name: carmic-watchd" in metadata
+    assert "Provides-Extra: systemd" in metadata  # the guide's [systemd]
+    assert re.search(r"Requires-Dist: systemd-python.*extra == .systemd.", metadata)
+    assert "watchd = watchd.cli:main" in entry_points
+
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", venv], check=True, timeout=60)
+    python = venv / "bin" / "python"
+    run = subprocess.run(
+        [*pip, "--python", str(python), "install", "--no-deps", "--no-index", str(wheel)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
+    site = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True, text=True, check=True, timeout=60,
+    ).stdout.strip()  # fmt: skip
+    deps = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
+    (Path(site) / "zz_test_dependencies.pth").write_text("\n".join(sorted(deps)) + "\n")
+
+    watchd = venv / "bin" / "watchd"
+    version = subprocess.run(
+        [watchd, "--version"], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert version.returncode == 0, version.stderr
+    assert version.stdout.strip() == f"watchd {wheel_name().split('-')[1]}"
+    where = subprocess.run(
+        [python, "-c", "import watchd; print(watchd.__file__)"],
+        cwd=tmp_path, capture_output=True, text=True, check=True, timeout=60,
+    ).stdout.strip()  # fmt: skip
+    assert where.startswith(site), where  # the installed wheel, not this checkout
+
+    root = tmp_path / "root"
+    fake_install(root)
+    check = subprocess.run(
+        [watchd, "check", "--offline", "-c", root / "etc" / "carmic-watchd" / "config.toml"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "config OK" in check.stdout

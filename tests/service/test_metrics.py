@@ -316,3 +316,11 @@ def test_probe_counters_are_read_at_scrape_time() -> None:
     counts["stuck"], counts["timeouts"] = 0, 4
     assert sample(m, "watchd_probe_stuck") == 0
     assert sample(m, "watchd_probe_timeouts_total") == 4
+
+
+def test_notifications_by_notifier_and_outcome(metrics: Metrics) -> None:
+    metrics.notification("hooks", "delivered")
+    metrics.notification("hooks", "delivered")
+    metrics.notification("hooks", "failed")
+    assert sample(metrics, "watchd_notifications_total", notifier="hooks", outcome="delivered") == 2
+    assert sample(metrics, "watchd_notifications_total", notifier="hooks", outcome="failed") == 1

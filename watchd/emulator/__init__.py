@@ -1,6 +1,6 @@
 """The bundled Carmic Pro API emulator: the API origin and a storage ("R2") origin.
 
-It follows ``carmic-api.md`` literally where the reference is literal and strictly where it is
+It follows Carmic's API reference literally where the reference is literal and strictly where it is
 strict, so that a client that works against it works against the service. See
 :class:`Emulator` for the Python surface and ``watchd emulator --help`` for the command.
 

@@ -159,7 +159,7 @@ class Emulator:
         return int(runner.addresses[-1][1])
 
     async def _serve_storage(self, app: web.Application, api_port: int, port: int) -> int:
-        # The contract's foreground emulator lives on P; its storage next door on P+1 if free.
+        # `watchd emulator` serves the API on P; its storage next door on P+1 if free.
         if port == 0 and api_port:
             try:
                 return await self._serve(app, api_port + 1)

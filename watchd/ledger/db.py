@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, Protocol, TypeVar, cast
 
 import sqlite_utils
 from sqlite_utils.db import jsonify_if_needed
@@ -288,7 +288,67 @@ def _m2_meta(db: sqlite_utils.Database) -> None:
     db.executescript("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);")
 
 
-MIGRATIONS: Sequence[Callable[[sqlite_utils.Database], None]] = (_m1_initial, _m2_meta)
+def _m_notify_queue(db: sqlite_utils.Database) -> None:
+    """Notifications (:mod:`watchd.notify`): each event recorded with the transition that caused
+    it, one queue row per (event, notifier) until it is answered, and each notifier's health."""
+    db.executescript(
+        """
+        CREATE TABLE notify_events (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            msg_id TEXT NOT NULL UNIQUE,
+            type TEXT NOT NULL,
+            job_id TEXT,
+            inbox TEXT,
+            at REAL NOT NULL,
+            body TEXT NOT NULL
+        );
+        CREATE TABLE notify_queue (
+            event_id INTEGER NOT NULL REFERENCES notify_events(id) ON DELETE CASCADE,
+            notifier TEXT NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at REAL NOT NULL,
+            created_at REAL NOT NULL,
+            last_status TEXT,
+            last_error TEXT,
+            PRIMARY KEY (notifier, event_id)
+        );
+        CREATE INDEX notify_queue_due ON notify_queue (notifier, next_attempt_at, event_id);
+        CREATE TABLE notifiers (
+            name TEXT PRIMARY KEY,
+            gone_fingerprint TEXT,
+            failing INTEGER NOT NULL DEFAULT 0,
+            last_status TEXT,
+            last_error TEXT,
+            last_attempt_at REAL,
+            last_success_at REAL,
+            delivered INTEGER NOT NULL DEFAULT 0,
+            failed INTEGER NOT NULL DEFAULT 0
+        );
+        """
+    )
+
+
+MIGRATIONS: Sequence[Callable[[sqlite_utils.Database], None]] = (
+    _m1_initial,
+    _m2_meta,
+    _m_notify_queue,
+)
+
+
+class Observer(Protocol):
+    """Told of job and inbox changes inside the transaction that makes them, so that what it
+    writes on the connection commits or rolls back with them (:mod:`watchd.notify.recorder`).
+    ``stages``: the target stages it wants :meth:`job_moved` for."""
+
+    stages: frozenset[Stage]
+
+    def job_added(self, conn: sqlite3.Connection, job: JobRow) -> None: ...
+
+    def job_moved(self, conn: sqlite3.Connection, job: JobRow, src: Stage, detail: Any) -> None: ...
+
+    def inbox_changed(
+        self, conn: sqlite3.Connection, path: str, paused: bool, reason: str | None
+    ) -> None: ...
 
 
 # The non-terminal states, listed: "state IN (...)" searches the (state, next_attempt_at) index,
@@ -352,6 +412,7 @@ class Ledger:
         self._relaxed = 0  # > 0 inside relaxed()
         self._synchronous = "FULL"  # the connection's setting now
         self._unsynced = 0  # relaxed commits since the last durable one
+        self.observer: Observer | None = None  # see Observer; set by the daemon
         self.db = sqlite_utils.Database(conn)
         self.db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         self.db.execute("PRAGMA foreign_keys = ON")
@@ -431,6 +492,23 @@ class Ledger:
             yield
         finally:
             self._relaxed -= 1
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction (inside :meth:`batch`, a part of it) on the ledger's connection,
+        for tables the ledger does not model itself (the notification queue)."""
+        with self._write():
+            yield self._conn
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Rows of a read on the ledger's connection, as tuples."""
+        with self._lock:
+            return self._conn.execute(sql, params).fetchall()
+
+    @property
+    def in_transaction(self) -> bool:
+        """Inside a write transaction of this ledger (what is read now may yet roll back)."""
+        return self._depth > 0
 
     @property
     def unsynced_writes(self) -> int:
@@ -592,6 +670,8 @@ class Ledger:
             job = with_values(_NO_JOB, values, _JOB_KINDS)
             if job is not None:
                 self._jobs.put(job_id, job)
+            if self.observer is not None:
+                self.observer.job_added(self._conn, job or cast(JobRow, self._job(job_id)))
         return job or self.require(job_id)
 
     def get(self, job_id: str) -> JobRow | None:
@@ -764,6 +844,9 @@ class Ledger:
                 self._clips.drop(job_id)
             after = self._update(job_id, values, job)
             self._event(job_id, kind, actor=actor, src=src.value, dst=to.value, detail=detail)
+            obs = self.observer
+            if obs is not None and src is not to and to in obs.stages:
+                obs.job_moved(self._conn, after or cast(JobRow, self._job(job_id)), src, detail)
         return after or self.require(job_id)
 
     def update(self, job_id: str, **updates: Any) -> None:
@@ -987,6 +1070,8 @@ class Ledger:
         last_scan_at: float | None,
     ) -> None:
         with self._write():
+            if self.observer is not None:
+                self.observer.inbox_changed(self._conn, path, paused, reason)
             self._conn.execute(
                 "INSERT INTO inboxes (path, paused, reason, entries, last_scan_at) "
                 "VALUES (?, ?, ?, ?, ?) ON CONFLICT(path) DO UPDATE SET paused = excluded.paused, "

@@ -1,10 +1,9 @@
 """``manifest.json``: the record of one delivery, and the sign that it is complete.
 
-Its shape is the external contract's (§3); extra top-level keys are ``watchd_version``,
-``job_id``, ``duplicate_of`` and ``preset`` (the resolved preset the job was given); the JSON
-Schema of the whole document is ``docs/manifest.schema.json``. It is written last, atomically:
-a reader that sees it may trust every file it names. Every path in it is relative to its folder
-and stays inside it.
+Its shape is documented in docs/outbox.md, its JSON Schema is docs/manifest.schema.json; extra
+top-level keys are ``watchd_version``, ``job_id``, ``duplicate_of`` and ``preset`` (the resolved
+preset the job was given). It is written last, atomically: a reader that sees it may trust every
+file it names. Every path in it is relative to its folder and stays inside it.
 """
 
 from __future__ import annotations
@@ -50,7 +49,7 @@ _DRIVE = re.compile(r"^[A-Za-z]:")
 
 
 class ManifestError(ValueError):
-    """A manifest that does not have the contract's shape, or names a path outside its folder."""
+    """A manifest that does not have the documented shape, or names a path outside its folder."""
 
 
 @dataclass(frozen=True)
@@ -105,7 +104,7 @@ def _plain(obj: Any) -> Any:
 
 
 def _number(v: Any) -> Any:
-    # 87.0 reads as 87, as the contract shows it; non-finite numbers are not JSON.
+    # 87.0 reads as 87, as docs/outbox.md shows it; non-finite numbers are not JSON.
     if isinstance(v, float):
         if not math.isfinite(v):
             return None
@@ -153,10 +152,10 @@ def build_manifest(
     job_id: str | None = None,
     preset: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The manifest document in the contract's shape and key order.
+    """The manifest document in its documented shape and key order (docs/outbox.md).
 
     Entries may be the dataclasses of this module or plain mappings (extra keys of a clip, such
-    as ``thumbnail``, are kept after the contract's). ``completed_at`` is a datetime (UTC) or an
+    as ``thumbnail``, are kept after the documented). ``completed_at`` is a datetime (UTC) or an
     ISO string as it should appear. Raises :class:`ManifestError` for an unknown status, a
     ``failed`` manifest without an error, or a path that leaves the folder.
     """

@@ -150,6 +150,13 @@ class Metrics:
             ["inbox"],
             registry=r,
         )
+        self._notifications = Counter(
+            "watchd_notifications",
+            "Attempts to deliver [[notify]] events, by notifier and outcome "
+            "(delivered, failed, gone, gave_up)",
+            ["notifier", "outcome"],
+            registry=r,
+        )
         self._probes = _ProbeStats()
         r.register(self._probes)
         Info("watchd_build", "carmic-watchd version", registry=r).info({"version": __version__})
@@ -207,6 +214,10 @@ class Metrics:
     def set_inbox_paused(self, inbox: str, paused: bool) -> None:
         """Whether an inbox is paused."""
         self._paused.labels(inbox).set(1 if paused else 0)
+
+    def notification(self, notifier: str, outcome: str) -> None:
+        """One attempt to deliver a notification, and how it ended."""
+        self._notifications.labels(notifier, outcome).inc()
 
     def watch_probes(self, stuck: Callable[[], int], timeouts: Callable[[], int]) -> None:
         """Report the probe module's counters (``watchd.probe.stuck_probes``/``probe_timeouts``)

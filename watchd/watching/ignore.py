@@ -1,4 +1,4 @@
-"""What counts as an input: the contract's ignore list and the accepted video extensions.
+"""What counts as an input: the ignore list and the accepted extensions (docs/configuration.md).
 
 Copy tools, sync clients, NAS firmware and desktops leave temporaries and metadata beside the
 files people drop. Taking one of those as a video would bill a project for garbage, so every
