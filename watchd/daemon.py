@@ -436,7 +436,6 @@ class Daemon:
             self._reload_requested = False
             await self._refresh_styles()
             self.reload()
-        self._take_forgotten()
         paths, self._pending_paths = self._pending_paths, set()
         for path in paths:
             self._observe(path, now)
@@ -450,7 +449,8 @@ class Daemon:
 
     def _take_forgotten(self) -> None:
         """Files whose jobs `watchd forget` dropped are new again: one that comes back into
-        the inbox is taken at once, not only after a restart."""
+        the inbox is taken at once, not only after a restart. Asked at each rescan and when a
+        settled file looks known (never per tick: it costs a query)."""
         assert self.ledger is not None
         self._forgot_after, gone = self.ledger.forgotten_since(self._forgot_after)
         for inbox, rel, size, mtime_ns in gone:
@@ -493,6 +493,7 @@ class Daemon:
         """Walk every inbox (in a thread: a NAS can be slow) and observe what is new."""
         assert self.ledger is not None and self.pipeline is not None
         self._next_rescan = now + self.config.daemon.rescan_seconds
+        self._take_forgotten()
         for rt in list(self.inboxes.values()):
             result = await asyncio.to_thread(scan_inbox, rt.config.path)
             if self.inboxes.get(rt.key) is not rt:
@@ -534,7 +535,9 @@ class Daemon:
         rel = nfc(path.relative_to(rt.config.path).as_posix())
         sig = (stat.size, stat.mtime_ns)
         if sig in self.known.get((rt.key, rel), set()):
-            return
+            self._take_forgotten()
+            if sig in self.known.get((rt.key, rel), set()):
+                return
         if self.ledger.find_by_identity(rt.key, rel, stat.size, stat.mtime_ns) is not None:
             self.known.setdefault((rt.key, rel), set()).add(sig)
             return
