@@ -20,6 +20,7 @@ def test_every_contract_command_is_in_help() -> None:
         "retry",
         "forget",
         "notify",
+        "ledger",
         "emulator",
         "demo",
     }
@@ -38,6 +39,8 @@ def test_contract_flags_parse() -> None:
     assert p.parse_args(["status", "-c", "x.toml", "--json"]).json
     assert p.parse_args(["check", "--offline"]).offline
     assert p.parse_args(["retry", "a", "b"]).ids == ["a", "b"]
+    assert p.parse_args(["run", "--debug"]).debug
+    assert p.parse_args(["ledger", "rebuild", "-c", "x.toml"]).ledger_command == "rebuild"
     args = p.parse_args(
         [
             "emulator",
@@ -104,3 +107,26 @@ def test_run_with_a_bad_config_exits_2(tmp_path: Path) -> None:
     )  # fmt: skip
     assert r.returncode == 2
     assert "carmic.realtime" in r.stderr
+
+
+def test_a_damaged_ledger_is_one_line_for_every_command_that_reads_it(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    (tmp_path / "in").mkdir()
+    state = tmp_path / "state"
+    state.mkdir()
+    db = state / "ledger.db"
+    db.write_bytes(b"not a database " * 300)
+    cfg.write_text(
+        f'[carmic]\napi_url = "http://127.0.0.1:1/api"\nemail = "a@b.c"\n'
+        f'[daemon]\nstate_dir = "{state}"\n'
+        f'[[inbox]]\npath = "{tmp_path / "in"}"\noutbox = "{tmp_path / "out"}"\n'
+    )
+    for args in (["status"], ["retry", "j1"], ["forget", "j1"], ["ledger", "rebuild"]):
+        r = subprocess.run(
+            [sys.executable, "-m", "watchd", *args, "-c", str(cfg)],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert r.returncode == 2, (args, r.stderr)
+        assert "Traceback" not in r.stderr
+        errors = [line for line in r.stderr.splitlines() if "WARNING" not in line]
+        assert len(errors) == 1 and f"{db} is damaged" in errors[0], (args, r.stderr)

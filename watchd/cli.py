@@ -58,6 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
         "Exit 0 on a clean stop, 2 on a bad config, 3 when the Carmic login is refused.",
     )
     _config_arg(run)
+    run.add_argument(
+        "--debug",
+        action="store_true",
+        help='log at debug level and show tracebacks of start-up errors (as log_level = "debug")',
+    )
 
     check = sub.add_parser(
         "check",
@@ -129,6 +134,23 @@ def build_parser() -> argparse.ArgumentParser:
     _config_arg(notify_test)
     notify_test.add_argument("name", nargs="?", metavar="NAME", help="only this notifier")
 
+    ledger = sub.add_parser(
+        "ledger",
+        help="repair the ledger: `watchd ledger rebuild` reads the outbox manifests back",
+        description="Work on the ledger itself.",
+    )
+    ledger_sub = ledger.add_subparsers(dest="ledger_command", metavar="ACTION", required=True)
+    rebuild = ledger_sub.add_parser(
+        "rebuild",
+        help="record every delivery found in the outboxes' manifest.json files",
+        description="Record in the ledger every delivery found in the outboxes' manifest.json "
+        "files that it does not know (delivered or failed, with project id and outbox folder), "
+        "so that content delivered before a ledger was lost is never billed again. The daemon "
+        "does this by itself when it starts on a new or empty ledger. Not while a daemon runs "
+        "on the same state_dir. Exit 0 ok, 2 bad config or ledger.",
+    )
+    _config_arg(rebuild)
+
     emu = sub.add_parser(
         "emulator",
         help="run the bundled Carmic API emulator",
@@ -158,7 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     handler = COMMANDS[args.command]
-    if args.command not in ("check", "status", "retry", "forget", "notify"):
+    if args.command not in ("check", "status", "retry", "forget", "notify", "ledger"):
         return handler(args)
     from watchd.service.logsetup import setup_logging, teardown_logging
 
@@ -189,7 +211,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _exit_cleanly)
     from watchd.daemon import run_daemon
 
-    return run_daemon(_path(args))
+    return run_daemon(_path(args), debug=args.debug)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -201,8 +223,12 @@ def cmd_check(args: argparse.Namespace) -> int:
 def _open_ledger(args: argparse.Namespace, *, readonly: bool = False) -> tuple[object, int]:
     """The ledger named by the config (paths need not exist: a paused NAS must not stop
     `status`). Returns (ledger or None, exit code)."""
+    import sqlite3
+
     from watchd.config import ConfigError, load_config
     from watchd.ledger.db import DB_NAME, Ledger
+    from watchd.ledger.files import private_umask
+    from watchd.ledger.health import translate
 
     path = _path(args)
     try:
@@ -213,7 +239,12 @@ def _open_ledger(args: argparse.Namespace, *, readonly: bool = False) -> tuple[o
     db = cfg.daemon.state_dir / DB_NAME
     if not db.exists():
         return None, 0
-    ledger = Ledger(db, readonly=readonly)
+    try:
+        with private_umask():  # the -wal/-shm SQLite may create are the daemon's secrets too
+            ledger = Ledger(db, readonly=readonly)
+    except sqlite3.Error as e:
+        print(f"watchd: {translate(db, e)}", file=sys.stderr)
+        return None, 2
     if readonly and ledger.schema_version() == 0:
         # The daemon has created the file and not yet its tables (it is starting this moment).
         ledger.close()
@@ -296,6 +327,25 @@ def cmd_notify(args: argparse.Namespace) -> int:
     return notify_test(_path(args), args.name)
 
 
+def cmd_ledger(args: argparse.Namespace) -> int:
+    from watchd.config import ConfigError, load_config
+    from watchd.ledger.db import LedgerError
+    from watchd.ledger.rebuild import rebuild_state_dir
+
+    path = _path(args)
+    try:
+        cfg = load_config(path, check_paths=False, log_warnings=False)
+        report = rebuild_state_dir(cfg.daemon.state_dir, cfg.inboxes)
+    except ConfigError as e:
+        print(f"watchd: bad config {path}: {e}", file=sys.stderr)
+        return 2
+    except LedgerError as e:
+        print(f"watchd ledger rebuild: {e}", file=sys.stderr)
+        return 2
+    print(report.summary())
+    return 0
+
+
 def cmd_emulator(args: argparse.Namespace) -> int:
     from watchd.emulator.cli import run as run_emulator
 
@@ -315,6 +365,7 @@ COMMANDS = {
     "retry": cmd_retry,
     "forget": cmd_forget,
     "notify": cmd_notify,
+    "ledger": cmd_ledger,
     "emulator": cmd_emulator,
     "demo": cmd_demo,
 }

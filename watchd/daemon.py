@@ -27,14 +27,17 @@ from watchd import presetcheck
 from watchd.carmic.errors import AuthError, CarmicError, TransientError
 from watchd.clock import Clock, SystemClock
 from watchd.config import Config, ConfigError, InboxConfig, load_config, resolve_preset
-from watchd.ledger.db import Ledger
+from watchd.ledger.db import Ledger, LedgerError
+from watchd.ledger.health import check_or_raise
+from watchd.ledger.opening import OpenedLedger, open_for_daemon
+from watchd.ledger.rebuild import any_manifest, rebuild
 from watchd.ledger.states import Stage
 from watchd.pipeline.identity import fingerprint
 from watchd.pipeline.outcomes import Fail
 from watchd.pipeline.runner import Pipeline, PipelineSettings
 from watchd.pipeline.scheduler import ProcessingLimit, tier_limit
 from watchd.redact import redact
-from watchd.service import eventloop
+from watchd.service import eventloop, startup
 from watchd.service.liveness import Liveness
 from watchd.status_view import summary_line
 from watchd.watching.ignore import is_candidate, nfc
@@ -50,6 +53,7 @@ T = TypeVar("T")
 EXIT_OK = 0
 EXIT_CONFIG = 2
 EXIT_AUTH = 3
+EXIT_FAILED = 1
 HEARTBEAT = 1.0  # the loop wakes at least this often (schedule, stop checks)
 PAUSED_RESCAN = 5.0  # how often a paused inbox is scanned to see whether it is back
 LOGIN_RETRY_FIRST = 2.0
@@ -146,6 +150,8 @@ class Daemon:
         self._upload_seen: dict[str, int] = {}
         self.ledger: Ledger | None = None
         self.notify: Any = None  # watchd.notify.service.NotifyService once started
+        self.opened: OpenedLedger | None = None  # the ledger with its lock (see start)
+        self.debug = config.daemon.log_level == "debug"  # tracebacks for start-up errors
         self.pipeline: Pipeline | None = None
         self.inboxes: dict[str, InboxRuntime] = {}
         self.tracker = SettleTracker(config.daemon.settle_seconds)
@@ -191,7 +197,14 @@ class Daemon:
         self._loop = asyncio.get_running_loop()
         self._events()
         cfg = self.config
-        self.ledger = Ledger.open(cfg.daemon.state_dir, clock=self.clock)
+        # One daemon per state_dir (a lock held until stop()); a damaged ledger is refused.
+        self.opened = open_for_daemon(cfg.daemon.state_dir, clock=self.clock)
+        self.ledger = self.opened.ledger
+        checking = asyncio.ensure_future(asyncio.to_thread(check_or_raise, self.opened.path))
+        checking.add_done_callback(lambda f: f.cancelled() or f.exception())
+        if self.opened.fresh:  # a new or emptied ledger: what the outboxes say was delivered
+            await self._read_back_outboxes(cfg)
+        # Notifications after the read-back: jobs read back from manifests are history, not news.
         from watchd.notify.service import NotifyService
 
         on_result = self.metrics.notification if self.metrics is not None else None
@@ -199,9 +212,12 @@ class Daemon:
         self.known = self.ledger.known_identities()
         self._forgot_after, _ = self.ledger.forgotten_since(None)
         if self.metrics is not None and cfg.daemon.metrics:
-            self.metrics_server = self.metrics.serve(
-                cfg.daemon.metrics, self.healthy, allow_non_loopback=True
-            )
+            try:
+                self.metrics_server = self.metrics.serve(
+                    cfg.daemon.metrics, self.healthy, allow_non_loopback=True
+                )
+            except OSError as e:
+                raise startup.cannot_serve_metrics(cfg.daemon.metrics, e) from e
             # MetricsServer logs its real URL, also when the config asked for any free port.
             from watchd.probe import probe_timeouts, stuck_probes
 
@@ -255,8 +271,31 @@ class Daemon:
         )
         self.notifier.status("scanning the inboxes")
         self._setup_inboxes(cfg)
-        await self.rescan(self.clock.now())
+        try:
+            await self.rescan(self.clock.now())
+        finally:
+            # PRAGMA quick_check, run beside the login and the first scan (which only look):
+            # done before the first tick, so before anything is taken or billed. A damaged
+            # ledger is told as such, whatever the scan ran into.
+            await checking
         self.ready = True
+
+    async def _read_back_outboxes(self, cfg: Config) -> None:
+        """Rebuild a new ledger from the outbox manifests (hashing the sources it finds may
+        take a while: systemd's start timeout is pushed out meanwhile)."""
+        assert self.opened is not None
+        if not await asyncio.to_thread(any_manifest, cfg.inboxes):
+            return  # a first start: nothing delivered yet
+        self.notifier.status("reading the outbox manifests back into a new ledger")
+        extender = asyncio.create_task(self._extend_start_timeout(), name="watchd-extend-start")
+        try:
+            report = await asyncio.to_thread(
+                rebuild, self.opened.ledger, cfg.inboxes, should_stop=lambda: self._stop_requested
+            )
+        finally:
+            extender.cancel()
+        if report.recorded or report.problems:
+            log.warning("ledger %s was new or empty: %s", self.opened.path, report.summary())
 
     async def _extend_start_timeout(self) -> None:
         while True:
@@ -313,6 +352,8 @@ class Daemon:
             await self.notify.aclose()
         if self.ledger:
             self.ledger.close()
+        if self.opened is not None:
+            self.opened.lock.release()
 
     async def run(self) -> int:
         """Start, then tick until SIGTERM/SIGINT. Returns the process exit code."""
@@ -342,6 +383,17 @@ class Daemon:
                 log.info("stopped while starting")
                 await self.stop()
                 return EXIT_OK
+            except (LedgerError, startup.StartupError) as e:
+                startup.log_failure(log, str(e), e, debug=self.debug)
+                await self.stop()
+                return EXIT_CONFIG
+            except Exception as e:
+                what = f"cannot start: {startup.describe_unexpected(e)}"
+                if not self.debug:
+                    what += " (run with --debug for the traceback)"
+                startup.log_failure(log, what, e, debug=self.debug)
+                await self.stop()
+                return EXIT_FAILED
             self.notifier.ready(self.status_line())
             log.info("ready: %s", self.status_line())
             try:
@@ -819,7 +871,7 @@ def _build_client(cfg: Config, clock: Clock, metrics: Any = None) -> Any:
     )
 
 
-def run_daemon(config_path: Path) -> int:
+def run_daemon(config_path: Path, *, debug: bool = False) -> int:
     """``watchd run``: load the config (exit 2 when bad), then run until SIGTERM/SIGINT.
 
     An inbox missing at start (a share not mounted yet) is not a config error: it pauses."""
@@ -832,7 +884,7 @@ def run_daemon(config_path: Path) -> int:
     except ConfigError as e:
         log.error("bad config %s: %s", config_path, e)
         return EXIT_CONFIG
-    setup_logging(config.daemon.log_format, config.daemon.log_level)
+    setup_logging(config.daemon.log_format, "debug" if debug else config.daemon.log_level)
     try:
         loop = eventloop.choose()
     except eventloop.EventLoopError as e:
@@ -840,6 +892,7 @@ def run_daemon(config_path: Path) -> int:
         return EXIT_CONFIG
     log.info("password from %s; event loop %s", config.carmic.password_source, loop.name)
     daemon = Daemon(config)
+    daemon.debug = daemon.debug or debug
     started = time.monotonic()
     code = eventloop.run(daemon.run(), loop)
     log.debug("ran for %.1fs (pid %d)", time.monotonic() - started, os.getpid())

@@ -27,8 +27,9 @@ from watchd.carmic.errors import (
 )
 from watchd.carmic.models import PROJECT_READY_STATUSES, Project, ProjectStatus
 from watchd.ledger.db import JobRow
+from watchd.ledger.rebuild import rebuilt_without_source
 from watchd.ledger.states import Stage
-from watchd.pipeline.identity import FileIdentity, fingerprint, same_preset
+from watchd.pipeline.identity import FileIdentity, fingerprint, same_work, sha256_file
 from watchd.pipeline.outcomes import Fail, Park, RetryLater, SourceMissing
 from watchd.pipeline.selection import choose_clips, render_choice
 
@@ -69,6 +70,10 @@ async def handle_queued(p: Pipeline, job: JobRow) -> None:
         )
 
     original = _original_of(p, job)
+    if original is None and (rebuilt := rebuilt_without_source(p.ledger, job.size)):
+        # Delivered before the ledger was lost, its source gone: known by its full SHA-256.
+        digest = await asyncio.to_thread(sha256_file, path)
+        original = next((j for j in rebuilt if j.sha256 == digest and same_work(j, job)), None)
     if original is not None:
         p.advance(
             job,
@@ -148,9 +153,7 @@ def _original_of(p: Pipeline, job: JobRow) -> JobRow | None:
             continue
         if other.stage is Stage.FAILED and not other.project_id:
             continue
-        if (other.inbox, other.rule) != (job.inbox, job.rule):
-            continue
-        if not same_preset(other.preset_dict, job.preset_dict):
+        if not same_work(other, job):
             continue
         if other.duplicate_of:
             root = p.ledger.get(other.duplicate_of)
