@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 sysdeps:
-	@bash scripts/ensure-apt.sh jq curl systemd
+	@bash scripts/ensure-apt.sh jq curl systemd postgresql chromium
 
 setup: sysdeps $(STAMP)
 

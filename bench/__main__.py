@@ -23,7 +23,17 @@ from pathlib import Path
 from bench.common import Options, Report, machine
 
 # In the order of the issue; each module has NAME, TITLE and run(Options) -> Report.
-BENCHMARKS = ("upload", "pickup", "progress", "burst", "rescan", "idle", "soak", "notify")
+BENCHMARKS = (
+    "upload",
+    "pickup",
+    "progress",
+    "burst",
+    "rescan",
+    "idle",
+    "soak",
+    "notify",
+    "dashboard",
+)
 
 
 def _parser() -> argparse.ArgumentParser:

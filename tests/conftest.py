@@ -27,3 +27,7 @@ def no_thread_leak() -> Iterator[None]:
         if t.is_alive() and not t.daemon:
             leaked.append(t.name)
     assert not leaked, f"threads left running: {leaked}"
+
+
+# The PostgreSQL server of the ledger's tests: started when first asked for (tests/pg.py).
+from tests.pg import pg_server, pg_url  # noqa: E402, F401

@@ -102,6 +102,7 @@ KEY_SECTIONS = {
     "RENDER_KEYS": "Rule keys",
     "SIDECAR_ONLY_KEYS": "Sidecars",
     "TEMPLATE_KEYS": "`template`",
+    "WEB_KEYS": "`[web]`",
 }
 NOT_IN_EXAMPLE = {"TEMPLATE_KEYS"}  # the example shows a template, not every TemplateConfig key
 

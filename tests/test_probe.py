@@ -369,6 +369,15 @@ def test_directory_is_unreadable(tmp_path: Path) -> None:
     assert "not a regular file" in err.message
 
 
+def test_links_and_fifos_are_never_opened(tmp_path: Path) -> None:
+    (tmp_path / "secret.mp4").symlink_to("/etc/passwd")
+    os.mkfifo(tmp_path / "pipe.mp4")
+    for name in ("secret.mp4", "pipe.mp4"):
+        err = _fail(tmp_path / name)
+        assert err.code == "unreadable"
+        assert "not a regular file" in err.message
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
 def test_file_without_read_permission_is_unreadable(
     samples: dict[str, Path], tmp_path: Path

@@ -128,6 +128,10 @@ def describe(cfg: Config, out: TextIO) -> None:
 
     for n in cfg.notify:
         out.write(f"notify   {summary(n)}\n")
+    if cfg.web.enabled:
+        from watchd.web.settings import describe
+
+        out.write(f"web      {describe(cfg.web)}\n")
 
 
 def _describe_inbox(inbox: InboxConfig, scan: str, out: TextIO) -> None:

@@ -14,7 +14,8 @@ DEFAULT_CONFIG = "/etc/carmic-watchd/config.toml"
 
 EPILOG = f"""\
 CONFIG defaults to $WATCHD_CONFIG, else {DEFAULT_CONFIG}.
-Exit codes: 0 ok; 1 unknown job id (retry/forget); 2 bad config; 3 cannot log in or reach the API.
+Exit codes: 0 ok; 1 unknown job id (retry/forget); 2 bad config; 3 cannot log in or reach the API
+(or, for `ledger migrate`, the database).
 """
 
 
@@ -77,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
         "status",
         help="show the ledger: one row per source file",
         description="Show the ledger: one row per source file (id, path, rule, state, progress, "
-        "project id, error, updated).",
+        "project id, error, updated), then the files still settling and the entries not taken.",
     )
     _config_arg(status)
     status.add_argument("--json", action="store_true", help="print a JSON array")
@@ -136,7 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     ledger = sub.add_parser(
         "ledger",
-        help="repair the ledger: `watchd ledger rebuild` reads the outbox manifests back",
+        help="repair the ledger (`ledger rebuild`) or copy it into a cluster database "
+        "(`ledger migrate`)",
         description="Work on the ledger itself.",
     )
     ledger_sub = ledger.add_subparsers(dest="ledger_command", metavar="ACTION", required=True)
@@ -150,6 +152,20 @@ def build_parser() -> argparse.ArgumentParser:
         "on the same state_dir. Exit 0 ok, 2 bad config or ledger.",
     )
     _config_arg(rebuild)
+    migrate = ledger_sub.add_parser(
+        "migrate",
+        help="copy this host's SQLite ledger into a PostgreSQL ledger",
+        description="Copy this host's SQLite ledger (jobs, clips, exports, events, inboxes) into "
+        "the PostgreSQL ledger at URL, creating its tables if needed. Rows already there are "
+        "left as they are. Exit 0 copied, 2 bad config or URL, 3 cannot reach the database.",
+    )
+    _config_arg(migrate)
+    migrate.add_argument(
+        "--to",
+        required=True,
+        metavar="URL",
+        help="the PostgreSQL ledger, a libpq URL: postgresql://USER@HOST:PORT/DATABASE",
+    )
 
     emu = sub.add_parser(
         "emulator",
@@ -165,10 +181,16 @@ def build_parser() -> argparse.ArgumentParser:
         "demo",
         help="run the whole pipeline against the bundled emulator on a generated sample video",
         description="Run the whole pipeline against the bundled emulator in a temporary folder, "
-        "with a generated sample video, and print where the results landed.",
+        "with a generated sample video, and print where the results landed. The dashboard "
+        "runs meanwhile on http://127.0.0.1:8377/ (another port when that one is taken).",
     )
     demo.add_argument(
         "--dir", type=Path, default=None, help="work in this folder (kept afterwards)"
+    )
+    demo.add_argument(
+        "--web",
+        action="store_true",
+        help="keep serving the dashboard (its URL is printed) after the deliveries, until Ctrl-C",
     )
     return p
 
@@ -209,14 +231,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     # A stop that arrives while we are still starting (imports, config) is a clean stop too; the
     # event loop installs its own handlers once it runs.
     signal.signal(signal.SIGTERM, _exit_cleanly)
+    from watchd.cluster_config import refuse_cluster
     from watchd.daemon import run_daemon
 
+    if refuse_cluster(_path(args)):
+        return 2
     return run_daemon(_path(args), debug=args.debug)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
     from watchd.checkcmd import check
+    from watchd.cluster_config import refuse_cluster
 
+    if refuse_cluster(_path(args)):
+        return 2
     return check(_path(args), offline=args.offline)
 
 
@@ -328,6 +356,10 @@ def cmd_notify(args: argparse.Namespace) -> int:
 
 
 def cmd_ledger(args: argparse.Namespace) -> int:
+    if args.ledger_command == "migrate":
+        from watchd.ledgercmd import migrate_command
+
+        return migrate_command(_path(args), args.to)
     from watchd.config import ConfigError, load_config
     from watchd.ledger.db import LedgerError
     from watchd.ledger.rebuild import rebuild_state_dir
@@ -355,7 +387,7 @@ def cmd_emulator(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from watchd.demo import run_demo
 
-    return run_demo(workdir=args.dir)
+    return run_demo(workdir=args.dir, web=args.web)
 
 
 COMMANDS = {

@@ -38,10 +38,14 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Final
 from urllib.parse import SplitResult, urlsplit
 
+from watchd.cluster_config import CLUSTER_KEYS as CLUSTER_KEYS  # one of the config's key sets
+from watchd.cluster_config import ClusterConfig, check_inbox_names, parse_cluster
 from watchd.secrets import Secret, find_password, no_password_message
 from watchd.vocabulary import VIDEO_TYPES
 from watchd.watching.ignore import is_ignored_dir
 from watchd.watching.mounts import fs_type, is_network_type
+from watchd.web.settings import WEB_KEYS as WEB_KEYS  # re-exported: the key sets live here
+from watchd.web.settings import WebConfig, parse_web
 
 log = logging.getLogger("watchd.config")
 
@@ -67,7 +71,7 @@ API_EXPORTS_PER_MINUTE: Final = 5
 CUSTOM_INSTRUCTIONS_MAX: Final = 2000
 MAX_SIDECAR_BYTES: Final = 1 << 20
 
-TOP_KEYS: Final = ("carmic", "daemon", "inbox", "notify")
+TOP_KEYS: Final = ("carmic", "daemon", "inbox", "notify", "cluster", "web")
 CARMIC_KEYS: Final = (
     "api_url",
     "email",
@@ -378,7 +382,9 @@ class InboxConfig:
     on_success: str
     on_failure: str
     rules: tuple[Rule, ...]  # always holds the root rule ""
-    name: str = ""  # the inbox's identity in notifications; default: its folder's name
+    # The inbox's identity in notifications, and across hosts with [cluster] (where it must be
+    # given: watchd/cluster_config.py); default: its folder's name.
+    name: str = ""
 
     def rule_for(self, rel_folder: PurePosixPath | str) -> Rule:
         """The rule for files in ``rel_folder`` (relative to the inbox): the rule whose folder
@@ -447,6 +453,8 @@ class Config:
     path: Path | None
     warnings: tuple[str, ...] = ()
     notify: tuple[Any, ...] = ()  # watchd.notify.config.NotifierConfig, one per [[notify]]
+    cluster: ClusterConfig | None = None  # [cluster] (not run yet: see cluster_config.py)
+    web: WebConfig = field(default_factory=WebConfig)
 
 
 def default_config_path(env: Mapping[str, str] | None = None) -> Path:
@@ -1329,6 +1337,8 @@ def parse_config(
     top.unknown(TOP_KEYS)
     carmic = _carmic(_section(top, "carmic"), base, environ, path, check_paths)
     daemon = _daemon(_section(top, "daemon"), base)
+    cluster = parse_cluster(top, base, environ, check_paths)
+    web = parse_web(_section(top, "web"), base, check_paths=check_paths)
     raw_inboxes = data.get("inbox")
     inboxes: list[InboxConfig] = []
     if raw_inboxes is None:
@@ -1342,6 +1352,7 @@ def parse_config(
             inbox = _inbox(i, value, base, report)
             if inbox is not None:
                 inboxes.append(inbox)
+    check_inbox_names(inboxes, raw_inboxes, cluster, report)
     if inboxes:
         _check_layout(inboxes, daemon.state_dir, report)
     from watchd.notify.config import parse_notify
@@ -1367,12 +1378,23 @@ def parse_config(
     if carmic.password is not None:
         # A password pasted into the wrong key would otherwise be quoted back in a message.
         _scrub(report, carmic.password)
+    for secret in cluster.secrets if cluster is not None else ():
+        _scrub(report, secret)
     if report.problems:
         raise ConfigError(report.problems)
     if log_warnings:
         for warning in report.warnings:
             log.warning("config: %s", warning)
-    return Config(carmic, daemon, tuple(inboxes), path, tuple(report.warnings), notify)
+    return Config(
+        carmic,
+        daemon,
+        tuple(inboxes),
+        path,
+        tuple(report.warnings),
+        notify,
+        cluster,
+        web=web,
+    )
 
 
 def sidecar_for(video: Path) -> Path:

@@ -18,7 +18,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 from watchd import presetcheck
 from watchd.carmic.errors import AuthError, CarmicError, TransientError
 from watchd.clock import Clock, SystemClock
+from watchd.cluster_config import NOT_YET
 from watchd.config import Config, ConfigError, InboxConfig, load_config, resolve_preset
 from watchd.ledger.db import Ledger, LedgerError
 from watchd.ledger.health import check_or_raise
@@ -40,6 +41,8 @@ from watchd.redact import redact
 from watchd.service import eventloop, startup
 from watchd.service.liveness import Liveness
 from watchd.status_view import summary_line
+from watchd.watching import regular
+from watchd.watching.entries import ERROR, EntryBook, settling_row
 from watchd.watching.ignore import is_candidate, nfc
 from watchd.watching.inbox import InboxMonitor
 from watchd.watching.observer import InboxObserver
@@ -80,6 +83,7 @@ RESTART_ONLY = {
         "ca_file",
     ),
     "daemon": ("state_dir", "scan", "poll_interval", "max_uploads", "metrics"),
+    "web": ("listen", "token_file"),
 }
 
 
@@ -143,6 +147,7 @@ class Daemon:
             metrics = Metrics()
         self.metrics = metrics
         self.metrics_server: Any = None
+        self.web: Any = None  # the dashboard (watchd/web/), when [web] listen is set
         self.liveness = Liveness(self.notifier, self.clock)
         self.tick_retry_base = 2.0  # first pause after a failed step of the main loop
         self.login_retry_first = LOGIN_RETRY_FIRST
@@ -155,6 +160,7 @@ class Daemon:
         self.pipeline: Pipeline | None = None
         self.inboxes: dict[str, InboxRuntime] = {}
         self.tracker = SettleTracker(config.daemon.settle_seconds)
+        self.entries = EntryBook()  # inbox entries that are not jobs, for `watchd status`
         self.known: dict[tuple[str, str], set[tuple[int, int]]] = {}
         self._pending_paths: set[Path] = set()
         self._forgot_after = 0  # the last ledger event looked at for `watchd forget`s
@@ -222,6 +228,10 @@ class Daemon:
             from watchd.probe import probe_timeouts, stuck_probes
 
             self.metrics.watch_probes(stuck_probes, probe_timeouts)
+        if cfg.web.enabled and self.web is None:
+            from watchd.web.app import start_for_daemon
+
+            self.web = await start_for_daemon(self)
         client = self._client or _build_client(cfg, self.clock, self.metrics)
         self._client = client
         self.notifier.status(f"logging in to Carmic at {cfg.carmic.api_url}")
@@ -313,6 +323,8 @@ class Daemon:
                     gone.observer.stop()
                 if self.pipeline is not None:
                     self.pipeline.paused_inboxes.discard(key)
+                self.entries.begin_scan(key)  # an inbox no longer watched reports nothing
+                self.entries.end_scan(key)
                 log.info("inbox %s removed from the config; no longer watched", key)
         for key, inbox in wanted.items():
             existing = self.inboxes.get(key)
@@ -345,12 +357,18 @@ class Daemon:
         if self.metrics_server is not None:
             await asyncio.to_thread(self.metrics_server.close)
             self.metrics_server = None
+        if self.web is not None:
+            await self.web.close()
+            self.web = None
         if self._client is not None:
             with contextlib.suppress(Exception):
                 await self._client.aclose()
         if self.notify is not None:
             await self.notify.aclose()
         if self.ledger:
+            with contextlib.suppress(Exception):  # files settling are not settling any more
+                self.entries.set_settling([])
+                self.entries.sync(self.ledger, self.clock.now(), force=True)
             self.ledger.close()
         if self.opened is not None:
             self.opened.lock.release()
@@ -490,11 +508,14 @@ class Daemon:
             self.reload()
         paths, self._pending_paths = self._pending_paths, set()
         for path in paths:
-            self._observe(path, now)
+            with self._per_entry(path, now):
+                self._observe(path, now)
         if now >= self._next_rescan:
             await self.rescan(now)
         for settled in self.tracker.due(now):
-            await self.intake(settled.path, settled.stat)
+            with self._per_entry(settled.path, now):
+                await self.intake(settled.path, settled.stat)
+        self._sync_entries(now)
         self._check_observers()
         self.pipeline.schedule(now)
         self._publish_status(now)
@@ -539,7 +560,94 @@ class Daemon:
         rel = PurePosixPath(path.relative_to(rt.config.path).as_posix())
         if not is_candidate(rel):
             return
-        self.tracker.observe(path, now)
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            self.tracker.forget(path)
+            self.entries.gone(rt.key, rel.as_posix())
+            return
+        kind = regular.special_kind(st.st_mode)
+        if kind is not None:
+            self.tracker.forget(path)
+            self._not_taken(rt, path, rel.as_posix(), "not_regular", regular.not_taken_reason(kind))
+        elif not self._bad_name(rt, path, rel.as_posix(), now):
+            self.entries.regular(rt.key, nfc(rel.as_posix()))
+            self.tracker.observe(path, now)
+
+    # ---- entries that are not taken ------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _per_entry(self, path: Path, now: float) -> Iterator[None]:
+        """One entry's trouble stays with it: recorded against the entry (logged once, shown
+        in `watchd status`), and the loop goes on with the others."""
+        try:
+            yield
+        except Exception as e:
+            rt = self._inbox_of(path)
+            if rt is None:
+                log.exception("cannot handle %s", regular.printable(str(path))[0])
+                return
+            self.tracker.forget(path)
+            self._not_taken(
+                rt,
+                path,
+                path.relative_to(rt.config.path).as_posix(),
+                ERROR,
+                f"not taken: {type(e).__name__}: {e}",
+                exc_info=True,
+            )
+
+    def _not_taken(
+        self, rt: InboxRuntime, path: Path, rel: str, code: str, reason: str, **kw: Any
+    ) -> tuple[str, str]:
+        rule = rt.config.rule_for(PurePosixPath(rel).parent).name
+        return self.entries.not_taken(
+            rt.key,
+            str(path),
+            rel,
+            rule=rule,
+            code=code,
+            reason=reason,
+            now=self.clock.now(),
+            **kw,
+        )
+
+    def _bad_name(self, rt: InboxRuntime, path: Path, rel: str, now: float) -> bool:
+        """A name that is not valid UTF-8 cannot be stored or shown as it is: reported, not
+        taken (its row shows it with the bad bytes escaped)."""
+        if not regular.printable(rel)[1]:
+            return False
+        self._not_taken(rt, path, rel, "bad_name", "the name is not valid UTF-8: rename it")
+        return True
+
+    def _sync_entries(self, now: float, *, force: bool = False) -> None:
+        """Mirror the files settling and the entries not taken into the ledger (batched)."""
+        assert self.ledger is not None
+        if not (force or self.entries.due(now)):
+            return  # batched: a burst of files is not a write per observation
+        settling = []
+        wait = self.tracker.settle_seconds
+        for path, st, since, writing in self.tracker.waiting():
+            rt = self._inbox_of(path)
+            if rt is None:
+                continue
+            rel = nfc(path.relative_to(rt.config.path).as_posix())
+            rule = rt.config.rule_for(PurePosixPath(rel).parent).name
+            settling.append(
+                settling_row(
+                    rt.key,
+                    str(path),
+                    rel,
+                    rule=rule,
+                    since=since,
+                    wait=wait,
+                    size=st.size,
+                    now=now,
+                    writing=writing,
+                )
+            )
+        self.entries.set_settling(settling)
+        self.entries.sync(self.ledger, now, force=True)
 
     async def rescan(self, now: float) -> None:
         """Walk every inbox (in a thread: a NAS can be slow) and observe what is new."""
@@ -571,12 +679,20 @@ class Daemon:
                 self.metrics.set_inbox_paused(rt.key, rt.paused)
             if rt.paused:
                 continue
+            self.entries.begin_scan(rt.key)
             for f in result.files:
                 rel = nfc(f.rel_str)
                 sig = (f.stat.size, f.stat.mtime_ns)
                 if sig in self.known.get((rt.key, rel), ()):
                     continue
-                self.tracker.observe(f.path, now)
+                with self._per_entry(f.path, now):
+                    if not self._bad_name(rt, f.path, rel, now):
+                        self.entries.regular(rt.key, rel)
+                        self.tracker.observe(f.path, now)
+            for skip in result.skipped:
+                reason = regular.not_taken_reason(skip.kind)
+                self._not_taken(rt, Path(skip.path), skip.rel, "not_regular", reason)
+            self.entries.end_scan(rt.key)
 
     async def intake(self, path: Path, stat: Any) -> None:
         """A settled file: record it in the ledger (unless it is known) as a queued job."""
@@ -585,6 +701,8 @@ class Daemon:
         if rt is None or rt.paused:
             return
         rel = nfc(path.relative_to(rt.config.path).as_posix())
+        if self._bad_name(rt, path, rel, self.clock.now()):
+            return
         sig = (stat.size, stat.mtime_ns)
         if sig in self.known.get((rt.key, rel), set()):
             self._take_forgotten()
@@ -593,22 +711,17 @@ class Daemon:
         if self.ledger.find_by_identity(rt.key, rel, stat.size, stat.mtime_ns) is not None:
             self.known.setdefault((rt.key, rel), set()).add(sig)
             return
-        sidecar = path.with_name(path.name + ".toml")
-        problem: str | None = None
+        problem, rule_name, record = self._resolve(rt, path, rel)
         try:
-            rule, preset = resolve_preset(
-                rt.config, PurePosixPath(rel), sidecar if sidecar.exists() else None
-            )
-            record = preset_record(rt.config, preset)
-            rule_name = rule.name
-        except ConfigError as e:
-            problem = str(e)
-            rule_name = rt.config.rule_for(PurePosixPath(rel).parent).name
-            record = {"_delivery": preset_record(rt.config, _EmptyPreset())["_delivery"]}
-        try:
-            fp = await asyncio.to_thread(fingerprint, path, stat.size)
+            fp = await asyncio.to_thread(fingerprint, path, stat.size, expect=(stat.dev, stat.ino))
         except FileNotFoundError:
             return
+        except regular.NotRegularFile:
+            self._observe(path, self.clock.now())  # replaced since it settled: look again
+            return
+        except OSError as e:
+            fp = ""  # worked out when the job is retried and the file can be read
+            problem = problem or _unreadable(e)
         # Lost to a power cut, the file is found again by the start-up scan: nothing is sent
         # before the next durable write (the create intent) puts this one on disk too.
         with self.ledger.relaxed():
@@ -625,6 +738,7 @@ class Daemon:
                 fingerprint=fp,
             )
         self.known.setdefault((rt.key, rel), set()).add(sig)
+        self.entries.gone(rt.key, rel)
         log.info(
             "queued %s (rule %r) as job %s",
             rel,
@@ -638,15 +752,35 @@ class Daemon:
             },
         )
         if problem is not None:
-            await self.pipeline.handle_error(
-                job,
-                Fail(
-                    "sidecar_invalid",
-                    f"the sidecar {sidecar.name} is invalid: {problem}",
-                    hint="Fix the sidecar .toml, then `watchd retry` the job.",
-                    resume=Stage.QUEUED,
-                ),
+            await self.pipeline.handle_error(job, problem)
+
+    def _resolve(
+        self, rt: InboxRuntime, path: Path, rel: str
+    ) -> tuple[Fail | None, str, dict[str, Any]]:
+        """The file's rule and preset record, with its sidecar when it has one; a sidecar that
+        cannot be used is the job's failure (returned, with the rule's name and a bare record)."""
+        try:
+            sidecar = regular.find_sidecar(path)
+            rule, preset = resolve_preset(rt.config, PurePosixPath(rel), sidecar)
+            return None, rule.name, preset_record(rt.config, preset)
+        except regular.NameTooLong as e:
+            problem = Fail(
+                "name_too_long",
+                f"{e}: a file name may have at most {e.limit} bytes here",
+                hint=f"Rename the file to at most {e.limit} bytes, then drop it again.",
+                resume=Stage.QUEUED,
             )
+        except (ConfigError, OSError) as e:
+            detail = (e.strerror if isinstance(e, OSError) else None) or str(e)
+            problem = Fail(
+                "sidecar_invalid",
+                f"the sidecar {path.name}{regular.SIDECAR_SUFFIX} is invalid: {detail}",
+                hint="Fix the sidecar .toml (a regular file), then `watchd retry` the job.",
+                resume=Stage.QUEUED,
+            )
+        rule_name = rt.config.rule_for(PurePosixPath(rel).parent).name
+        bare = {"_delivery": preset_record(rt.config, _EmptyPreset())["_delivery"]}
+        return problem, rule_name, bare
 
     def _check_observers(self) -> None:
         for rt in self.inboxes.values():
@@ -670,6 +804,8 @@ class Daemon:
         self.notifier.reloading(f"reloading {path}")
         try:
             new = load_config(path, allow_missing_inboxes=True)
+            if new.cluster is not None:  # not built yet: see watchd/cluster_config.py
+                raise ConfigError(NOT_YET)
         except ConfigError as e:
             log.error("reload refused, keeping the running config: %s", e)
             self.notifier.ready(self.status_line())
@@ -802,6 +938,34 @@ def restart_only_changes(old: Config, new: Config) -> list[str]:
 
 def cfg_path(cfg: Config) -> str:
     return str(cfg.path) if cfg.path is not None else "(not from a file)"
+
+
+def _unreadable(e: OSError) -> Fail:
+    """The failure of a settled file that cannot be read."""
+    if isinstance(e, PermissionError):
+        user = _user_name()
+        return Fail(
+            "unreadable",
+            f"cannot read: permission denied for user {user}",
+            hint=f"Let user {user} read the file (chmod/chown), then `watchd retry` the job.",
+            resume=Stage.QUEUED,
+        )
+    return Fail(
+        "unreadable",
+        f"cannot read: {e.strerror or e}",
+        hint="Check the file and the share, then `watchd retry` the job.",
+        resume=Stage.QUEUED,
+    )
+
+
+def _user_name() -> str:
+    import pwd
+
+    uid = os.geteuid()
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
 
 
 class _EmptyPreset:

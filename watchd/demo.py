@@ -15,6 +15,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -23,10 +24,14 @@ import tomli_w
 log = logging.getLogger("watchd.demo")
 
 DEMO_TIMEOUT = 180.0
+DEMO_WEB_PORT = 8377
 
 
-def write_demo_config(root: Path, api_url: str, email: str, password: str) -> Path:
-    """The demo's config: one inbox with two rules (podcasts, tutorials)."""
+def write_demo_config(
+    root: Path, api_url: str, email: str, password: str, *, web_listen: str = ""
+) -> Path:
+    """The demo's config: one inbox with two rules (podcasts, tutorials), and the dashboard
+    on ``web_listen`` when given."""
     secret = root / "password"
     secret.write_text(password + "\n")
     os.chmod(secret, 0o600)
@@ -72,6 +77,8 @@ def write_demo_config(root: Path, api_url: str, email: str, password: str) -> Pa
             }
         ],
     }
+    if web_listen:
+        cfg["web"] = {"listen": web_listen}
     path = root / "config.toml"
     path.write_bytes(tomli_w.dumps(cfg).encode())
     return path
@@ -111,7 +118,18 @@ def summarize(outbox: Path, out: TextIO) -> int:
     return len(manifests)
 
 
-async def _run_until_delivered(config_path: Path, expected: int, timeout: float) -> bool:
+async def _run_until_delivered(
+    config_path: Path,
+    expected: int,
+    timeout: float,
+    *,
+    out: TextIO | None = None,
+    when_ready: Callable[[], None] | None = None,
+    serve: bool = False,
+) -> bool:
+    """Run the daemon until ``expected`` jobs are finished (True when all were delivered).
+    Once it is ready: print the dashboard's URL, call ``when_ready``; with ``serve`` keep it
+    running afterwards until Ctrl-C (SIGINT or SIGTERM)."""
     from watchd.config import load_config
     from watchd.daemon import Daemon
 
@@ -119,22 +137,48 @@ async def _run_until_delivered(config_path: Path, expected: int, timeout: float)
     task = asyncio.create_task(daemon.run())
     deadline = time.monotonic() + timeout
     ok = False
+    announced = False
     try:
         while time.monotonic() < deadline and not task.done():
             await asyncio.sleep(0.25)
             if daemon.ledger is None or not daemon.ready:
                 continue
+            if not announced:
+                announced = True
+                if out is not None and daemon.web is not None:
+                    out.write(f"dashboard: {daemon.web.url}\n")
+                    out.flush()
+                if when_ready is not None:
+                    when_ready()
             jobs = daemon.ledger.jobs()
             if len(jobs) >= expected and all(j.state in ("delivered", "failed") for j in jobs):
                 ok = all(j.state == "delivered" for j in jobs)
                 break
+        if serve and out is not None and daemon.web is not None and not task.done():
+            out.write(f"serving the dashboard at {daemon.web.url} until Ctrl-C\n")
+            out.flush()
+            await task
     finally:
         daemon.request_stop()
         await task
     return ok
 
 
-def run_demo(workdir: Path | None = None, *, out: TextIO = sys.stdout) -> int:
+def _free_listen(preferred: int = DEMO_WEB_PORT) -> str:
+    """``127.0.0.1:8377`` when that port is free, else any free loopback port."""
+    import socket
+
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", preferred))
+        except OSError:
+            return "127.0.0.1:0"
+    return f"127.0.0.1:{preferred}"
+
+
+def run_demo(workdir: Path | None = None, *, out: TextIO = sys.stdout, web: bool = False) -> int:
+    """The demo. It prints the dashboard's URL; with ``web`` the files are dropped once the
+    dashboard is up (to watch them move) and it stays up after the deliveries until Ctrl-C."""
     from watchd.emulator import Emulator, EmulatorSettings, Timings
     from watchd.media import make_sample_video
     from watchd.service.logsetup import setup_logging
@@ -160,11 +204,26 @@ def run_demo(workdir: Path | None = None, *, out: TextIO = sys.stdout) -> int:
     )
     with Emulator(settings) as emu:
         out.write(f"emulator API at {emu.api_url} (user {emu.seed_email})\n")
-        config = write_demo_config(root, emu.api_url, emu.seed_email, emu.seed_password)
-        # Drop the files the way a person would: a copy that lands in a rule's folder.
-        shutil.copyfile(sample, root / "inbox/podcasts/episode-12.mp4")
-        shutil.copyfile(second, root / "inbox/tutorials/lesson 3 — framing.mp4")
-        ok = asyncio.run(_run_until_delivered(config, expected=2, timeout=DEMO_TIMEOUT))
+        config = write_demo_config(
+            root, emu.api_url, emu.seed_email, emu.seed_password, web_listen=_free_listen()
+        )
+
+        def drop() -> None:
+            # The way a person would: a copy that lands in a rule's folder.
+            shutil.copyfile(sample, root / "inbox/podcasts/episode-12.mp4")
+            shutil.copyfile(second, root / "inbox/tutorials/lesson 3 — framing.mp4")
+
+        if not web:
+            drop()
+        run = _run_until_delivered(
+            config,
+            expected=2,
+            timeout=DEMO_TIMEOUT,
+            out=out,
+            when_ready=drop if web else None,
+            serve=web,
+        )
+        ok = asyncio.run(run)
     outbox = root / "outbox"
     out.write(f"\nresults in {outbox}:\n")
     for line in tree(outbox):

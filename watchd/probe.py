@@ -34,6 +34,9 @@ from av.video.stream import VideoStream
 
 from watchd.media import primary_video_stream
 from watchd.watching.ignore import VIDEO_EXTENSIONS
+from watchd.watching.regular import NotRegularFile, open_regular
+
+_FD_DIR = "/proc/self/fd"
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
@@ -304,7 +307,7 @@ def probe_file(path: Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> ProbeResult
     """
     name = path.name
     try:
-        st = os.stat(path)
+        st = os.lstat(path)  # a symbolic link is not followed, nor ever opened
     except FileNotFoundError:
         raise _gone(name) from None
     except OSError as e:
@@ -328,7 +331,7 @@ def probe_file(path: Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> ProbeResult
             f"{name}: {kind} are not taken; convert it to MP4 (accepted: {_ACCEPTED})",
         )
     try:
-        with open(path, "rb") as f:
+        with open_regular(path) as f:
             head = f.read(_HEAD_BYTES)
             family = _sniff(head)
             short = _declared_length_problem(f, family, size)
@@ -339,6 +342,10 @@ def probe_file(path: Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> ProbeResult
         raise
     except av.error.FFmpegError as e:
         raise _unreadable(name, e) from e
+    except NotRegularFile:
+        raise ProbeError(
+            "unreadable", f"{name} is not a regular file; drop a video file instead"
+        ) from None
     except OSError as e:
         raise _unreadable(name, e) from e
 
@@ -371,10 +378,15 @@ def _unreadable(name: str, e: BaseException) -> ProbeError:
     )
 
 
-def _open(path: Path, family: str | None) -> InputContainer:
+def _open(path: Path, family: str | None, f: BinaryIO | None = None) -> InputContainer:
+    """The container, read through the descriptor ``f`` already checked (by its /proc name,
+    which is that very file whatever the path names now) when there is one."""
     name = path.name
+    source = str(path)
+    if f is not None and os.path.isdir(_FD_DIR):
+        source = f"{_FD_DIR}/{f.fileno()}"
     try:
-        return av.open(str(path), "r")
+        return av.open(source, "r")
     except av.error.FileNotFoundError:
         raise _gone(name) from None
     except (av.error.PermissionError, av.error.OSError) as e:
@@ -391,7 +403,7 @@ def _open(path: Path, family: str | None) -> InputContainer:
 
 def _probe_container(path: Path, family: str | None, head: bytes, f: BinaryIO) -> ProbeResult:
     name = path.name
-    with _open(path, family) as container:
+    with _open(path, family, f) as container:
         fmt = container.format.name
         if fmt in _IMAGE_FORMATS or fmt.endswith("_pipe"):  # ffmpeg reads images as 1-frame videos
             raise ProbeError("not_video", f"{name} is an image, not a video")

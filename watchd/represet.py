@@ -132,7 +132,7 @@ def apply_current_preset(ledger: Ledger, cfg: Config, job: JobRow) -> Represet:
     return Represet(changed, "; ".join(notes))
 
 
-def retry_job(ledger: Ledger, cfg: Config | None, job_id: str) -> str:
+def retry_job(ledger: Ledger, cfg: Config | None, job_id: str, *, actor: str = "cli") -> str:
     """``watchd retry`` for one job: the current preset (unless ``cfg`` is None: the job keeps
     its own, ``--keep-preset``), then back in the queue. Returns the line to print; LedgerError
     for an unknown job or one that cannot be retried, ConfigError for a preset that cannot be
@@ -143,5 +143,5 @@ def retry_job(ledger: Ledger, cfg: Config | None, job_id: str) -> str:
     else:
         ledger.check_retryable(job)
         note = apply_current_preset(ledger, cfg, job).message
-    after = ledger.retry(job_id)
+    after = ledger.retry(job_id, actor=actor)
     return f"{job_id}: back in the queue at {after.state}; {note}"

@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from watchd.ledger.db import InboxRow, JobRow, Ledger
+from watchd.ledger.db import EntryRow, InboxRow, JobRow, Ledger
 from watchd.ledger.states import Stage
+from watchd.watching.entries import SETTLING, settling_text
 
 BAR_STATES = frozenset({"uploading", "processing", "rendering", "exporting", "delivering"})
 HEARTBEAT_STALE = 20.0  # the daemon writes its heartbeat every 5 s: 4 missed = not responding
@@ -59,9 +60,43 @@ def job_json(job: JobRow) -> dict[str, Any]:
     }
 
 
-def render_json(ledger: Ledger) -> str:
-    """``watchd status --json``: a JSON array, one object per job."""
-    return json.dumps([job_json(j) for j in ledger.jobs()], indent=2)
+def entry_json(entry: EntryRow, now: float) -> dict[str, Any]:
+    """An inbox entry that is not a job (settling, or not taken) in the shape of a job's
+    element: no id, ``taken`` false, ``reason`` says why it is not a job (yet)."""
+    reason = entry_reason(entry, now)
+    return {
+        "id": None,
+        "path": entry.path,
+        "rule": entry.rule,
+        "state": entry.state,
+        "progress": 0.0,
+        "project_id": None,
+        "error": None if entry.state == SETTLING else reason,
+        "updated_at": iso(entry.updated_at),
+        "source": entry.rel_path,
+        "inbox": entry.inbox,
+        "step": reason if entry.state == SETTLING else None,
+        "error_code": entry.code,
+        "size": entry.size,
+        "taken": False,
+        "reason": reason,
+        "name_escaped": bool(entry.escaped),
+    }
+
+
+def entry_reason(entry: EntryRow, now: float) -> str:
+    if entry.state == SETTLING:
+        return settling_text(entry.since, entry.wait, now, entry.reason)
+    return entry.reason or "not taken"
+
+
+def render_json(ledger: Ledger, *, now: float | None = None) -> str:
+    """``watchd status --json``: a JSON array, one object per job, then one per inbox entry
+    that is not a job (files settling, entries not taken)."""
+    at = time.time() if now is None else now
+    rows = [job_json(j) for j in ledger.jobs()]
+    rows += [entry_json(e, at) for e in ledger.entries()]
+    return json.dumps(rows, indent=2)
 
 
 # ---- the summary line (also systemd's STATUS=) -----------------------------------------------
@@ -244,9 +279,11 @@ def render_table(
     now: float,
     width: int,
     header: Iterable[str] = (),
+    entries: Iterable[EntryRow] = (),
 ) -> str:
     """The table for a terminal ``width`` columns wide: ``header`` lines, paused inboxes, then
-    one row per job and its detail (step, error or wait reason) on an indented line."""
+    one row per job and its detail (step, error or wait reason) on an indented line, then the
+    inbox ``entries`` that are not jobs (settling, not taken)."""
     width = max(MIN_WIDTH, width)
     lines = [cut(h, width) for h in header]
     for ib in inboxes:
@@ -256,7 +293,7 @@ def render_table(
     by_id = {j.id: j for j in rows}
     if not rows:
         lines.append("no jobs yet")
-        return "\n".join(lines) + "\n"
+        return _entries_text(lines, entries, now, width)
     cols = _columns(width)
     fixed = sum(c.width + 2 for c in cols)
     source_width = max(10, width - fixed)
@@ -274,6 +311,18 @@ def render_table(
         detail = _duplicate_detail(job, by_id) or _detail(job)
         if detail:
             lines.append(cut(" " * 13 + "↳ " + " ".join(detail.split()), width))
+    return _entries_text(lines, entries, now, width)
+
+
+def _entries_text(lines: list[str], entries: Iterable[EntryRow], now: float, width: int) -> str:
+    """The lines so far, then the section of inbox entries that are not jobs."""
+    shown = list(entries)
+    if shown:
+        lines += ["", "not jobs (yet):"]
+    for e in shown:
+        state = "settling" if e.state == SETTLING else "not taken"
+        lines.append(cut(f"  {state:<11}  {e.rel_path}", width))
+        lines.append(cut(" " * 13 + "↳ " + " ".join(entry_reason(e, now).split()), width))
     return "\n".join(lines) + "\n"
 
 
@@ -294,7 +343,14 @@ def render_screen(ledger: Ledger, *, now: float, width: int) -> str:
     from watchd.notify.queue import status_lines
 
     header = [state.text, summary_line(ledger), *status_lines(ledger), ""]
-    return render_table(ledger.jobs(), ledger.inboxes(), now=now, width=width, header=header)
+    return render_table(
+        ledger.jobs(),
+        ledger.inboxes(),
+        now=now,
+        width=width,
+        header=header,
+        entries=ledger.entries(),
+    )
 
 
 def show(
@@ -313,7 +369,7 @@ def show(
     interrupted or ``rounds`` screens were drawn. The table is as wide as the terminal, read
     again for every screen so that a resized window gets a fitting one."""
     if as_json:
-        out.write(render_json(ledger) + "\n")
+        out.write(render_json(ledger, now=clock()) + "\n")
         return 0
     tty = _isatty(out)
     columns = width or (lambda: _terminal_width(tty))

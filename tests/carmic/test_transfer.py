@@ -175,6 +175,17 @@ async def test_expectation_mismatch_before_sending(
     assert storage.seen == []
 
 
+async def test_a_symbolic_link_is_never_read_for_an_upload(
+    storage: StorageStub, client: CarmicClient, tmp_path: Path
+) -> None:
+    real = _write(tmp_path / "real.mp4", b"x" * 1000)
+    link = tmp_path / "x.mp4"
+    link.symlink_to(real)
+    with pytest.raises(SourceChanged, match="no longer a regular file"):
+        await client.upload(storage.presign("PUT", "x.mp4"), link, "video/mp4")
+    assert storage.seen == []
+
+
 async def test_growth_during_upload_aborts_and_nothing_is_stored(
     storage: StorageStub, client: CarmicClient, tmp_path: Path
 ) -> None:

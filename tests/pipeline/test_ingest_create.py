@@ -155,6 +155,21 @@ async def test_create_records_the_project_and_sends_the_marker_and_preset(world:
     }
 
 
+async def test_a_file_unreadable_when_taken_is_fingerprinted_when_retried(world: World) -> None:
+    job = world.drop("a.mp4")
+    world.ledger.update(job.id, fingerprint="")  # as the daemon records a file it cannot read
+    p = world.pipeline()
+    await world.step(p)
+    after = world.job(job.id)
+    assert after.state == "probed" and len(after.fingerprint) == 64
+
+
+async def test_a_long_name_is_cut_to_the_title_limit_keeping_the_marker(world: World) -> None:
+    job = world.drop(title="t" * 300)
+    title = project_title(job)
+    assert len(title) == 255 and title.endswith(f" [{job.marker}]")
+
+
 @pytest.mark.parametrize("emu_settings", [{"creates_per_minute": 1}])
 async def test_create_rate_limited_gives_the_slot_back(world: World) -> None:
     first = world.drop("a.mp4")

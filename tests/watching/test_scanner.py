@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from watchd.watching import scanner
+from watchd.watching import regular, scanner
 from watchd.watching.ignore import nfc
 from watchd.watching.scanner import ScannedFile, ScanResult, scan_inbox
 from watchd.watching.settle import FileStat
@@ -77,11 +77,23 @@ def test_symlinks(inbox: Path, tmp_path: Path) -> None:
     (inbox / "linked.mp4").symlink_to(outside / "target.mp4")
     (inbox / "dangling.mp4").symlink_to(tmp_path / "nowhere.mp4")
     (inbox / "dirlink.mp4").symlink_to(outside, target_is_directory=True)
+    (inbox / ".hidden.mp4").symlink_to(outside / "target.mp4")
+    (inbox / "notes.txt").symlink_to(outside / "target.mp4")
+    os.mkfifo(inbox / "pipe.mp4")
+    os.mkfifo(inbox / "pipe")
     result = scan_inbox(inbox)
-    assert _rels(result) == ["linked.mp4"]
-    # A symlinked file is taken for what it points at.
-    assert result.files[0].stat == FileStat.from_stat((outside / "target.mp4").stat())
-    assert result.entries == 5
+    # Only regular files are taken: links and special files are listed, never followed.
+    assert _rels(result) == []
+    assert [(s.rel, s.kind) for s in result.skipped] == [
+        ("dangling.mp4", regular.SYMLINK),
+        ("dirlink.mp4", regular.SYMLINK_DIR),
+        ("linked-dir", regular.SYMLINK_DIR),
+        ("linked.mp4", regular.SYMLINK),
+        ("loop", regular.SYMLINK_DIR),
+        ("pipe", regular.FIFO),
+        ("pipe.mp4", regular.FIFO),
+    ]
+    assert result.entries == 9
 
 
 def _scandir_then(monkeypatch: pytest.MonkeyPatch, when: str, action: Callable[[], None]) -> None:

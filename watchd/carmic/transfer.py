@@ -45,6 +45,7 @@ from watchd.carmic.http import (
 )
 from watchd.outbox import atomic
 from watchd.redact import redact, redact_url
+from watchd.watching.regular import NotRegularFile, open_regular
 
 log = logging.getLogger("watchd.carmic.transfer")
 
@@ -143,7 +144,11 @@ class _Source:
     def __init__(self, path: Path, expect: ExpectedFile | None, chunk_size: int) -> None:
         self.path = path
         self.chunk_size = chunk_size
-        self.file: IO[bytes] = open(path, "rb", buffering=0)  # noqa: SIM115 - closed by close()
+        # Never through a symbolic link, never a FIFO or a device (closed by close()).
+        try:
+            self.file: IO[bytes] = open_regular(path, buffering=0)
+        except NotRegularFile as e:
+            raise SourceChanged(f"{path.name} is no longer a regular file ({e.strerror})") from None
         try:
             st = os.fstat(self.file.fileno())
             if expect is not None and (st.st_size, st.st_mtime_ns) != (
@@ -210,7 +215,7 @@ class _Source:
     def check_path(self) -> None:
         """The path still names the very file we read, unchanged."""
         try:
-            st = os.stat(self.path)
+            st = os.lstat(self.path)
         except FileNotFoundError:
             raise self._changed("it was removed or renamed") from None
         if (st.st_dev, st.st_ino) != self.inode:

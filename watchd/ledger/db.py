@@ -147,6 +147,27 @@ class InboxRow:
     last_scan_at: float | None
 
 
+@dataclass(frozen=True)
+class EntryRow:
+    """An inbox entry that is not a job (table ``inbox_entries``): ``state`` is ``settling``
+    (``since`` = when its settle clock started, ``wait`` = settle_seconds) or ``failed`` (not
+    taken: ``code`` and ``reason`` say why). ``rel_path``/``path`` are printable (see
+    ``watching.regular.printable``); ``escaped`` says that bad bytes were escaped in them."""
+
+    inbox: str
+    rel_path: str
+    path: str
+    rule: str
+    state: str
+    code: str | None
+    reason: str | None
+    escaped: int
+    since: float | None
+    wait: float | None
+    size: int | None
+    updated_at: float
+
+
 @functools.cache
 def _columns(cls: type) -> tuple[str, ...]:
     # Cached: dataclasses.fields() per row was most of the cost of reading a list of jobs.
@@ -162,6 +183,7 @@ _CLIP_COLS = ", ".join(_columns(ClipRow))
 _EXPORT_COLS = ", ".join(_columns(ExportRow))
 _EVENT_COLS = ", ".join(_columns(EventRow))
 _INBOX_COLS = ", ".join(_columns(InboxRow))
+_ENTRY_COLS = ", ".join(_columns(EntryRow))
 _JOB_FIELDS = frozenset(_columns(JobRow))
 _CLIP_FIELDS = frozenset(_columns(ClipRow))
 _EXPORT_FIELDS = frozenset(_columns(ExportRow))
@@ -328,10 +350,42 @@ def _m_notify_queue(db: sqlite_utils.Database) -> None:
     )
 
 
+def _m_hostile_inbox_entries(db: sqlite_utils.Database) -> None:
+    # Inbox entries that are not jobs: files still settling and entries that are not taken
+    # (a symbolic link, a special file, a name that cannot be stored), for `watchd status`.
+    db.executescript(
+        """
+        CREATE TABLE IF NOT EXISTS inbox_entries (
+            inbox TEXT NOT NULL,
+            rel_path TEXT NOT NULL,
+            path TEXT NOT NULL,
+            rule TEXT NOT NULL DEFAULT '',
+            state TEXT NOT NULL,
+            code TEXT,
+            reason TEXT,
+            escaped INTEGER NOT NULL DEFAULT 0,
+            since REAL,
+            wait REAL,
+            size INTEGER,
+            updated_at REAL NOT NULL,
+            PRIMARY KEY (inbox, rel_path)
+        );
+        """
+    )
+
+
+def _m_web_jobs_by_age(db: sqlite_utils.Database) -> None:
+    # The dashboard lists jobs newest first, a page at a time: without this, every page view
+    # sorted the whole table.
+    db.executescript("CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created_at, id);")
+
+
 MIGRATIONS: Sequence[Callable[[sqlite_utils.Database], None]] = (
     _m1_initial,
     _m2_meta,
     _m_notify_queue,
+    _m_hostile_inbox_entries,
+    _m_web_jobs_by_age,
 )
 
 
@@ -391,6 +445,9 @@ class Ledger:
         # write: ours (counted here) or another process's (PRAGMA data_version moves).
         self._writes = 0
         self._counts: tuple[tuple[int, int], dict[str, int]] | None = None
+        # Told the id of each job written (and "" for an inbox's state): the web dashboard's
+        # live feed (watchd/web/feed.py). Called inside the write: it may only take note.
+        self.on_change: Callable[[str], None] | None = None
         # isolation_level=None: no implicit BEGIN/COMMIT around a statement; every write
         # transaction is the explicit BEGIN IMMEDIATE of _write().
         if path is None:
@@ -603,6 +660,8 @@ class Ledger:
         dst: str | None = None,
         detail: Any = None,
     ) -> None:
+        if self.on_change is not None:
+            self.on_change(job_id)
         self._conn.execute(
             "INSERT INTO events (job_id, at, actor, kind, from_state, to_state, detail) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -796,6 +855,16 @@ class Ledger:
             (fingerprint, exclude or ""),
         )
 
+    def fingerprint_range(self, low: str, high: str, *, size: int) -> list[JobRow]:
+        """Jobs of ``size`` bytes whose fingerprint lies strictly between ``low`` and ``high`` (a
+        range of the fingerprint index), oldest first."""
+        return self._rows(
+            JobRow,
+            f"SELECT {_JOB_COLS} FROM jobs WHERE fingerprint > ? AND fingerprint < ? AND size = ? "
+            "ORDER BY created_at, id",
+            (low, high, size),
+        )
+
     def outbox_dir_taken(self, outbox_dir: str, *, exclude: str | None = None) -> bool:
         """Whether a job (other than ``exclude``) has this outbox folder recorded as its own."""
         rows = self._select(
@@ -860,6 +929,8 @@ class Ledger:
         """Write ``values`` to the job; its row after, when ``job`` (its row before) is known
         and the values' stored forms are predicted (the cache keeps it), else None."""
         _known_fields(values, _JOB_FIELDS, "job")
+        if self.on_change is not None:
+            self.on_change(job_id)
         if "preset" in values and not isinstance(values["preset"], str):
             values["preset"] = json.dumps(values["preset"], sort_keys=True)
         for k, v in values.items():
@@ -1002,6 +1073,8 @@ class Ledger:
     def _update_clip(self, job_id: str, clip_id: str, values: dict[str, Any]) -> None:
         values = {k: v for k, v in values.items() if k not in ("job_id", "clip_id")}
         _known_fields(values, _CLIP_FIELDS, "clip")
+        if self.on_change is not None:
+            self.on_change(job_id)
         sets = ", ".join(f"{k} = ?" for k in values)
         self._conn.execute(
             f"UPDATE clips SET {sets} WHERE job_id = ? AND clip_id = ?",
@@ -1079,9 +1152,37 @@ class Ledger:
                 "last_scan_at = excluded.last_scan_at",
                 (path, int(paused), reason, entries, last_scan_at),
             )
+        if self.on_change is not None:
+            self.on_change("")
 
     def inboxes(self) -> list[InboxRow]:
         return self._rows(InboxRow, f"SELECT {_INBOX_COLS} FROM inboxes ORDER BY path")
+
+    # ---- inbox entries that are not jobs ---------------------------------------------------
+
+    def sync_entries(self, put: Iterable[EntryRow], drop: Iterable[tuple[str, str]]) -> None:
+        """Write these entry rows (insert or replace) and delete those keyed ``(inbox,
+        rel_path)``, in one transaction (the caller makes it a relaxed one)."""
+        cols = _columns(EntryRow)
+        marks = ", ".join("?" * len(cols))
+        with self._write():
+            conn = self._conn
+            conn.executemany(
+                "DELETE FROM inbox_entries WHERE inbox = ? AND rel_path = ?", list(drop)
+            )
+            conn.executemany(
+                f"INSERT OR REPLACE INTO inbox_entries ({_ENTRY_COLS}) VALUES ({marks})",
+                [tuple(getattr(r, c) for c in cols) for r in put],
+            )
+
+    def entries(self) -> list[EntryRow]:
+        """Every inbox entry that is not a job, by inbox and path."""
+        try:
+            return self._rows(
+                EntryRow, f"SELECT {_ENTRY_COLS} FROM inbox_entries ORDER BY inbox, rel_path"
+            )
+        except sqlite3.OperationalError:
+            return []  # a ledger opened read-only before the daemon added the table
 
     # ---- daemon heartbeat ------------------------------------------------------------------
 

@@ -220,12 +220,9 @@ def rebuilt_without_source(ledger: Ledger, size: int) -> list[JobRow]:
     """Finished jobs read back from a manifest whose source was gone, of this size: a file of
     the same size must be hashed in full to tell whether it is one of them."""
     # A range of the fingerprint index: a look-up per queued file, no scan of every job.
-    rows = ledger.db.execute(
-        "SELECT id FROM jobs WHERE fingerprint > ? AND fingerprint < ? AND size = ? "
-        "ORDER BY created_at, id",
-        (SHA_PREFIX, SHA_PREFIX[:-1] + chr(ord(SHA_PREFIX[-1]) + 1), size),
-    ).fetchall()
-    jobs = ledger.get_many([r[0] for r in rows])
+    jobs = ledger.fingerprint_range(
+        SHA_PREFIX, SHA_PREFIX[:-1] + chr(ord(SHA_PREFIX[-1]) + 1), size=size
+    )
     # As for any original: one that failed before a project existed billed nothing.
     return [j for j in jobs if j.sha256 and (j.stage is Stage.DELIVERED or j.project_id)]
 

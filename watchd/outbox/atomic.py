@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from watchd.outbox.names import NAME_MAX, truncate_utf8
+from watchd.watching.regular import open_regular
 
 TMP_SUFFIX = ".tmp"
 _TMP_MARK = ".watchd-"
@@ -193,7 +194,7 @@ def _copy_stream(src: BinaryIO, dst: BinaryIO) -> None:
 def copy_into_place(src_file: Path, final: Path, *, keep_metadata: bool = False) -> None:
     """Copy ``src_file`` to ``final`` through a temporary file (fsync + rename + folder fsync).
     With ``keep_metadata`` the copy gets the source's mode and times (a move across disks)."""
-    with open(src_file, "rb") as src:
+    with open_regular(src_file) as src:  # a source: never through a link, never a FIFO
         write_via_tmp(
             final, lambda f: _copy_stream(src, f), like=src_file if keep_metadata else None
         )

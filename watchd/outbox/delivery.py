@@ -241,8 +241,9 @@ def dispose_source(
     sidecar = sidecar_of(src)
     if mode == "delete":
         src.unlink()
-        with contextlib.suppress(FileNotFoundError):
-            sidecar.unlink()
+        if _regular(sidecar) is not None:
+            with contextlib.suppress(FileNotFoundError):
+                sidecar.unlink()
         fsync_dir(src.parent)
         return None
     if mode != "move":
@@ -255,7 +256,8 @@ def dispose_source(
     if src.parent.samefile(dest_dir):
         # Moving it again would only rename it to "name (2).ext" in the same folder.
         return src
-    has_sidecar = sidecar.is_file()
+    # By lstat: a link is no sidecar, and a name too long for one (ENAMETOOLONG) has none.
+    has_sidecar = _regular(sidecar) is not None
     dst, side_dst = _reserve_pair(dest_dir, src.name, has_sidecar)
     try:
         _move(src, dst)

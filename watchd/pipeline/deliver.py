@@ -25,6 +25,7 @@ from watchd.pipeline.identity import sha256_file
 from watchd.pipeline.outcomes import Fail, RetryLater
 from watchd.pipeline.render import _renders
 from watchd.pipeline.selection import manifest_preset, not_chosen_reason, render_choice
+from watchd.watching.regular import NotRegularFile
 
 if TYPE_CHECKING:
     from watchd.pipeline.runner import Pipeline
@@ -75,10 +76,10 @@ def _now_iso(p: Pipeline) -> str:
 async def _source_sha256(job: JobRow) -> str | None:
     if job.sha256:
         return job.sha256
-    path = Path(job.path)
-    if not path.exists():
-        return None
-    return await asyncio.to_thread(sha256_file, path)
+    try:
+        return await asyncio.to_thread(sha256_file, Path(job.path))
+    except (FileNotFoundError, NotRegularFile):
+        return None  # gone, or a link put in its place: never read through it
 
 
 def _words(clip: ClipRow) -> list[Word]:

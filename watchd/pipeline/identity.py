@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from watchd.watching.regular import open_regular
+
 EDGE = 1 << 20
 
 
@@ -26,7 +28,7 @@ class FileIdentity:
 
     @classmethod
     def of(cls, path: Path) -> FileIdentity:
-        st = os.stat(path)
+        st = os.lstat(path)  # a link put in its place is another file (ST_ISREG checked on open)
         return cls(st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev)
 
     def same_content_as(self, other: FileIdentity) -> bool:
@@ -60,9 +62,13 @@ def same_preset(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
     return work(a) == work(b)
 
 
-def fingerprint(path: Path, size: int | None = None) -> str:
+def fingerprint(
+    path: Path, size: int | None = None, *, expect: tuple[int, int] | None = None
+) -> str:
+    """Raises ``regular.NotRegularFile`` for a link or a special file, and for another file
+    than ``expect=(st_dev, st_ino)`` when given (see :func:`regular.open_regular`)."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open_regular(path, expect=expect) as f:
         if size is None:
             size = os.fstat(f.fileno()).st_size
         h.update(str(size).encode())
@@ -75,7 +81,7 @@ def fingerprint(path: Path, size: int | None = None) -> str:
 
 def sha256_file(path: Path, chunk: int = 4 << 20) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()

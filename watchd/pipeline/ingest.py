@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import calendar
 import contextlib
+import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,6 +33,7 @@ from watchd.ledger.states import Stage
 from watchd.pipeline.identity import FileIdentity, fingerprint, same_work, sha256_file
 from watchd.pipeline.outcomes import Fail, Park, RetryLater, SourceMissing
 from watchd.pipeline.selection import choose_clips, render_choice
+from watchd.watching.regular import special_kind
 
 if TYPE_CHECKING:
     from watchd.pipeline.runner import Pipeline
@@ -42,6 +44,7 @@ AMBIGUOUS_CREATE_WAIT = 5.0
 MAX_PROCESS_CONFLICTS = 4
 # A presigned URL this close to its expiry is not used (a quarter of its lifetime when shorter).
 URL_MARGIN = 60.0
+TITLE_MAX = 255  # characters in a project's title (the API refuses more)
 
 
 # ---- queued: check, dedupe, probe ----------------------------------------------------------------
@@ -51,6 +54,11 @@ async def handle_queued(p: Pipeline, job: JobRow) -> None:
     path = p.source_path(job)
     current = _stat_or_missing(path, job)
     recorded = FileIdentity(job.size, job.mtime_ns, job.inode, job.dev)
+    if not job.fingerprint and current.same_content_as(recorded):
+        # Unreadable when it was taken (a failed job since retried): read it now.
+        fp = await asyncio.to_thread(fingerprint, path, current.size)
+        p.ledger.update(job.id, fingerprint=fp)
+        job = p.ledger.require(job.id)
     if not current.same_content_as(recorded):
         # Written to again after it settled: record the new identity and let it settle again.
         fp = await asyncio.to_thread(fingerprint, path, current.size)
@@ -165,9 +173,18 @@ def _original_of(p: Pipeline, job: JobRow) -> JobRow | None:
 
 def _stat_or_missing(path: Path, job: JobRow) -> FileIdentity:
     try:
-        return FileIdentity.of(path)
+        st = os.lstat(path)
     except FileNotFoundError as e:
         raise SourceMissing(str(path)) from e
+    kind = special_kind(st.st_mode)
+    if kind is not None:
+        raise Fail(
+            "not_regular",
+            f"{job.name} is {kind} now, not the file that settled; it is not read",
+            hint="Put the video itself into the inbox, then drop it again.",
+            resume=Stage.QUEUED,
+        )
+    return FileIdentity(st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev)
 
 
 # ---- creating: one billed project per file ------------------------------------------------------
@@ -176,7 +193,9 @@ def _stat_or_missing(path: Path, job: JobRow) -> FileIdentity:
 def project_title(job: JobRow) -> str:
     preset = job.preset_dict
     title = preset.get("title") or Path(job.name).stem
-    return f"{title} [{job.marker}]"
+    marker = f" [{job.marker}]"
+    # The API takes at most 255 characters: a long file name must not refuse the create.
+    return title[: TITLE_MAX - len(marker)] + marker
 
 
 def _create_fields(job: JobRow) -> dict[str, Any]:

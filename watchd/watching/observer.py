@@ -21,7 +21,6 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import stat as stat_mod
 import threading
 import warnings
 from collections.abc import Callable, Iterator
@@ -97,13 +96,7 @@ def polling_observer(interval: float) -> BaseObserver:
 
 
 def _poll_stat(path: str) -> os.stat_result:
-    st = os.lstat(path)
-    if stat_mod.S_ISLNK(st.st_mode):
-        with suppress(OSError):
-            target = os.stat(path)
-            if stat_mod.S_ISREG(target.st_mode):
-                return target  # a symlinked file is watched for what it points at
-    return st
+    return os.lstat(path)  # a symbolic link is reported, never followed
 
 
 def _poll_listdir(path: str | None) -> Iterator[os.DirEntry[str]]:

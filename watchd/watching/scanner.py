@@ -3,7 +3,9 @@
 One ``os.scandir`` walk. Directory entries carry their type, so only candidate videos cost a
 ``stat`` each; ignored folders (``_done``, ``@eaDir``, hidden ones …) are never entered and
 symlinked folders are never followed, so a link cannot lead the walk out of the inbox or round
-in a loop. A symlinked *file* is taken for what it points at.
+in a loop. Only regular files are taken: a symbolic link (to a file or a folder), a FIFO, a
+device or a socket is listed in ``ScanResult.skipped`` (judged by ``lstat``, never opened) for
+the daemon to report once.
 
 Files and folders vanish while we walk (a copy tool renaming its temporary, the daemon moving
 a finished source to ``_done``): that is normal and silent. A folder we may not read is
@@ -22,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from watchd.watching.ignore import VIDEO_EXTENSIONS, is_ignored_dir, is_ignored_name
+from watchd.watching.regular import SYMLINK, SYMLINK_DIR, special_kind
 from watchd.watching.settle import FileStat
 
 log = logging.getLogger(__name__)
@@ -82,6 +85,15 @@ class ScannedFile:
 
 
 @dataclass(frozen=True)
+class SkippedEntry:
+    """An entry that is not a regular file: ``kind`` says what it is (``regular.SYMLINK`` …)."""
+
+    path: str
+    rel: str
+    kind: str
+
+
+@dataclass(frozen=True)
 class ScanResult:
     """What one scan of an inbox saw.
 
@@ -95,6 +107,7 @@ class ScanResult:
     ok: bool
     error: str | None = None
     unreadable: list[Path] = field(default_factory=list)
+    skipped: list[SkippedEntry] = field(default_factory=list)
 
 
 class _ReportOnce:
@@ -136,6 +149,7 @@ def scan_inbox(root: Path, *, max_depth: int = MAX_DEPTH) -> ScanResult:
         )
 
     files: list[ScannedFile] = []
+    skipped: list[SkippedEntry] = []
     unreadable: list[Path] = []
     subdirs: list[tuple[str, str, int]] = []  # (path, rel prefix ending in "/", depth)
     entries = 0
@@ -143,7 +157,7 @@ def scan_inbox(root: Path, *, max_depth: int = MAX_DEPTH) -> ScanResult:
         with top:
             for entry in top:
                 entries += 1
-                _visit(entry, "", 1, files, subdirs)
+                _visit(entry, "", 1, files, subdirs, skipped)
     except OSError as exc:
         # The root went away or broke mid-listing (an SMB share dropping): no partial answer.
         return ScanResult(
@@ -160,7 +174,7 @@ def scan_inbox(root: Path, *, max_depth: int = MAX_DEPTH) -> ScanResult:
         try:
             with os.scandir(path) as it:
                 for entry in it:
-                    _visit(entry, rel, depth + 1, files, subdirs)
+                    _visit(entry, rel, depth + 1, files, subdirs, skipped)
         except (FileNotFoundError, NotADirectoryError):
             continue  # gone, or replaced by a file, since its parent was listed
         except OSError as exc:
@@ -171,7 +185,8 @@ def scan_inbox(root: Path, *, max_depth: int = MAX_DEPTH) -> ScanResult:
         _reported.recovered(path)
 
     files.sort(key=lambda f: f.rel_str)
-    return ScanResult(files, entries, ok=True, error=None, unreadable=unreadable)
+    skipped.sort(key=lambda s: s.rel)
+    return ScanResult(files, entries, ok=True, error=None, unreadable=unreadable, skipped=skipped)
 
 
 def _visit(
@@ -180,10 +195,12 @@ def _visit(
     depth: int,
     files: list[ScannedFile],
     subdirs: list[tuple[str, str, int]],
+    skipped: list[SkippedEntry],
 ) -> None:
     name = entry.name
     try:
         is_dir = entry.is_dir(follow_symlinks=False)
+        plain = is_dir or entry.is_file(follow_symlinks=False)
     except OSError:
         return
     if is_dir:
@@ -191,14 +208,35 @@ def _visit(
             subdirs.append((entry.path, f"{rel}{name}/", depth))
         return
     dot = name.rfind(".")
-    if dot <= 0 or name[dot:].lower() not in VIDEO_EXTENSIONS or is_ignored_name(name):
+    video = dot > 0 and name[dot:].lower() in VIDEO_EXTENSIONS
+    if not plain:
+        _skip(entry, rel, video, skipped)
+        return
+    if not video or is_ignored_name(name):
         return
     try:
-        st = entry.stat()  # follows a symlinked file to what it points at
+        st = entry.stat(follow_symlinks=False)
     except OSError:
-        return  # vanished, or a dangling link
+        return  # vanished
     if stat_mod.S_ISREG(st.st_mode):
         files.append(ScannedFile(entry.path, rel + name, FileStat.from_stat(st)))
+
+
+def _skip(entry: os.DirEntry[str], rel: str, video: bool, skipped: list[SkippedEntry]) -> None:
+    """Note an entry that is neither a regular file nor a folder (never followed or opened):
+    a symbolic link named like a video or leading to a folder, or any special file."""
+    name = entry.name
+    try:
+        kind = special_kind(entry.stat(follow_symlinks=False).st_mode)
+        if kind == SYMLINK and entry.is_dir():  # a stat of the target; nothing is opened
+            kind = SYMLINK_DIR
+    except OSError:
+        return  # vanished
+    if kind is None or (kind == SYMLINK and not video):
+        return
+    if (is_ignored_dir if kind == SYMLINK_DIR else is_ignored_name)(name):
+        return
+    skipped.append(SkippedEntry(entry.path, rel + name, kind))
 
 
 def os_error_text(exc: OSError) -> str:

@@ -62,6 +62,7 @@ class _Entry:
     stat: FileStat
     since: float
     generation: int
+    writing: bool = False  # found open for writing at its last due time
 
 
 class SettleTracker:
@@ -70,7 +71,7 @@ class SettleTracker:
     def __init__(
         self,
         settle_seconds: float,
-        stat: StatFn = os.stat,
+        stat: StatFn = os.lstat,  # a symbolic link is not a regular file: never followed
         open_for_write: OpenCheck = openfiles.open_for_write,
     ) -> None:
         if settle_seconds < 0:
@@ -128,6 +129,7 @@ class SettleTracker:
             if path in writing:
                 log.debug("%s is still open for writing; waiting another settle period", path)
                 self._start(path, current, now)
+                self._entries[path].writing = True
             else:
                 del self._entries[path]
                 ready.append(Settled(path, current))
@@ -136,6 +138,11 @@ class SettleTracker:
     def forget(self, path: Path) -> None:
         """Stop tracking ``path`` (it was taken, or is known to be gone)."""
         self._entries.pop(path, None)
+
+    def waiting(self) -> list[tuple[Path, FileStat, float, bool]]:
+        """Every file still settling: its path, its stat, when its clock (re)started, and
+        whether a process had it open for writing when it was last due."""
+        return [(path, e.stat, e.since, e.writing) for path, e in self._entries.items()]
 
     def pending(self) -> int:
         """How many files are waiting to settle."""

@@ -1,0 +1,190 @@
+"""``[cluster]`` and ``[[inbox]] name``: parsed with the precision of the rest of the config, the
+database password never shown; and ``run``/``check`` refuse to start with ``[cluster]`` (claims,
+leases and fencing are not built yet)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.test_config import base_doc, load, problems, write
+from watchd.cli import main
+from watchd.cluster_config import NOT_YET, default_node
+from watchd.redact import redact
+
+URL = "postgresql://watchd@db.example.com:5432/watchd"
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Path:
+    (tmp_path / "inbox").mkdir()
+    for name, value in (("password", "Sup3r-secret-pw"), ("db-password", "Db-s3cret-pw")):
+        secret = tmp_path / name
+        secret.write_text(value + "\n")
+        secret.chmod(0o600)
+    return tmp_path
+
+
+def cluster_doc(site: Path, **cluster: Any) -> dict[str, Any]:
+    doc = base_doc(site)
+    doc["cluster"] = {"database": URL, **cluster}
+    doc["inbox"][0]["name"] = "studio-a"
+    return doc
+
+
+def test_a_full_cluster_table_loads(site: Path) -> None:
+    doc = cluster_doc(
+        site, password_file=str(site / "db-password"), node="suite-3", lease_seconds=30
+    )
+    cfg = load(site, doc)
+    c = cfg.cluster
+    assert c is not None
+    assert (c.database, c.node, c.lease_seconds) == (URL, "suite-3", 30)
+    assert c.password is not None and c.password.reveal() == "Db-s3cret-pw"
+    assert c.password_source == f"password_file {site / 'db-password'}"
+    assert cfg.inboxes[0].name == "studio-a"
+    assert "Db-s3cret-pw" not in repr(cfg)
+
+
+def test_defaults_the_host_name_and_a_minute(site: Path) -> None:
+    c = load(site, cluster_doc(site)).cluster
+    assert c is not None
+    assert (c.node, c.lease_seconds, c.password, c.password_source) == (
+        default_node(),
+        60,
+        None,
+        "",
+    )
+
+
+def test_the_systemd_credential_is_the_fallback(site: Path) -> None:
+    creds = site / "creds"
+    creds.mkdir()
+    (creds / "database-password").write_text("Cred-pw-123\n")
+    (creds / "database-password").chmod(0o600)
+    cfg = load(site, cluster_doc(site), check_paths=True)
+    assert cfg.cluster is not None and cfg.cluster.password is None  # env={} in load()
+    from watchd.config import load_config
+
+    cfg = load_config(write(site, cluster_doc(site)), env={"CREDENTIALS_DIRECTORY": str(creds)})
+    assert cfg.cluster is not None and cfg.cluster.password is not None
+    assert cfg.cluster.password.reveal() == "Cred-pw-123"
+    assert cfg.cluster.password_source == "the systemd credential database-password"
+
+
+def test_no_cluster_no_names_needed(site: Path) -> None:
+    cfg = load(site, base_doc(site))
+    assert cfg.cluster is None and cfg.inboxes[0].name == "inbox"  # the folder's name
+
+
+@pytest.mark.parametrize(
+    ("cluster", "expected"),
+    [
+        ({"databse": URL}, "cluster.databse: unknown key, did you mean database?"),
+        ({"lease_second": 5}, "cluster.lease_second: unknown key, did you mean lease_seconds?"),
+        ({"database": ""}, "cluster.database: must not be empty"),
+        ({"database": "mysql://db/x"}, "cluster.database: must be a postgresql:// URL"),
+        ({"database": "postgresql://db.example.com"}, "must name the database after the host"),
+        ({"lease_seconds": 5}, "cluster.lease_seconds: must be ≥ 10 (got integer 5)"),
+        ({"lease_seconds": "60"}, "cluster.lease_seconds: must be a number (got string"),
+        ({"node": "suite 3"}, "cluster.node: must be letters, digits"),
+        ({"password_file": "missing"}, "cluster.password_file: cannot read"),
+    ],
+)
+def test_each_mistake_is_named(site: Path, cluster: dict[str, Any], expected: str) -> None:
+    doc = cluster_doc(site, **cluster)
+    if "databse" in cluster:
+        del doc["cluster"]["database"]
+    found = problems(site, doc)
+    assert any(expected in p for p in found), found
+
+
+def test_cluster_must_be_a_table(site: Path) -> None:
+    doc = base_doc(site)
+    doc["cluster"] = "yes"
+    assert any(p.startswith("cluster: must be a table") for p in problems(site, doc))
+
+
+def test_inbox_names_are_required_with_cluster_and_unique(site: Path) -> None:
+    doc = cluster_doc(site)
+    (site / "inbox2").mkdir()
+    doc["inbox"].append({"path": str(site / "inbox2"), "outbox": str(site / "outbox2")})
+    # The folder's name, the default, is not enough: it may differ from host to host.
+    assert "inbox[1].name: is required with [cluster]" in problems(site, doc)[0]
+    doc["inbox"][1]["name"] = "studio-a"
+    assert problems(site, doc) == ['inbox[1].name: "studio-a" is already the name of inbox[0]']
+    del doc["cluster"]  # names written are unique without [cluster] too
+    assert problems(site, doc) == ['inbox[1].name: "studio-a" is already the name of inbox[0]']
+    doc["inbox"][1]["nmae"] = "x"
+    assert "inbox[1].nmae: unknown key, did you mean name?" in problems(site, doc)
+
+
+def test_without_cluster_default_names_may_repeat(site: Path) -> None:
+    """Two inboxes in folders of the same name, named after them (notifications only)."""
+    doc = base_doc(site)
+    for sub in ("a", "b"):
+        (site / sub / "inbox").mkdir(parents=True)
+    doc["inbox"] = [
+        {"path": str(site / sub / "inbox"), "outbox": str(site / sub / "out")} for sub in "ab"
+    ]
+    assert [i.name for i in load(site, doc).inboxes] == ["inbox", "inbox"]
+
+
+def test_a_password_in_the_url_is_never_shown(site: Path) -> None:
+    secret_url = "mysql://watchd:Url-s3cret-pw@db.example.com/watchd"
+    doc = cluster_doc(site, database=secret_url, node="bad node")
+    doc["cluster"]["nodee"] = secret_url
+    doc["daemon"]["log_level"] = secret_url  # pasted into the wrong key: quoted back, scrubbed
+    found = problems(site, doc)
+    text = "\n".join(found)
+    assert "Url-s3cret-pw" not in text
+    assert "mysql://watchd:***@db.example.com/watchd" in text
+    assert "Url-s3cret-pw" not in redact("connecting with Url-s3cret-pw")
+
+
+def test_the_password_file_contents_are_never_shown(site: Path) -> None:
+    doc = cluster_doc(site, password_file=str(site / "db-password"))
+    doc["daemon"]["log_level"] = "Db-s3cret-pw"
+    text = "\n".join(problems(site, doc))
+    assert "log_level" in text and "Db-s3cret-pw" not in text
+
+
+# ---- run and check refuse [cluster] --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", [["run"], ["check"], ["check", "--offline"]])
+def test_run_and_check_refuse_cluster_with_one_line(
+    site: Path, command: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(site, cluster_doc(site))
+    assert main([*command, "-c", str(path)]) == 2
+    captured = capsys.readouterr()
+    assert captured.err == NOT_YET + "\n"
+    assert captured.out == ""
+    assert not (site / "state").exists()  # nothing started: no ledger created
+
+
+def test_watchd_run_refuses_cluster_as_a_process(site: Path) -> None:
+    path = write(site, cluster_doc(site))
+    proc = subprocess.run(
+        [sys.executable, "-m", "watchd", "run", "-c", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        "[cluster] is not supported yet in this version: remove it to run on one host"
+    )
+
+
+def test_check_without_cluster_is_not_refused(
+    site: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(site, base_doc(site))
+    assert main(["check", "--offline", "-c", str(path)]) == 0
+    assert NOT_YET not in capsys.readouterr().err
