@@ -98,13 +98,14 @@ def test_offline_report(cfg_path: Path, tmp_path: Path) -> None:
     assert lines[1] == f"carmic   {API} as {EMAIL}"
     assert lines[2] == f"         password: environment variable {ENV_PASSWORD}"
     assert f"inbox[0] {inbox}" in r.out
-    assert f"  outbox  {outbox} (created on start)" in lines
+    assert f"  outbox  {outbox} (does not exist: `watchd run` creates it at start)" in lines
     assert "  sources on success kept; on failure moved to <inbox>/_failed/<rule>/" in lines
     # each rule with its folder, where results go, and its preset
     text = r.out
     assert f"root               {inbox}/ and folders without a rule" in text
     assert f"-> {outbox}/<video name>/" in text
-    assert f"rule clients/acme  {inbox}/clients/acme/ (does not exist yet)" in text
+    made = "(does not exist: `watchd run` creates it at start)"
+    assert f"rule clients/acme  {inbox}/clients/acme/ {made}" in text
     assert f"-> {outbox}/clients/acme/<video name>/" in text
     assert f"rule podcasts      {inbox}/podcasts/\n" in text
     assert f"-> {outbox}/podcasts/<video name>/" in text

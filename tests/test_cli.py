@@ -1,10 +1,13 @@
 import re
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+import sqlite_utils
+
 from watchd.cli import COMMANDS, build_parser
+from watchd.ledger.db import MIGRATIONS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -78,12 +81,18 @@ def test_status_without_ledger_prints_empty_json(tmp_path: Path) -> None:
     assert r.returncode == 1 and "unknown job" in r.stderr
 
 
-def test_status_while_the_daemon_creates_its_ledger(tmp_path: Path) -> None:
-    """The file exists, its tables do not yet (the daemon is starting): not a traceback."""
+@pytest.mark.parametrize("migrated", [0, 2], ids=["no-tables", "half-migrated"])
+def test_status_while_the_daemon_creates_its_ledger(tmp_path: Path, migrated: int) -> None:
+    """The file exists, its tables (or its last columns) do not yet (the daemon is starting,
+    one migration after the other): not a traceback."""
     cfg = tmp_path / "c.toml"
     (tmp_path / "in").mkdir()
     (tmp_path / "state").mkdir()
-    sqlite3.connect(tmp_path / "state" / "ledger.db").close()
+    db = sqlite_utils.Database(tmp_path / "state" / "ledger.db")
+    for number, migration in enumerate(MIGRATIONS[:migrated], start=1):
+        migration(db)
+        db.execute(f"PRAGMA user_version = {number}")
+    db.close()
     cfg.write_text(
         f'[carmic]\napi_url = "http://127.0.0.1:1/api"\nemail = "a@b.c"\n'
         f'[daemon]\nstate_dir = "{tmp_path / "state"}"\n'

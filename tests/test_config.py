@@ -168,7 +168,7 @@ def test_defaults(site: Path) -> None:
     assert d.state_dir == Path("/var/lib/carmic-watchd")
     assert (d.settle_seconds, d.scan, d.rescan_seconds, d.max_uploads) == (5, "events", 300, 2)
     assert (d.poll_interval, d.log_format, d.log_level, d.metrics) == (2.0, "auto", "info", "")
-    assert d.max_render_retries == 2
+    assert (d.max_render_retries, d.hold_seconds) == (2, 600)
     inbox = cfg.inboxes[0]
     assert (inbox.on_success, inbox.on_failure) == ("move", "move")
     assert inbox.rules == (Rule("", Preset()),)
@@ -371,6 +371,7 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
     ("daemon", {"max_uploads": 0}, "daemon.max_uploads: must be ≥ 1"),
     ("daemon", {"poll_interval": 0}, "daemon.poll_interval: must be > 0"),
     ("daemon", {"max_render_retries": -1}, "daemon.max_render_retries: must be ≥ 0"),
+    ("daemon", {"hold_seconds": -5}, "daemon.hold_seconds: must be ≥ 0"),
     ("daemon", {"settle_seconds": float("inf")}, "daemon.settle_seconds: must be a finite number"),
     ("carmic", {"poll_seconds": 0}, "carmic.poll_seconds: must be > 0"),
     ("carmic", {"creates_per_minute": 0}, "carmic.creates_per_minute: must be > 0"),
@@ -600,7 +601,10 @@ def test_nested_rule_tables_get_a_hint(site: Path) -> None:
 
 def test_inbox_must_exist_and_be_a_folder(site: Path) -> None:
     doc = with_(site, "inbox", path=str(site / "missing"))
-    assert problems(site, doc) == [f"inbox[0].path: {site / 'missing'} does not exist"]
+    # check (an error) and run (a warning) say the same: run waits for it, paused.
+    assert problems(site, doc) == [
+        f"inbox[0].path: {site / 'missing'} does not exist: {config_module.MISSING_INBOX}"
+    ]
     (site / "file").write_text("x")
     doc = with_(site, "inbox", path=str(site / "file"))
     assert problems(site, doc) == [f"inbox[0].path: {site / 'file'} is not a folder"]
@@ -609,7 +613,7 @@ def test_inbox_must_exist_and_be_a_folder(site: Path) -> None:
     # the daemon may start with a share that is not mounted yet: that inbox waits, paused
     cfg = load(site, with_(site, "inbox", path=str(site / "missing")), allow_missing_inboxes=True)
     assert cfg.warnings == (
-        f"inbox[0].path: {site / 'missing'} does not exist (yet): the inbox waits until it appears",
+        f"inbox[0].path: {site / 'missing'} does not exist (yet): {config_module.MISSING_INBOX}",
     )
 
 

@@ -215,14 +215,14 @@ def failure_codes() -> set[str]:
     from typing import get_args
 
     from watchd.carmic import errors
-    from watchd.pipeline.ingest import FAILED_HINTS
+    from watchd.failures import FAILURES
     from watchd.probe import ProbeCode
 
     codes: set[str] = set()
     for path in (REPO / "watchd").rglob("*.py"):
         codes |= set(re.findall(r"\bFail\(\s*\"(\w+)\"", path.read_text()))
     codes |= {f"probe_{code}" for code in get_args(ProbeCode) if code != "timeout"}
-    codes |= {status.lower() for status in FAILED_HINTS}
+    codes |= set(FAILURES)  # the failure table (watchd/failures.py), Carmic's statuses included
     handled_apart = (errors.AuthError, errors.UrlExpired, errors.SourceChanged)
     for cls in vars(errors).values():
         if not (isinstance(cls, type) and issubclass(cls, errors.CarmicError)):

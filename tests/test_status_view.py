@@ -23,6 +23,7 @@ from watchd.status_view import (
     bar,
     daemon_state,
     format_age,
+    iso,
     pid_alive,
     render_screen,
     render_table,
@@ -292,3 +293,50 @@ def test_a_delivered_duplicate_says_what_it_duplicates_and_where_that_went(
     assert (
         f"↳ duplicate of {first}, delivered to /srv/outbox/a/ep (same content, rule and preset)"
     ) in text
+
+
+# ---- waits are waits, not errors ----------------------------------------------------------
+
+
+def test_a_wait_is_shown_as_a_wait_with_its_cause_and_time(
+    ledger: Ledger, clock: FakeClock
+) -> None:
+    now = clock.now()
+    add(
+        ledger,
+        "exp.mp4",
+        Stage.PROCESSING,
+        wait="export rate limit: too many exports",
+        wait_until=now + 40,
+        wait_since=now - 125,
+    )
+    add(
+        ledger,
+        "dup.mp4",
+        Stage.QUEUED,
+        wait="duplicate: same content as job j1 (rendering); delivered when it is",
+        wait_until=now + 2,
+        wait_since=now - 10,
+    )
+    text = render_table(ledger.jobs(), ledger.inboxes(), now=now, width=200)
+    assert "error:" not in text
+    assert "↳ waiting: export rate limit: too many exports (for 40s more, since 2m)" in text
+    assert "↳ waiting: duplicate: same content as job j1" in text
+    line = summary_line(ledger)
+    assert line.endswith("; 2 waiting (duplicate, export rate limit)")
+    out = io.StringIO()
+    show(ledger, out, as_json=True)
+    jobs = {j["source"]: j for j in json.loads(out.getvalue())}
+    assert jobs["exp.mp4"]["error"] is None
+    assert jobs["exp.mp4"]["wait"] == "export rate limit: too many exports"
+    assert jobs["exp.mp4"]["wait_until"] == iso(now + 40)
+
+
+def test_export_progress_goes_before_the_wait(ledger: Ledger, clock: FakeClock) -> None:
+    now = clock.now()
+    add(ledger, "x.mp4", Stage.PROCESSING, step="exports 3 of 12, next in 40 s", progress=25.0)
+    slot = add(ledger, "slot.mp4", Stage.QUEUED)
+    ledger.transition(slot, Stage.PROBED)
+    text = render_table(ledger.jobs(), ledger.inboxes(), now=now, width=200)
+    assert "↳ exports 3 of 12, next in 40 s" in text
+    assert "↳ waiting: processing limit: its project is created when a slot is free" in text

@@ -30,6 +30,7 @@ from watchd.config import (
 )
 from watchd.redact import redact
 from watchd.secrets import Secret
+from watchd.watching.folders import CREATED_AT_START, missing_folders
 from watchd.watching.mounts import fs_type, is_network_type
 
 EXIT_OK = 0
@@ -136,7 +137,11 @@ def describe(cfg: Config, out: TextIO) -> None:
 
 def _describe_inbox(inbox: InboxConfig, scan: str, out: TextIO) -> None:
     out.write(f"\ninbox[{inbox.index}] {inbox.path}{_filesystem(inbox.path, scan)}\n")
-    out.write(f"  outbox  {inbox.outbox}{'' if inbox.outbox.exists() else ' (created on start)'}\n")
+    made = missing_folders(inbox)
+    outbox_note = f" ({CREATED_AT_START})" if inbox.outbox in made else ""
+    if not inbox.outbox.exists() and not outbox_note:
+        outbox_note = f" (MISSING, and so is {inbox.outbox.parent}: nothing can be delivered)"
+    out.write(f"  outbox  {inbox.outbox}{outbox_note}\n")
     out.write(
         f"  sources {_disposition('success', inbox.on_success)}; "
         f"{_disposition('failure', inbox.on_failure)}\n"
@@ -147,8 +152,8 @@ def _describe_inbox(inbox: InboxConfig, scan: str, out: TextIO) -> None:
         where = f"{folder}/"
         if rule.name == "":
             where += " and folders without a rule"
-        elif not folder.is_dir():
-            where += " (does not exist yet)"
+        elif folder in made:
+            where += f" ({CREATED_AT_START})"
         results = inbox.outbox / rule.name if rule.name else inbox.outbox
         out.write(f"  {_rule_label(rule):<{width}}  {where}\n")
         out.write(f"  {'':<{width}}  -> {results}/<video name>/\n")

@@ -254,7 +254,7 @@ def _open_ledger(args: argparse.Namespace, *, readonly: bool = False) -> tuple[o
     import sqlite3
 
     from watchd.config import ConfigError, load_config
-    from watchd.ledger.db import DB_NAME, Ledger
+    from watchd.ledger.db import DB_NAME, MIGRATIONS, Ledger
     from watchd.ledger.files import private_umask
     from watchd.ledger.health import translate
 
@@ -273,8 +273,9 @@ def _open_ledger(args: argparse.Namespace, *, readonly: bool = False) -> tuple[o
     except sqlite3.Error as e:
         print(f"watchd: {translate(db, e)}", file=sys.stderr)
         return None, 2
-    if readonly and ledger.schema_version() == 0:
-        # The daemon has created the file and not yet its tables (it is starting this moment).
+    if readonly and ledger.schema_version() < len(MIGRATIONS):
+        # The daemon has created the file and not yet all its tables and columns (it is
+        # starting this moment, its migrations one after the other).
         ledger.close()
         return None, 0
     return ledger, 0

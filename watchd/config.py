@@ -96,6 +96,7 @@ DAEMON_KEYS: Final = (
     "log_level",
     "metrics",
     "max_render_retries",
+    "hold_seconds",
 )
 INBOX_KEYS: Final = ("path", "outbox", "on_success", "on_failure", "rules", "name")
 RULE_KEYS: Final = (
@@ -440,6 +441,7 @@ class DaemonConfig:
     log_level: str = "info"
     metrics: str = ""
     max_render_retries: int = 2
+    hold_seconds: float = 600.0  # a file that looks incomplete is held this long before it fails
 
 
 @dataclass(frozen=True)
@@ -1039,14 +1041,21 @@ def _creatable(path: Path) -> str | None:
     return None
 
 
+# What `watchd check` (an error) and `watchd run` (a warning, then the inbox pauses) both say.
+MISSING_INBOX = (
+    "`watchd run` waits for it, the inbox paused (see `watchd status`); create the folder or "
+    "mount the share"
+)
+
+
 def _check_inbox_dir(inbox: InboxConfig, report: _Report, *, allow_missing: bool) -> None:
     where = f"inbox[{inbox.index}].path"
     path = inbox.path
     if not path.exists():
         if allow_missing:
-            report.warn(where, f"{path} does not exist (yet): the inbox waits until it appears")
+            report.warn(where, f"{path} does not exist (yet): {MISSING_INBOX}")
         else:
-            report.error(where, f"{path} does not exist")
+            report.error(where, f"{path} does not exist: {MISSING_INBOX}")
         return
     if not path.is_dir():
         report.error(where, f"{path} is not a folder")
@@ -1248,6 +1257,7 @@ def _daemon(t: _Table, base: Path) -> DaemonConfig:
         log_level=t.choice("log_level", "info", LOG_LEVELS),
         metrics=_metrics(t),
         max_render_retries=t.integer("max_render_retries", 2, minimum=0),
+        hold_seconds=t.number("hold_seconds", 600.0, minimum=0),
     )
 
 

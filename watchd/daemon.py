@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 from watchd import presetcheck
 from watchd.carmic.errors import AuthError, CarmicError, TransientError
+from watchd.carmic.retry import RetryPolicy
 from watchd.clock import Clock, SystemClock
 from watchd.cluster_config import NOT_YET
 from watchd.config import Config, ConfigError, InboxConfig, load_config, resolve_preset
@@ -32,7 +33,7 @@ from watchd.ledger.db import Ledger, LedgerError
 from watchd.ledger.health import check_or_raise
 from watchd.ledger.opening import OpenedLedger, open_for_daemon
 from watchd.ledger.rebuild import any_manifest, rebuild
-from watchd.ledger.states import Stage
+from watchd.ledger.states import NEEDS_SOURCE, Stage
 from watchd.pipeline.identity import fingerprint
 from watchd.pipeline.outcomes import Fail
 from watchd.pipeline.runner import Pipeline, PipelineSettings
@@ -43,6 +44,7 @@ from watchd.service.liveness import Liveness
 from watchd.status_view import summary_line
 from watchd.watching import regular
 from watchd.watching.entries import ERROR, EntryBook, settling_row
+from watchd.watching.folders import make_folders
 from watchd.watching.ignore import is_candidate, nfc
 from watchd.watching.inbox import InboxMonitor
 from watchd.watching.observer import InboxObserver
@@ -257,6 +259,8 @@ class Daemon:
             poll_seconds=cfg.carmic.poll_seconds,
             max_uploads=cfg.daemon.max_uploads,
             max_render_retries=cfg.daemon.max_render_retries,
+            settle_seconds=cfg.daemon.settle_seconds,
+            hold_seconds=cfg.daemon.hold_seconds,
         )
         self.pipeline = Pipeline(
             self.ledger,
@@ -327,6 +331,7 @@ class Daemon:
                 self.entries.end_scan(key)
                 log.info("inbox %s removed from the config; no longer watched", key)
         for key, inbox in wanted.items():
+            make_folders(inbox)  # rule folders and the outbox, where they can be made
             existing = self.inboxes.get(key)
             if existing is not None:
                 existing.config = inbox
@@ -662,6 +667,7 @@ class Daemon:
             if rt.paused and not health.paused and rt.observer is not None:
                 # The share is back (possibly a new mount): watch the new directory.
                 await asyncio.to_thread(rt.observer.restart)
+                await asyncio.to_thread(make_folders, rt.config)
             rt.paused, rt.reason = health.paused, (health.reason or None)
             if rt.paused:
                 # Only a full scan resumes an inbox: look again soon rather than in rescan_seconds.
@@ -676,7 +682,7 @@ class Daemon:
             )
             if self.metrics:
                 self.metrics.set_last_scan(rt.key, now)
-                self.metrics.set_inbox_paused(rt.key, rt.paused)
+                self.metrics.set_inbox_paused(rt.key, rt.paused, rt.reason)
             if rt.paused:
                 continue
             self.entries.begin_scan(rt.key)
@@ -709,6 +715,11 @@ class Daemon:
             if sig in self.known.get((rt.key, rel), set()):
                 return
         if self.ledger.find_by_identity(rt.key, rel, stat.size, stat.mtime_ns) is not None:
+            self.known.setdefault((rt.key, rel), set()).add(sig)
+            return
+        if takes_changes(self.ledger.active_at_path(rt.key, rel), self.clock.now(), self.ledger):
+            # Its job has not sent the file yet (held, or waiting for a slot): it takes the
+            # change itself, settling again; a second job would split one video in two.
             self.known.setdefault((rt.key, rel), set()).add(sig)
             return
         problem, rule_name, record = self._resolve(rt, path, rel)
@@ -828,6 +839,8 @@ class Daemon:
             s.realtime = new.carmic.realtime
             s.poll_seconds = new.carmic.poll_seconds
             s.max_render_retries = new.daemon.max_render_retries
+            s.settle_seconds = new.daemon.settle_seconds
+            s.hold_seconds = new.daemon.hold_seconds
         self._setup_inboxes(new)
         if self.notify is not None:
             self.notify.reload(new)
@@ -886,6 +899,7 @@ class Daemon:
     def _refresh_metrics(self, now: float) -> None:
         assert self.ledger is not None and self.metrics is not None
         self.metrics.set_jobs_by_state(self.ledger.counts_by_state())
+        self.metrics.set_jobs_waiting(self.ledger.wait_counts())
         waiting = [j.created_at for j in self.ledger.active_jobs()]
         self.metrics.set_oldest_waiting_age(now - min(waiting) if waiting else 0.0)
         # Bytes sent so far, from the progress the upload writes to the ledger: the counter
@@ -918,6 +932,19 @@ class Daemon:
         self._wake_later = None
         if self._wake is not None:
             self._wake.set()
+
+
+def takes_changes(job: Any, now: float, ledger: Ledger) -> bool:
+    """Whether ``job`` (the unfinished job at a path that changed) has not sent its file yet and
+    so takes the change itself; if so it is woken to look at the file now."""
+    if job is None:
+        return False
+    stage = Stage(job.resume_stage or job.state) if job.stage is Stage.PARKED else job.stage
+    if stage not in NEEDS_SOURCE:
+        return False
+    if job.stage is Stage.QUEUED and job.next_attempt_at > now:
+        ledger.update(job.id, next_attempt_at=now)
+    return True
 
 
 def restart_only_changes(old: Config, new: Config) -> list[str]:
@@ -991,8 +1018,12 @@ async def _login_with_retry(
     attempt = 0
     while True:
         attempt += 1
+        # One try per round: this loop retries (and says so) itself, at once, not after the
+        # client's own retries.
+        once = getattr(client, "retrying_as", None)
         try:
-            return await client.resolve_workspace()
+            with once(RetryPolicy(attempts=1)) if once else contextlib.nullcontext():
+                return await client.resolve_workspace()
         except AuthError:
             raise
         except (TransientError, OSError) as e:

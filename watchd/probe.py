@@ -313,22 +313,22 @@ def probe_file(path: Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> ProbeResult
     except OSError as e:
         raise _unreadable(name, e) from e
     if not stat.S_ISREG(st.st_mode):
-        raise ProbeError("unreadable", f"{name} is not a regular file; drop a video file instead")
+        raise ProbeError("unreadable", f"{name} is not a regular file")
     size = st.st_size
     if size == 0:
-        raise ProbeError("empty", f"{name} is 0 bytes: the copy probably failed; copy it again")
+        raise ProbeError("empty", f"{name} is 0 bytes: the copy probably failed")
     if size > max_bytes:
         raise ProbeError(
             "too_large",
             f"{name} is {_sizes(size, max_bytes)[0]}, over Carmic's "
-            f"{_sizes(size, max_bytes)[1]} limit; split or compress it",
+            f"{_sizes(size, max_bytes)[1]} limit",
         )
     suffix = path.suffix.lower()
     if suffix not in VIDEO_EXTENSIONS:
         kind = f"{suffix} files" if suffix else "files without an extension"
         raise ProbeError(
             "unsupported",
-            f"{name}: {kind} are not taken; convert it to MP4 (accepted: {_ACCEPTED})",
+            f"{name}: {kind} are not taken (accepted: {_ACCEPTED})",
         )
     try:
         with open_regular(path) as f:
@@ -365,8 +365,8 @@ def _gone(name: str) -> ProbeError:
 def _not_a_video(name: str) -> ProbeError:
     return ProbeError(
         "not_video",
-        f"{name} is not a video: its content matches no video format (a renamed or damaged "
-        "file?); check what was copied",
+        f"{name} is not a readable video: its content matches no video format (a renamed or "
+        "damaged file?)",
     )
 
 
@@ -374,7 +374,7 @@ def _unreadable(name: str, e: BaseException) -> ProbeError:
     reason = getattr(e, "strerror", None) or type(e).__name__
     return ProbeError(
         "unreadable",
-        f"{name} cannot be read ({reason}); check the file's permissions and the share",
+        f"{name} cannot be read ({reason}): a permission or share problem",
     )
 
 
@@ -396,8 +396,8 @@ def _open(path: Path, family: str | None, f: BinaryIO | None = None) -> InputCon
             raise _not_a_video(name) from e
         raise ProbeError(
             "unreadable",
-            f"{name} looks like a video but cannot be opened ({e.strerror or 'invalid data'}); "
-            "the file is damaged: export or copy it again",
+            f"{name} looks like a video but cannot be opened ({e.strerror or 'invalid data'}): "
+            "the file is damaged",
         ) from e
 
 
@@ -418,15 +418,13 @@ def _probe_container(path: Path, family: str | None, head: bytes, f: BinaryIO) -
             long_name = container.format.long_name or fmt
             raise ProbeError(
                 "unsupported",
-                f"{name} is a {long_name} file, which Carmic does not take; convert it to MP4 "
-                "(H.264/AAC)",
+                f"{name} is a {long_name} file, which Carmic does not take",
             )
         codec = video.codec_context.name
         if not codec or codec == "none":
             raise ProbeError(
                 "unsupported",
-                f"{name} uses a video codec that cannot be decoded here; convert it to MP4 "
-                "(H.264/AAC)",
+                f"{name} uses a video codec that cannot be decoded here",
             )
         # One thread: frame threading would hold the first picture back behind several more.
         video.codec_context.thread_count = 1
@@ -529,7 +527,7 @@ def _check_start(
     detail = "in its first megabytes" if why == "budget" else "anywhere in it"
     raise ProbeError(
         "unreadable",
-        f"{name} is damaged: no picture could be decoded {detail}; export or copy it again",
+        f"{name} is damaged: no picture could be decoded {detail}",
     )
 
 

@@ -57,6 +57,10 @@ def job_json(job: JobRow) -> dict[str, Any]:
         "outbox": job.outbox_dir,
         "size": job.size,
         "bytes_uploaded": job.bytes_uploaded,
+        # A wait is not an error: "cause: detail", until when (None: until something happens).
+        "wait": job.wait,
+        "wait_until": iso(job.wait_until),
+        "wait_since": iso(job.wait_since),
     }
 
 
@@ -125,6 +129,9 @@ def summary_line(ledger: Ledger, *, paused_inboxes: int | None = None) -> str:
         f"{waiting} queued, {up}, {processing} processing, {working} rendering/delivering, "
         f"{park}, {counts.get('failed', 0)} failed, {counts.get('delivered', 0)} delivered"
     )
+    waits = ledger.wait_counts(parked=False)  # the parked ones are told above, with their cause
+    if waits:
+        line += f"; {sum(waits.values())} waiting ({', '.join(sorted(waits))})"
     if paused_inboxes is None:
         paused_inboxes = sum(1 for i in ledger.inboxes() if i.paused)
     if paused_inboxes:
@@ -251,13 +258,18 @@ def _columns(width: int) -> list[_Column]:
     return cols
 
 
-def _detail(job: JobRow) -> str:
+def _detail(job: JobRow, now: float) -> str:
+    if job.wait and job.state not in ("delivered", "failed"):
+        return wait_text(job, now)
     if job.state == "parked" and job.park_reason:
         return f"waiting: {job.park_reason}"
     if job.error:
         return f"error: {job.error}"
     if job.duplicate_of and job.state == "duplicate":
         return f"duplicate of {job.duplicate_of}"
+    if job.state == "probed":
+        # Checked and valid: what it waits for is a processing slot (the workspace's limit).
+        return "waiting: processing limit: its project is created when a slot is free"
     if job.step and job.state not in ("delivered", "failed"):
         return job.step
     return ""
@@ -270,6 +282,22 @@ def _duplicate_detail(job: JobRow, jobs: dict[str, JobRow]) -> str:
     first = jobs.get(job.duplicate_of)
     where = f", delivered to {first.outbox_dir}" if first and first.outbox_dir else ""
     return f"duplicate of {job.duplicate_of}{where} (same content, rule and preset)"
+
+
+def wait_text(job: JobRow, now: float) -> str:
+    """``waiting: export rate limit: … (for 40s more, since 2m)``; a step (export progress)
+    goes before it."""
+    text = f"waiting: {job.wait}"
+    parts = []
+    if job.wait_until is not None and job.wait_until > now:
+        parts.append(f"for {format_age(job.wait_until - now)} more")
+    if job.wait_since is not None:
+        parts.append(f"since {format_age(now - job.wait_since)}")
+    if parts:
+        text += f" ({', '.join(parts)})"
+    if job.step and job.state == "exporting":
+        text = f"{job.step}; {text}"
+    return text
 
 
 def render_table(
@@ -308,7 +336,7 @@ def render_table(
     lines.append(line([c.title for c in cols] + ["SOURCE"]))
     for job in rows:
         lines.append(line([c.value(job, now) for c in cols] + [job.rel_path]))
-        detail = _duplicate_detail(job, by_id) or _detail(job)
+        detail = _duplicate_detail(job, by_id) or _detail(job, now)
         if detail:
             lines.append(cut(" " * 13 + "↳ " + " ".join(detail.split()), width))
     return _entries_text(lines, entries, now, width)

@@ -678,3 +678,28 @@ async def test_tls_is_verified_with_the_given_context(tls_files: tuple[Path, Pat
             assert (await http.get(url)).status_code == 200
     finally:
         await runner.cleanup()
+
+
+async def test_a_closed_plain_http_port_names_the_origin_and_scheme() -> None:
+    """Not aiohttp's "ssl:default" for a plain-http URL, and the route said once."""
+    import socket
+
+    from watchd.carmic.client import CarmicClient
+    from watchd.carmic.errors import NetworkError
+    from watchd.carmic.retry import RetryPolicy
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    client = CarmicClient(
+        f"http://127.0.0.1:{port}/api", "a@b.c", "pw", retry=RetryPolicy(attempts=1)
+    )
+    try:
+        with pytest.raises(NetworkError) as ei:
+            await client.me()
+    finally:
+        await client.aclose()
+    text = str(ei.value)
+    assert text == (
+        f"cannot connect to http://127.0.0.1:{port}: connection refused (/v1/auth/login)"
+    )

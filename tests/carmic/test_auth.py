@@ -10,6 +10,7 @@ import pytest
 from tests.carmic.fakeapi import EMAIL, PASSWORD, WS_ID, FakeApi, err, make_client, ok
 from watchd.carmic.auth import Session, token_lifetime
 from watchd.carmic.errors import AuthError, RateLimited, TransientError
+from watchd.carmic.retry import RetryPolicy
 from watchd.clock import FakeClock
 
 
@@ -156,9 +157,8 @@ async def test_login_429_beyond_patience_raises_rate_limited() -> None:
     assert ei.value.retry_after == 3600
 
 
-async def test_login_network_error_is_transient_and_retried() -> None:
-    api = _api_with_status_route()
-    failures = [httpx.ConnectError("connection refused")]
+def _fail_logins(api: FakeApi, failures: list[Exception]) -> None:
+    """The login raises each of ``failures`` in turn, then answers as usual."""
 
     def login(request: httpx.Request) -> httpx.Response:
         if failures:
@@ -167,6 +167,11 @@ async def test_login_network_error_is_transient_and_retried() -> None:
         return api._login(request)
 
     api.login_override = login
+
+
+async def test_login_network_error_is_transient_and_retried() -> None:
+    api = _api_with_status_route()
+    _fail_logins(api, [httpx.ConnectError("connection refused")])
     async with make_client(api) as client:
         st = await client.project_status("p1")
     assert st.status == "PROCESSING"
@@ -267,3 +272,25 @@ def test_token_lifetime_reads_jwt_claims_only() -> None:
     assert token_lifetime("access-1") is None
     assert token_lifetime("a.b.c") is None
     assert token_lifetime("a.e30.c") is None  # {} has no exp/iat
+
+
+async def test_failed_connections_do_not_use_up_the_login_pace() -> None:
+    """An API that cannot be reached is asked again at the retry policy's pace: the logins that
+    never reached it do not make the next one wait for the login window."""
+    api = _api_with_status_route()
+    _fail_logins(api, [httpx.ConnectError("connection refused") for _ in range(4)])
+    clock = FakeClock()
+    async with make_client(api, clock=clock, retry=RetryPolicy(attempts=8, base=1, jitter=0)) as c:
+        st = await c.project_status("p1")
+    assert st.status == "PROCESSING"
+    # Only the retry policy's pauses: no wait for the login window (3 a minute) in between.
+    assert clock.sleeps == [1.0, 2.0, 4.0, 8.0]
+
+
+def test_a_token_given_back_is_free_again() -> None:
+    from watchd.carmic.pacing import TokenBucket
+
+    bucket = TokenBucket(1, clock=FakeClock())
+    assert bucket.try_acquire() and bucket.wait_time() > 0
+    bucket.give_back()
+    assert bucket.wait_time() == 0

@@ -55,7 +55,13 @@ async def test_daemon_clients_are_http11_with_explicit_timeouts() -> None:
         (httpx.ReadTimeout("x"), NetworkError, "read timeout"),
         (httpx.WriteTimeout("x"), NetworkError, "write timeout"),
         (httpx.PoolTimeout("x"), NetworkError, "no free connection"),
-        (httpx.ConnectError("refused"), NetworkError, "cannot connect: refused"),
+        # The origin (scheme, host, port) of a connection that failed; the route is the
+        # endpoint's, said once.
+        (
+            httpx.ConnectError("refused"),
+            NetworkError,
+            "cannot connect to https://r2.test:443: refused",
+        ),
         (httpx.RemoteProtocolError("peer closed"), NetworkError, "broke the exchange"),
         (httpx.ReadError("reset"), NetworkError, "ReadError: reset"),
         (httpx.UnsupportedProtocol("ftp"), PermanentError, "invalid URL"),
@@ -69,7 +75,8 @@ def test_foreign_errors_are_translated_with_the_url_redacted(
     with pytest.raises(cls) as ei, translate_errors("storage:PUT", url):
         raise exc
     msg = str(ei.value)
-    assert text in msg and "secret-sig" not in msg and "https://r2.test/b/k?<redacted>" in msg
+    assert text in msg and "secret-sig" not in msg
+    assert "https://r2.test/b/k?<redacted>" in msg or isinstance(exc, httpx.ConnectError)
     assert ei.value.__cause__ is exc
 
 

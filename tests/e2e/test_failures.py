@@ -70,7 +70,8 @@ def assert_failed_in_outbox(env: Env, folder: str, code_part: str) -> dict[str, 
 
 
 def test_bad_files_fail_locally_without_a_project(env: Env, sample_videos: list[Path]) -> None:
-    env.write_config({"podcasts": RULE})
+    # A truncated file is held hold_seconds in case its writer comes back (test_truth.py).
+    env.write_config({"podcasts": RULE}, daemon={"hold_seconds": 1})
     podcasts = env.inbox / "podcasts"
     podcasts.mkdir()
     (podcasts / "empty.mp4").write_bytes(b"")
@@ -81,7 +82,8 @@ def test_bad_files_fail_locally_without_a_project(env: Env, sample_videos: list[
     with open(huge, "wb") as f:
         f.write(whole[:4096])  # a real header: only the size is wrong
         f.truncate(5_100_000_000)  # sparse: no disk used
-    env.start()
+    # In the foreground (not under systemd): the log advice points to the daemon's output.
+    env.start(drop=("NOTIFY_SOCKET", "INVOCATION_ID", "JOURNAL_STREAM"))
     expected = {
         "podcasts/empty.mp4": "empty",
         "podcasts/truncated.mp4": "truncated",
@@ -99,9 +101,17 @@ def test_bad_files_fail_locally_without_a_project(env: Env, sample_videos: list[
         moved = env.inbox / "_failed/podcasts" / Path(source).name
         assert moved.exists(), source
         assert not (env.inbox / source).exists()
+        # FAILED.txt beside the moved source too, with advice that fits a foreground daemon.
+        beside = moved.with_name(moved.name + ".FAILED.txt").read_text()
+        assert beside == (env.outbox / f"podcasts/{stem}/FAILED.txt").read_text()
+        assert "journalctl" not in beside and f'"job {job["id"]}"' in beside
+        # One hint, said once.
+        assert job["error"].count(" — ") == 1
     assert (env.inbox / "_failed/podcasts/huge.mp4").stat().st_size == 5_100_000_000
     by_source = {j["source"]: j for j in jobs}
     assert "0 bytes" in by_source["podcasts/empty.mp4"]["error"]
+    noise = by_source["podcasts/noise.mp4"]["error"]
+    assert "not a readable video" in noise and "Only video files" not in noise
     snap = env.emu.snapshot()
     assert create_requests(snap) == []
     assert snap["counters"]["creates"] == 0 and snap["projects"] == []
@@ -215,7 +225,9 @@ def test_402_parks_then_retry_delivers_with_one_billed_project(
         what="the job parked",
     )[0]
     assert "minutes" in parked["park_reason"] and "billing" in parked["park_reason"]
-    assert parked["error"] and parked["project_id"]
+    # A wait, shown as one: never in the error column.
+    assert parked["error"] is None and parked["project_id"]
+    assert parked["wait"] == parked["park_reason"] and parked["wait_until"]
     assert "waiting" in env.cli("status").stdout
     # Nothing was delivered and the source has not moved.
     assert not list(env.outbox.rglob("manifest.json"))
@@ -274,7 +286,7 @@ def test_slow_chunked_copy_in_poll_mode_is_taken_only_when_complete(
     wait_for(lambda: "ready:" in env.log(), timeout=30, what="the daemon ready")
     data = sample_videos[1].read_bytes()
     dest = env.inbox / "podcasts/slow.mp4"
-    dest.parent.mkdir()
+    assert dest.parent.is_dir()  # rule folders are made at start
     chunks = [data[i : i + len(data) // 10 + 1] for i in range(0, len(data), len(data) // 10 + 1)]
     assert len(chunks) >= 10
     for chunk in chunks:

@@ -106,7 +106,7 @@ class World:
         self.ledgers.append(ledger)
         return ledger
 
-    def client(self) -> CarmicClient:
+    def client(self, *, exports_per_minute: float = 10_000) -> CarmicClient:
         client = CarmicClient(
             self.emu.api_url,
             self.emu.seed_email,
@@ -114,7 +114,7 @@ class World:
             clock=self.clock,
             retry=RetryPolicy(attempts=3, base=0.01, max_delay=0.05, jitter=0),
             creates_per_minute=10_000,
-            exports_per_minute=10_000,
+            exports_per_minute=exports_per_minute,
         )
         self.clients.append(client)
         return client

@@ -92,7 +92,9 @@ async def test_a_duplicate_waits_for_its_original_then_points_to_it(world: World
     await world.step(p)
     j = world.job(second.id)
     assert (j.state, j.attempts, j.duplicate_of) == ("duplicate", 0, first.id)
-    assert j.error == f"same content as job {first.id} (rendering); waiting for it"
+    # A wait, not an error.
+    assert j.error is None
+    assert j.wait == f"duplicate: same content as job {first.id} (rendering); delivered when it is"
     p = await world.restart(p)
     await world.run(p)
     assert world.job(first.id).state == "delivered"
@@ -118,7 +120,7 @@ async def test_a_duplicate_of_a_failed_job_fails_pointing_to_it(world: World) ->
         second.id, left="duplicate", code="duplicate_of_failed", resume="duplicate"
     )
     assert world.path_of(second.id) == ["queued", "duplicate", "failed"]
-    assert f"watchd retry {first.id}" in (j.error or "")
+    assert f"(job {first.id})" in (j.error or "") and "`watchd retry` it" in (j.error or "")
     assert len(world.snapshot()["projects"]) == 1
 
 

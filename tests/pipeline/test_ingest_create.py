@@ -46,7 +46,7 @@ async def test_a_bad_file_fails_locally_and_creates_no_project(
     src = world.inbox / "bad.mp4"
     src.write_bytes(content(world.samples[0].read_bytes()))
     job = world.add(src)
-    p = world.pipeline()
+    p = world.pipeline(hold_seconds=0)  # a truncated file is not held (test_hold.py)
     await world.step(p)
     j = world.job(job.id)
     assert (j.state, j.error_code, j.resume_stage) == ("failed", f"probe_{code}", "queued")
@@ -54,6 +54,9 @@ async def test_a_bad_file_fails_locally_and_creates_no_project(
     assert (world.outbox / "bad" / "FAILED.txt").is_file()
     assert world.manifest(job.id)["status"] == "failed"
     assert (world.inbox / "_failed" / "bad.mp4").is_file() and not src.exists()
+    # The same text beside the source where it was moved, as config.example.toml says.
+    beside = world.inbox / "_failed" / "bad.mp4.FAILED.txt"
+    assert beside.read_text() == (world.outbox / "bad" / "FAILED.txt").read_text()
     assert world.snapshot()["projects"] == []
 
 
@@ -108,7 +111,10 @@ async def test_a_source_in_a_paused_inbox_waits_without_counting(world: World) -
         world.clock.advance(30.0)
     j = world.job(job.id)
     assert (j.state, j.attempts) == ("queued", 0)
-    assert j.error == "inbox paused; source not reachable"
+    assert (j.error, j.wait) == (
+        None,
+        "inbox paused: the source cannot be reached until it is back",
+    )
 
 
 async def test_same_content_again_is_a_duplicate_not_a_second_project(world: World) -> None:

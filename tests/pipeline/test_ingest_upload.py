@@ -32,7 +32,7 @@ async def to_uploading(world: World, p: Pipeline, job: JobRow) -> JobRow:
     caller holds the file open)."""
     await world.run(p, lambda: world.job(job.id).stage is Stage.UPLOADING)
     j = world.job(job.id)
-    assert j.error == "a local process has the file open for writing"
+    assert (j.error, j.wait) == (None, "settling: a local process has the file open for writing")
     return j
 
 
@@ -272,7 +272,8 @@ async def test_a_source_unreachable_behind_a_paused_inbox_waits_at_uploading(
     world.clock.advance(5.0)
     await world.step(p)
     j = world.job(job.id)
-    assert (j.state, j.error) == ("uploading", "inbox paused; source not reachable")
+    assert (j.state, j.error) == ("uploading", None)
+    assert j.wait == "inbox paused: the source cannot be reached until it is back"
     assert "upload_unconfirmed" not in world.kinds(job.id)
 
 

@@ -222,10 +222,11 @@ async def test_a_failed_export_is_skipped_with_its_reason(world: World) -> None:
 async def test_export_rate_limit_waits_without_counting(world: World) -> None:
     job = world.drop(render="none", exports=("premiere",))
     p = world.pipeline()
-    await world.run(p, lambda: world.job(job.id).error is not None)
+    await world.run(p, lambda: world.job(job.id).wait is not None)
     j = world.job(job.id)
-    assert (j.state, j.attempts) == ("exporting", 0)
-    assert (j.error or "").startswith("export rate limit: ")
+    assert (j.state, j.attempts, j.error) == ("exporting", 0, None)
+    assert (j.wait or "").startswith("export rate limit: ")
+    assert j.wait_until == j.next_attempt_at
     assert j.next_attempt_at > world.clock.now()
     assert {e.state for e in world.ledger.exports(job.id)} == {"requested", "pending"}
     world.emu_clock.advance(61.0)

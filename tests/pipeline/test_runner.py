@@ -120,7 +120,12 @@ async def test_transient_errors_wait_for_retry_after_or_the_backoff(
     await p.handle_error(job, exc)
     j = world.job(job.id)
     delay = j.next_attempt_at - world.clock.now()
-    assert (j.state, j.attempts, j.error) == ("processing", 1, str(exc))
+    if isinstance(exc, RateLimited):
+        # A pause Carmic asked for is a wait, not an error.
+        assert (j.state, j.attempts, j.error) == ("processing", 1, None)
+        assert j.wait == "rate limit: slow down" and j.wait_until == j.next_attempt_at
+    else:
+        assert (j.state, j.attempts, j.error) == ("processing", 1, str(exc))
     assert delay >= (exc.retry_after or 0.0)
     if exc.retry_after is None or exc.retry_after < nominal(1):
         assert_backoff(delay, 1)
@@ -214,12 +219,12 @@ async def test_fail_records_code_message_hint_and_resume_stage(world: World) -> 
     ("exc", "hint"),
     [
         (BadRequest("trim_end: bad", status=400), "Fix the rule's settings"),
-        (Forbidden("no access", status=403), "lacks access"),
-        (NotFound("no such project", status=404), "no longer exists"),
-        (PayloadTooLarge("too big", status=413), "larger than Carmic accepts"),
-        (UnsupportedMediaType("no", status=415), "convert it to MP4"),
+        (Forbidden("no access", status=403), "the service user's role"),
+        (NotFound("no such project", status=404), "watchd forget"),
+        (PayloadTooLarge("too big", status=413), "below 5 GB"),
+        (UnsupportedMediaType("no", status=415), "Convert the video to MP4"),
         (Unprocessable("bad field", status=422), "Fix the rule's settings"),
-        (PermanentError("odd", status=418), "fix the cause"),
+        (PermanentError("odd", status=418), "Fix the cause"),
     ],
     ids=["400", "403", "404", "413", "415", "422", "other"],
 )

@@ -318,6 +318,22 @@ def test_probe_counters_are_read_at_scrape_time() -> None:
     assert sample(m, "watchd_probe_timeouts_total") == 4
 
 
+def test_waits_by_cause_and_the_reason_an_inbox_is_paused(metrics: Metrics) -> None:
+    # Every cause is there from the first scrape, 0 when nothing waits on it.
+    assert sample(metrics, "watchd_jobs_waiting", cause="export rate limit") == 0
+    assert sample(metrics, "watchd_jobs_waiting", cause="held") == 0
+    metrics.set_jobs_waiting({"duplicate": 2, "export rate limit": 1})
+    assert sample(metrics, "watchd_jobs_waiting", cause="duplicate") == 2
+    assert sample(metrics, "watchd_jobs_waiting", cause="export rate limit") == 1
+    metrics.set_jobs_waiting({})
+    assert sample(metrics, "watchd_jobs_waiting", cause="duplicate") == 0
+    reason = "inbox /srv/in is missing (unmounted share?)"
+    metrics.set_inbox_paused("/srv/in", True, reason)
+    assert sample(metrics, "watchd_inbox_pause_reason", inbox="/srv/in", reason=reason) == 1
+    metrics.set_inbox_paused("/srv/in", False)
+    assert sample(metrics, "watchd_inbox_pause_reason", inbox="/srv/in", reason=reason) is None
+
+
 def test_notifications_by_notifier_and_outcome(metrics: Metrics) -> None:
     metrics.notification("hooks", "delivered")
     metrics.notification("hooks", "delivered")

@@ -15,6 +15,7 @@ exceptions onto httpx's, as httpx's own ``map_httpcore_exceptions`` does for htt
 from __future__ import annotations
 
 import asyncio
+import os
 import ssl
 from collections.abc import AsyncIterator, Sequence
 from typing import NoReturn
@@ -74,6 +75,13 @@ def _text(e: BaseException) -> str:
     return redact(str(e)) or type(e).__name__
 
 
+def _os_reason(e: OSError) -> str:
+    """``connection refused`` for an OSError from a connect (its errno's text)."""
+    if e.errno:
+        return os.strerror(e.errno).lower()
+    return _text(e)
+
+
 def _httpx_error(
     e: Exception, request: httpx.Request, upload: _Upload | None
 ) -> httpx.TransportError | None:
@@ -86,8 +94,12 @@ def _httpx_error(
     if isinstance(e, TimeoutError):
         # Only the write deadline of a streamed body raises a bare TimeoutError here.
         return httpx.WriteTimeout("sending the body stalled", request=request)
-    if isinstance(e, aiohttp.ClientConnectorError | aiohttp.ClientSSLError):
+    if isinstance(e, aiohttp.ClientSSLError):
         return httpx.ConnectError(_text(e), request=request)
+    if isinstance(e, aiohttp.ClientConnectorError):
+        # Its own text names aiohttp's idea of TLS ("ssl:default") even for plain http: say
+        # only why the connection failed; the caller names the origin.
+        return httpx.ConnectError(_os_reason(e.os_error), request=request)
     if isinstance(e, aiohttp.ServerDisconnectedError):
         return httpx.RemoteProtocolError(
             "Server disconnected without sending a complete response", request=request

@@ -19,11 +19,14 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
+import httpx
+
 from watchd.carmic.errors import (
     AuthError,
     BadRequest,
     CarmicError,
     Forbidden,
+    NetworkError,
     NotFound,
     RateLimited,
     ServerError,
@@ -201,7 +204,7 @@ class Session:
             self._rejected = None
         for attempt in range(1, self._login_attempts + 1):
             waited = await self._bucket.acquire()
-            if waited > 0:
+            if waited >= 1.0:
                 log.info(
                     "waited %.0fs for the login pace (at most %s per minute)",
                     waited,
@@ -211,6 +214,12 @@ class Session:
                 data = await self._post(
                     LOGIN_ROUTE, {"email": self.email, "password": self._reveal()}
                 )
+            except NetworkError as e:
+                if _never_sent(e):
+                    # Not a login the server saw: an API that cannot be reached does not use
+                    # up the pace (the first warning comes in seconds, not after a minute).
+                    self._bucket.give_back()
+                raise
             except RateLimited as e:
                 wait = e.retry_after if e.retry_after is not None else 60.0
                 if attempt >= self._login_attempts or wait > self._max_login_wait:
@@ -241,3 +250,11 @@ class Session:
         log.info("logged in to Carmic as %s", self.email)
         if self._on_login is not None:
             self._on_login()
+
+
+def _never_sent(e: NetworkError) -> bool:
+    """Whether the request failed before it reached the server (no connection was made)."""
+    cause = e.__cause__
+    return isinstance(cause, httpx.ConnectError | httpx.ConnectTimeout) or e.message.startswith(
+        "cannot connect"
+    )

@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -213,6 +213,10 @@ class CarmicClient:
             self._buckets[key] = TokenBucket(rate, clock=self._clock)
         return self._buckets[key]
 
+    async def pace_wait(self, kind: str) -> float:
+        """Seconds until the next call paced as ``kind`` ("creates", "exports") may go."""
+        return (await self._bucket(kind)).wait_time()
+
     def _note_error(self, error: CarmicError, bucket: TokenBucket | None) -> None:
         if isinstance(error, RateLimited):
             log.info("rate-limited on %s (Retry-After %s)", error.endpoint, error.retry_after)
@@ -362,6 +366,16 @@ class CarmicClient:
         """The user and the workspaces they belong to (``GET /v1/me``)."""
         env = await self._call("GET", ME_ROUTE, scoped=False)
         return Me.from_api(_obj(env.data))
+
+    @contextlib.contextmanager
+    def retrying_as(self, policy: RetryPolicy) -> Iterator[None]:
+        """Calls made inside retry per ``policy`` (a caller with a retry loop of its own, such
+        as the daemon's login at start, wants to hear of each failure at once)."""
+        old, self._retry = self._retry, policy
+        try:
+            yield
+        finally:
+            self._retry = old
 
     async def resolve_workspace(self) -> Workspace:
         """The configured workspace (by UUID or name; empty = the first), resolved once."""

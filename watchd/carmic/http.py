@@ -143,10 +143,20 @@ def _describe(exc: httpx.HTTPError) -> str:
         return "no free connection in the pool"
     text = redact(str(exc)) or type(exc).__name__
     if isinstance(exc, httpx.ConnectError):
-        return f"cannot connect: {text}"
+        return text
     if isinstance(exc, httpx.RemoteProtocolError):
         return f"the server broke the exchange: {text}"
     return f"{type(exc).__name__}: {text}"
+
+
+def _origin(url: str | httpx.URL) -> str:
+    """``http://127.0.0.1:9`` (scheme, host and port, the port even when it is the default)."""
+    try:
+        u = httpx.URL(str(url))
+    except (httpx.InvalidURL, TypeError):
+        return redact_url(str(url))
+    port = u.port or {"http": 80, "https": 443}.get(u.scheme)
+    return f"{u.scheme}://{u.host}" + (f":{port}" if port else "")
 
 
 def _translated(e: Exception, endpoint: str, url: str | httpx.URL) -> CarmicError | None:
@@ -157,6 +167,9 @@ def _translated(e: Exception, endpoint: str, url: str | httpx.URL) -> CarmicErro
         )
     if isinstance(e, httpx.TooManyRedirects):
         return ServerError(f"too many redirects from {redact_url(str(url))}", endpoint=endpoint)
+    if isinstance(e, httpx.ConnectError):
+        # The origin with its scheme: the one place a wrong http/https or port shows.
+        return NetworkError(f"cannot connect to {_origin(url)}: {_describe(e)}", endpoint=endpoint)
     if isinstance(e, httpx.TransportError):
         return NetworkError(f"{_describe(e)} ({redact_url(str(url))})", endpoint=endpoint)
     if isinstance(e, httpx.DecodingError):

@@ -66,6 +66,12 @@ class TokenBucket:
             self._spent.append(self._clock.monotonic())
         return True
 
+    def give_back(self) -> None:
+        """The call a token was taken for never reached the server (it could not connect):
+        the token is free again. Only the latest one is given back."""
+        if self._spent:
+            self._spent.pop()
+
     async def acquire(self) -> float:
         """Wait for a token and take it; returns the seconds waited (by the injected clock)."""
         start = self._clock.monotonic()

@@ -74,6 +74,10 @@ class JobRow:
     created_at: float
     updated_at: float
     finished_at: float | None
+    # What the job waits for (a wait is not an error): "cause: detail", until when, since when.
+    wait: str | None = None
+    wait_until: float | None = None
+    wait_since: float | None = None
 
     @property
     def stage(self) -> Stage:
@@ -374,6 +378,18 @@ def _m_hostile_inbox_entries(db: sqlite_utils.Database) -> None:
     )
 
 
+def _m_truth_waits(db: sqlite_utils.Database) -> None:
+    """A job's wait (rate limits, a duplicate's first job, billing, the tier, a held file) is
+    kept apart from its error: ``watchd status`` shows waits as waits."""
+    db.executescript(
+        """
+        ALTER TABLE jobs ADD COLUMN wait TEXT;
+        ALTER TABLE jobs ADD COLUMN wait_until REAL;
+        ALTER TABLE jobs ADD COLUMN wait_since REAL;
+        """
+    )
+
+
 def _m_web_jobs_by_age(db: sqlite_utils.Database) -> None:
     # The dashboard lists jobs newest first, a page at a time: without this, every page view
     # sorted the whole table.
@@ -386,6 +402,7 @@ MIGRATIONS: Sequence[Callable[[sqlite_utils.Database], None]] = (
     _m_notify_queue,
     _m_hostile_inbox_entries,
     _m_web_jobs_by_age,
+    _m_truth_waits,
 )
 
 
@@ -448,6 +465,7 @@ class Ledger:
         # Told the id of each job written (and "" for an inbox's state): the web dashboard's
         # live feed (watchd/web/feed.py). Called inside the write: it may only take note.
         self.on_change: Callable[[str], None] | None = None
+        self._wait_counts: dict[bool, tuple[tuple[int, int], dict[str, int]]] = {}
         # isolation_level=None: no implicit BEGIN/COMMIT around a statement; every write
         # transaction is the explicit BEGIN IMMEDIATE of _write().
         if path is None:
@@ -847,6 +865,16 @@ class Ledger:
         )
         return rows[0] if rows else None
 
+    def active_at_path(self, inbox: str, rel_path: str) -> JobRow | None:
+        """The newest job for this source path that is not finished, if any."""
+        rows = self._rows(
+            JobRow,
+            f"SELECT {_JOB_COLS} FROM jobs WHERE inbox = ? AND rel_path = ? "
+            f"AND state IN ({_ACTIVE_MARKS}) ORDER BY created_at DESC LIMIT 1",
+            (inbox, rel_path, *_ACTIVE),
+        )
+        return rows[0] if rows else None
+
     def find_by_fingerprint(self, fingerprint: str, *, exclude: str | None = None) -> list[JobRow]:
         return self._rows(
             JobRow,
@@ -1212,6 +1240,28 @@ class Ledger:
                 (Stage.UPLOADING.value,),
             ).fetchone()
         return int(row[0]), int(row[1])
+
+    def wait_counts(self, *, parked: bool = True) -> dict[str, int]:
+        """Unfinished jobs that wait, by the cause of their wait (``"export rate limit"``);
+        without the parked ones unless ``parked``."""
+        states = _ACTIVE if parked else tuple(s for s in _ACTIVE if s != Stage.PARKED.value)
+        with self._lock:
+            # Read on every tick (systemd's STATUS=): counted again only after a write.
+            version = (self._writes, int(self._conn.execute("PRAGMA data_version").fetchone()[0]))
+            cached = self._wait_counts.get(parked)
+            if cached is not None and cached[0] == version:
+                return dict(cached[1])
+            rows = self._conn.execute(
+                f"SELECT wait FROM jobs WHERE state IN ({','.join('?' * len(states))}) "
+                "AND wait IS NOT NULL",
+                states,
+            ).fetchall()
+            out: dict[str, int] = {}
+            for (wait,) in rows:
+                cause = str(wait).split(":", 1)[0].strip()
+                out[cause] = out.get(cause, 0) + 1
+            self._wait_counts[parked] = (version, out)
+        return dict(out)
 
     def counts_by_state(self) -> dict[str, int]:
         with self._lock:

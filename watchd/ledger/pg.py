@@ -162,6 +162,14 @@ PG_MIGRATIONS: Sequence[Sequence[str]] = (
         )""",
         "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     ),
+    (
+        # A job's wait kept apart from its error (db.py's _m_truth_waits).
+        "ALTER TABLE jobs ADD COLUMN wait TEXT",
+        "ALTER TABLE jobs ADD COLUMN wait_until DOUBLE PRECISION",
+        "ALTER TABLE jobs ADD COLUMN wait_since DOUBLE PRECISION",
+        # The dashboard's newest-first pages (db.py's _m_web_jobs_by_age).
+        "CREATE INDEX jobs_created ON jobs (created_at, id)",
+    ),
 )
 
 _ACTIVE = [s.value for s in Stage if s not in TERMINAL]

@@ -133,6 +133,19 @@ def failed_text(
     )
 
 
+def failed_txt_beside(source: Path) -> Path:
+    """``_failed/<rule>/ep12.mp4`` -> ``_failed/<rule>/ep12.mp4.FAILED.txt``."""
+    return source.with_name(source.name + ".FAILED.txt")
+
+
+def write_failed_txt_beside(source: Path, **told: Any) -> Path:
+    """The ``FAILED.txt`` text beside a source moved to ``_failed/<rule>/``, as
+    ``<name>.FAILED.txt`` (the arguments are :func:`write_failed_txt`'s)."""
+    path = failed_txt_beside(source)
+    atomic_write_text(path, failed_text(**told))
+    return path
+
+
 def write_failed_txt(
     folder: Path,
     *,

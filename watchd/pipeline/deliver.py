@@ -16,13 +16,14 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
+from watchd import failures
 from watchd.carmic.errors import CarmicError, NotFound
 from watchd.carmic.models import ClipDetail, Word
 from watchd.ledger.db import ClipRow, JobRow
 from watchd.ledger.states import Stage
 from watchd.outbox import atomic, bundles, delivery, manifest, names, srt
-from watchd.pipeline.identity import sha256_file
-from watchd.pipeline.outcomes import Fail, RetryLater
+from watchd.pipeline.identity import FileIdentity, sha256_file
+from watchd.pipeline.outcomes import Fail, RetryLater, Wait
 from watchd.pipeline.render import _renders
 from watchd.pipeline.selection import manifest_preset, not_chosen_reason, render_choice
 from watchd.watching.regular import NotRegularFile
@@ -117,8 +118,9 @@ async def handle_delivering(p: Pipeline, job: JobRow) -> None:
     folder = _folder(p, job, t)
     if resumed:  # a folder reserved just now has nothing in it to sweep
         await asyncio.to_thread(atomic.clean_stale_temps, folder)
-    with contextlib.suppress(FileNotFoundError):
-        (folder / delivery.FAILED_TXT).unlink()
+    for stale in (folder / delivery.FAILED_TXT, delivery.failed_txt_beside(Path(job.path))):
+        with contextlib.suppress(FileNotFoundError):
+            stale.unlink()  # from a failure before a `watchd retry`
     preset = job.preset_dict
     renders = _renders(job)
     chosen = p.ledger.clips(job.id, selected_only=True)
@@ -392,6 +394,13 @@ def _dispose(p: Pipeline, job: JobRow, t: Target, *, kind: str, record: bool = T
         if record:
             p.ledger.update(job.id, path=str(moved))
         return str(moved)
+    if mode != "keep" and _changed_since_taken(src, job):
+        # Written to since it was probed: its writer may still be at it. Leave it be (what it
+        # became is a new file to the watcher).
+        p.job_log(job).warning(
+            "%s changed since it was checked: left in place, not moved to _%s", job.name, kind
+        )
+        return str(src)
     new = delivery.dispose_source(src, t.inbox, job.rule, mode, kind)
     if record and new is not None and new != src:
         p.ledger.update(job.id, path=str(new))
@@ -402,12 +411,21 @@ def _dispose(p: Pipeline, job: JobRow, t: Target, *, kind: str, record: bool = T
     return str(new) if new is not None else None
 
 
+def _changed_since_taken(src: Path, job: JobRow) -> bool:
+    try:
+        current = FileIdentity.of(src)
+    except OSError:
+        return False
+    return not current.same_content_as(FileIdentity(job.size, job.mtime_ns, job.inode, job.dev))
+
+
 async def fail_job(p: Pipeline, job: JobRow, f: Fail) -> None:
     """Record the failure where a person will see it: the log, the ledger (``watchd status``) and
     the outbox (``FAILED.txt`` and a manifest with status ``failed``); then the source goes per
     ``on_failure``."""
     jl = p.job_log(job)
-    jl.error("%s failed [%s]: %s%s", job.name, f.code, f.message, f" — {f.hint}" if f.hint else "")
+    hint = f.hint or failures.hint(f.code, job.id)
+    jl.error("%s failed [%s]: %s — %s", job.name, f.code, f.message, hint)
     t = target_of(job)
     folder_str = job.outbox_dir
     disposed = job.disposed_to
@@ -415,14 +433,15 @@ async def fail_job(p: Pipeline, job: JobRow, f: Fail) -> None:
         try:
             folder = _folder(p, job, t)
             folder_str = str(folder)
-            delivery.write_failed_txt(
-                folder,
-                source_name=job.name,
-                error_code=f.code,
-                message=f.message,
-                hint=f.hint,
-                job_id=job.id,
-            )
+            told = {
+                "source_name": job.name,
+                "error_code": f.code,
+                "message": f.message,
+                "hint": hint,
+                "job_id": job.id,
+                "log_hint": failures.log_hint(job.id),
+            }
+            delivery.write_failed_txt(folder, **told)
             doc = manifest.build_manifest(
                 status="failed",
                 source={"name": job.name, "size": job.size, "sha256": job.sha256},
@@ -437,6 +456,9 @@ async def fail_job(p: Pipeline, job: JobRow, f: Fail) -> None:
             )
             manifest.write_manifest(folder, doc)
             disposed = _dispose(p, job, t, kind="failed")
+            if disposed is not None and disposed != job.path:
+                # Moved to _failed/<rule>/: the same text beside it, for whoever looks there.
+                delivery.write_failed_txt_beside(Path(disposed), **told)
         except OSError as e:
             jl.error("could not write the failure into the outbox: %s", e)
     resume = f.resume or job.stage
@@ -456,7 +478,7 @@ async def fail_job(p: Pipeline, job: JobRow, f: Fail) -> None:
         kind="failed",
         detail={"code": f.code, "message": f.message},
         error_code=f.code,
-        error=f.message + (f" — {f.hint}" if f.hint else ""),
+        error=f"{f.message} — {hint}",
         resume_stage=resume.value,
         outbox_dir=folder_str,
         disposed_to=disposed,
@@ -494,15 +516,16 @@ async def handle_duplicate(p: Pipeline, job: JobRow) -> None:
     if orig.stage is Stage.FAILED:
         raise Fail(
             "duplicate_of_failed",
-            f"same content as {orig.rel_path} (job {orig.id}), which failed: {orig.error}",
-            hint=f"Fix and run `watchd retry {orig.id}`; this copy was not sent again.",
+            # The first job's message without its hint: this failure has a hint of its own.
+            f"same content as {orig.rel_path} (job {orig.id}), which failed: "
+            + (orig.error or "").split(" — ")[0],
             resume=Stage.DUPLICATE,
         )
     if orig.stage is not Stage.DELIVERED:
-        raise RetryLater(
-            f"same content as job {orig.id} ({orig.state}); waiting for it",
+        raise Wait(
+            "duplicate",
+            f"same content as job {orig.id} ({orig.state}); delivered when it is",
             delay=max(2.0, p.settings.poll_seconds / 2),
-            count=False,
         )
     t = target_of(job)
     folder = _folder(p, job, t)

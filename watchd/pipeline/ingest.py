@@ -30,8 +30,9 @@ from watchd.carmic.models import PROJECT_READY_STATUSES, Project, ProjectStatus
 from watchd.ledger.db import JobRow
 from watchd.ledger.rebuild import rebuilt_without_source
 from watchd.ledger.states import Stage
+from watchd.pipeline import waits
 from watchd.pipeline.identity import FileIdentity, fingerprint, same_work, sha256_file
-from watchd.pipeline.outcomes import Fail, Park, RetryLater, SourceMissing
+from watchd.pipeline.outcomes import Fail, Park, RetryLater, SourceMissing, Wait
 from watchd.pipeline.selection import choose_clips, render_choice
 from watchd.watching.regular import special_kind
 
@@ -71,10 +72,10 @@ async def handle_queued(p: Pipeline, job: JobRow) -> None:
             fingerprint=fp,
         )
         p.ledger.record_event(job.id, "source_changed", {"size": current.size})
-        raise RetryLater(
-            "the file changed after it settled; waiting for it to settle again",
-            delay=max(2.0, p.settings.poll_seconds / 2),
-            count=False,
+        raise Wait(
+            "settling",
+            "the file changed after it settled; taken once it stops changing",
+            delay=max(1.0, p.settings.settle_seconds),
         )
 
     original = _original_of(p, job)
@@ -103,9 +104,16 @@ async def handle_queued(p: Pipeline, job: JobRow) -> None:
     except ProbeError as e:
         if e.code == "timeout":
             raise RetryLater(f"probing timed out ({e.message})") from e
-        raise Fail(
-            f"probe_{e.code}", e.message, hint=_probe_hint(e.code), resume=Stage.QUEUED
-        ) from e
+        if not _unchanged(path, recorded):
+            # Written to while it was probed: what was probed is not what is there now.
+            raise Wait(
+                "settling",
+                "the file changed while it was checked; taken once it stops changing",
+                delay=max(1.0, p.settings.settle_seconds),
+            ) from e
+        if e.code == "truncated" and (held := _hold(p, job, e.message)) is not None:
+            raise held from e
+        raise Fail(f"probe_{e.code}", e.message, resume=Stage.QUEUED) from e
     p.advance(
         job,
         Stage.PROBED,
@@ -131,22 +139,34 @@ def _check_caption_style(p: Pipeline, job: JobRow) -> None:
         raise Fail(
             "preset_invalid",
             f"the preset ({where}) cannot be used: {problem}",
-            hint=(
-                f"Fix the rule (or the file's sidecar .toml), then `watchd retry {job.id}`: the "
-                "retry takes the rule's preset as it is then. Nothing was sent to Carmic."
-            ),
             resume=Stage.QUEUED,
         )
 
 
-def _probe_hint(code: str) -> str:
-    return {
-        "empty": "The copy probably failed: copy the file into the inbox again.",
-        "truncated": "The copy is incomplete or the file is damaged: copy it again.",
-        "too_large": "Split or compress the video below 5 GB, then drop it again.",
-        "not_video": "Only video files are taken (.mp4 .mov .avi .webm .mkv .mpeg .mpg .flv).",
-        "unsupported": "Convert the file to MP4 (H.264/AAC) and drop it again.",
-    }.get(code, "Fix the file and drop it into the inbox again.")
+def _unchanged(path: Path, recorded: FileIdentity) -> bool:
+    try:
+        return FileIdentity.of(path).same_content_as(recorded)
+    except OSError:
+        return False
+
+
+def _hold(p: Pipeline, job: JobRow, what: str) -> Wait | None:
+    """A file that looks truncated may be one whose writer paused (closed, and will reopen to
+    append): hold it, looking again after a growing grace, until it has stayed unchanged for
+    ``hold_seconds``. None when that time is up (it fails as truncated)."""
+    now = p.clock.now()
+    since = job.wait_since if waits.cause_of(job.wait) == "held" else None
+    held_for = now - since if since is not None else 0.0
+    left = p.settings.hold_seconds - held_for
+    if left <= 0:
+        return None
+    delay = min(left, max(1.0, p.settings.settle_seconds, held_for))
+    return Wait(
+        "held",
+        f"the file looks incomplete ({what}); unchanged for {held_for:.0f} s of "
+        f"{p.settings.hold_seconds:.0f}: taken if its writer comes back, failed after that",
+        delay=delay,
+    )
 
 
 def _original_of(p: Pipeline, job: JobRow) -> JobRow | None:
@@ -297,16 +317,18 @@ async def handle_creating(p: Pipeline, job: JobRow) -> None:
     except RateLimited as e:
         # Nothing was created: give the slot back and wait.
         delay = e.retry_after if e.retry_after is not None else 30.0
+        now = p.clock.now()
         p.ledger.transition(
             job.id,
             Stage.PROBED,
             expect=Stage.CREATING,
             kind="create_deferred",
             detail={"reason": str(e)},
-            next_attempt_at=p.clock.now() + delay,
-            error=str(e),
+            next_attempt_at=now + delay,
+            **waits.wait_fields(job, "create rate limit", e.message, now + delay, now),
         )
-        p.job_log(job).info("create deferred %.0fs: %s", delay, e)
+        if waits.cause_of(job.wait) != "create rate limit":
+            p.job_log(job).info("waiting: create rate limit %.0fs: %s", delay, e.message)
         return
     except TransientError as e:
         # The answer is lost, not the request: the project may exist. Search before creating.
@@ -441,7 +463,7 @@ async def handle_uploading(p: Pipeline, job: JobRow) -> None:
         return
     # The last look before the bytes leave: nobody may be writing to it now.
     if await p.open_checks.is_open_for_write(path):
-        raise RetryLater("a local process has the file open for writing", delay=5.0, count=False)
+        raise Wait("settling", "a local process has the file open for writing", delay=5.0)
     async with p.upload_slots:
         if (job.step, job.progress, job.bytes_uploaded) != ("uploading", 0, 0):
             p.ledger.update(job.id, step="uploading", progress=0, bytes_uploaded=0)
@@ -573,17 +595,6 @@ async def handle_uploaded(p: Pipeline, job: JobRow) -> None:
 
 # ---- processing: follow until the clips are there ------------------------------------------------
 
-FAILED_HINTS = {
-    "FAILED_NO_SPEECH": "Carmic found no speech in this video; clips are cut from speech.",
-    "FAILED_CORRUPT_VIDEO": (
-        "Carmic could not decode the upload: re-export the video and drop it again."
-    ),
-    "FAILED_DOWNLOAD": "Carmic could not fetch the upload: `watchd retry` the job.",
-    "FAILED_BILLING": (
-        "The workspace ran out of processing minutes: top up, then `watchd retry` the job."
-    ),
-}
-
 
 async def handle_processing(p: Pipeline, job: JobRow) -> None:
     assert job.project_id
@@ -598,7 +609,6 @@ async def handle_processing(p: Pipeline, job: JobRow) -> None:
         raise Fail(
             "no_clips",
             "Carmic found no clips in this video",
-            hint="Nothing to deliver; try another video_type or custom_instructions.",
         )
     rule = render_choice(job.preset_dict.get("render", "all"))
     rows = [
@@ -653,7 +663,6 @@ async def _clips_after_processing(p: Pipeline, job: JobRow, seen: Project) -> Pr
         raise Fail(
             status.status.lower(),
             f"Carmic processing ended in {status.status}" + (f": {reason}" if reason else ""),
-            hint=FAILED_HINTS.get(status.status, ""),
             # A failed project never processes again (/process answers 409): `watchd retry`
             # starts over with a new one.
             resume=Stage.PROBED,
@@ -729,7 +738,6 @@ async def _wait_for_clips(p: Pipeline, job: JobRow, *, look_now: bool = True) ->
             raise Fail(
                 project.status.lower(),
                 f"Carmic processing ended in {project.status}",
-                hint=FAILED_HINTS.get(project.status, ""),
                 resume=Stage.PROBED,
             )
         if project.visual_pipeline_ready and (project.clips or project.clip_count == 0):

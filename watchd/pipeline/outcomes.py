@@ -23,6 +23,17 @@ class RetryLater(Outcome):
         self.count = count
 
 
+class Wait(RetryLater):
+    """Not an error: the job waits for something that will pass by itself (a rate limit, the
+    first job of the same content, a writer that may come back). ``watchd status`` shows it as a
+    wait with its ``cause`` and until when, the log says when it starts and when it ends."""
+
+    def __init__(self, cause: str, detail: str, delay: float) -> None:
+        super().__init__(f"{cause}: {detail}", delay, count=False)
+        self.cause = cause
+        self.detail = detail
+
+
 class Fail(Outcome):
     """The job cannot succeed as it is: a person must act (the hint says how)."""
 

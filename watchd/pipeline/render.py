@@ -22,7 +22,8 @@ from watchd.carmic.errors import (
 from watchd.carmic.models import RENDER_DONE, RENDER_FAILED, ClipDetail
 from watchd.ledger.db import ClipRow, JobRow
 from watchd.ledger.states import Stage
-from watchd.pipeline.outcomes import Fail, Park, RetryLater
+from watchd.pipeline import waits
+from watchd.pipeline.outcomes import Fail, Park, RetryLater, Wait
 from watchd.pipeline.selection import apply_preset, render_choice, renders
 
 if TYPE_CHECKING:
@@ -203,10 +204,6 @@ async def handle_rendering(p: Pipeline, job: JobRow) -> None:
         raise Fail(
             "render_failed",
             f"no clip could be rendered ({reasons or 'no reason given'})",
-            hint=(
-                "`watchd retry` the job to render again with the preset it has (its clips were "
-                "sent to render); for another preset, `watchd forget` it and drop the file again."
-            ),
             resume=Stage.RENDERING,
         )
     said = f"rendered {len(rendered)} of {len(clips)} clips"
@@ -236,12 +233,15 @@ async def handle_exporting(p: Pipeline, job: JobRow) -> None:
             if (c.clip_id, fmt) not in existing:
                 p.ledger.put_export(job.id, c.clip_id, fmt, state="pending")
     tier_refusal: str | None = None
-    for e in p.ledger.exports(job.id):
+    everything = p.ledger.exports(job.id)
+    asked = sum(1 for e in everything if e.state != "pending")
+    for e in everything:
         if e.state != "pending":
             continue
         if tier_refusal:
             p.ledger.put_export(job.id, e.clip_id, e.format, state="skipped", reason=tier_refusal)
             continue
+        await _export_progress(p, job, asked, len(everything))
         try:
             ex = await p.client.create_export(e.clip_id, e.format)
         except BillingRequired as err:
@@ -250,15 +250,18 @@ async def handle_exporting(p: Pipeline, job: JobRow) -> None:
             p.ledger.put_export(job.id, e.clip_id, e.format, state="skipped", reason=tier_refusal)
             continue
         except RateLimited as err:
-            raise RetryLater(
-                f"export rate limit: {err.message}", delay=err.retry_after or 15.0, count=False
-            ) from err
+            raise Wait("export rate limit", err.message, delay=err.retry_after or 15.0) from err
         except TransientError as err:
             raise RetryLater(f"export request failed: {err}") from err
         except PermanentError as err:
             p.ledger.put_export(job.id, e.clip_id, e.format, state="skipped", reason=str(err))
             continue
         p.ledger.put_export(job.id, e.clip_id, e.format, export_id=ex.export_id, state="requested")
+        asked += 1
+        waits.end_wait(p, job)
+        job = p.ledger.require(job.id)
+    if asked:
+        await _export_progress(p, job, asked, len(everything))
     # Follow the requested exports by polling (SSE would only save a little latency here).
     while True:
         pending = [e for e in p.ledger.exports(job.id) if e.state == "requested"]
@@ -280,3 +283,14 @@ async def handle_exporting(p: Pipeline, job: JobRow) -> None:
         if any(e.state == "requested" for e in p.ledger.exports(job.id)):
             await p.clock.sleep(p.settings.poll_seconds)
     p.advance(job, Stage.DELIVERING, kind="delivering", progress=0, step="delivering")
+
+
+async def _export_progress(p: Pipeline, job: JobRow, asked: int, total: int) -> None:
+    """``exports 3 of 12, next in 40 s``: the step while exports are asked for at the pace of
+    ``exports_per_minute`` (the next one may wait a minute for its slot)."""
+    wait = await p.client.pace_wait("exports") if asked < total else 0.0
+    step = f"exports {asked} of {total}"
+    if wait >= 1.0:
+        step += f", next in {wait:.0f} s"
+    # Durable: an export request (billed, on some plans) follows it.
+    p.ledger.update(job.id, step=step, progress=round(100.0 * asked / max(1, total), 1))

@@ -18,19 +18,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from watchd import failures
 from watchd.carmic.errors import (
     AuthError,
     BillingRequired,
     CarmicError,
     ConcurrencyLimited,
     PermanentError,
+    RateLimited,
     TransientError,
 )
 from watchd.carmic.retry import RetryPolicy
 from watchd.clock import Clock, SystemClock
 from watchd.ledger.db import JobRow, Ledger
 from watchd.ledger.states import HOLDS_PROCESSING_SLOT, TERMINAL, Stage
-from watchd.pipeline.outcomes import Fail, Park, RetryLater, SourceMissing
+from watchd.pipeline import waits
+from watchd.pipeline.outcomes import Fail, Park, RetryLater, SourceMissing, Wait
 from watchd.pipeline.scheduler import (
     COUNTED_AT_CREATE,
     COUNTED_AT_PROCESS,
@@ -68,6 +71,8 @@ class PipelineSettings:
     max_bytes: int = 5_000_000_000
     park_retry_seconds: float = 900.0  # billing/tier waits are re-checked this often
     missing_source_grace: float = 60.0
+    settle_seconds: float = 5.0  # a file that changed is looked at again after this long
+    hold_seconds: float = 600.0  # a file that looks truncated is held this long before it fails
     backoff: RetryPolicy = JOB_BACKOFF
     max_unexpected_errors: int = 8
 
@@ -249,6 +254,7 @@ class Pipeline:
             kind="unpark",
             detail={"reason": job.park_reason},
             next_attempt_at=0,
+            **waits.CLEARED,
         )
         self.job_log(job).info(
             "resuming at %s (%s) after waiting (%s)", resume, why, job.park_reason
@@ -313,7 +319,13 @@ class Pipeline:
         jl = self.job_log(job)
         stage = job.stage
         now = self.clock.now()
-        if isinstance(exc, RetryLater):
+        keeps_waiting = isinstance(exc, SourceMissing) and job.inbox in self.paused_inboxes
+        waiting = isinstance(exc, Wait | Park | BillingRequired | RateLimited) or keeps_waiting
+        if job.wait and not waiting:
+            waits.end_wait(self, job)  # what follows is not the same wait
+        if isinstance(exc, Wait):
+            waits.start_wait(self, job, exc.cause, exc.detail, exc.delay or 0.0)
+        elif isinstance(exc, RetryLater):
             attempts = job.attempts + (1 if exc.count else 0)
             delay = exc.delay if exc.delay is not None else self.backoff(attempts)
             self.ledger.update(
@@ -322,6 +334,8 @@ class Pipeline:
             jl.info("%s: %s; next try in %.0fs", stage, exc.reason, delay)
         elif isinstance(exc, Park):
             delay = exc.delay if exc.delay is not None else self.settings.park_retry_seconds
+            # A wait, not an error: the reason goes to park_reason and the wait columns.
+            cause, _, detail = exc.reason.partition(":")
             self.ledger.transition(
                 job.id,
                 Stage.PARKED,
@@ -329,8 +343,8 @@ class Pipeline:
                 detail={"reason": exc.reason},
                 resume_stage=exc.resume.value,
                 park_reason=exc.reason,
-                error=exc.reason,
                 next_attempt_at=now + delay,
+                **waits.wait_fields(job, cause.strip(), detail.strip(), now + delay, now),
             )
             jl.warning(
                 "parked: %s (re-checked every %.0fs, or run `watchd retry %s`)",
@@ -342,8 +356,8 @@ class Pipeline:
             await self._fail_job(self, job, exc)
         elif isinstance(exc, SourceMissing):
             if job.inbox in self.paused_inboxes:
-                self.ledger.update(
-                    job.id, next_attempt_at=now + 30, error="inbox paused; source not reachable"
+                waits.start_wait(
+                    self, job, "inbox paused", "the source cannot be reached until it is back", 30
                 )
             elif job.attempts < 2:
                 # A NAS hiccup looks the same as a deletion for a moment: look again later.
@@ -361,13 +375,20 @@ class Pipeline:
                     Fail(
                         "source_missing",
                         f"{job.name} disappeared from the inbox before it was uploaded",
-                        hint="Drop the file into the inbox again.",
                         resume=Stage.QUEUED,
                     ),
                 )
         elif isinstance(exc, BillingRequired):
             await self.handle_error(
                 job, Park(f"billing: {exc.message}", resume=_resume_after_billing(stage))
+            )
+        elif isinstance(exc, RateLimited):
+            # Carmic asked for a pause (429): a wait, told once, not an error.
+            attempts = job.attempts + 1
+            delay = max(exc.retry_after or 0.0, self.backoff(attempts))
+            where = f" ({exc.endpoint})" if exc.endpoint else ""
+            waits.start_wait(
+                self, job, "rate limit", f"{exc.message}{where}", delay, attempts=attempts
             )
         elif isinstance(exc, ConcurrencyLimited | TransientError):
             attempts = job.attempts + 1
@@ -391,7 +412,7 @@ class Pipeline:
                 Fail(
                     exc.code,
                     f"Carmic refused the request: {exc}",
-                    hint=_hint_for(exc),
+                    hint=failures.hint(exc.code, job.id, exc.status),
                     resume=stage,
                 ),
             )
@@ -415,7 +436,6 @@ class Pipeline:
                     Fail(
                         "internal_error",
                         f"watchd hit an internal error: {exc!r}",
-                        hint="Please report it with `watchd status --json` output.",
                         resume=stage,
                     ),
                 )
@@ -456,7 +476,10 @@ class Pipeline:
         """Move ``job`` on, resetting its retry counters, and log the change at INFO, with what
         ``say`` adds (``uploading -> uploaded: 176628 bytes at 8.2 MB/s``): one line where a
         milestone and its transition used to take two. ``relaxed``: a transition whose loss to
-        a power cut is harmless (see :meth:`Ledger.relaxed`)."""
+        a power cut is harmless (see :meth:`Ledger.relaxed`). A wait the job was in ends."""
+        if job.wait:
+            waits.end_wait_line(self, job)
+            fields = {**waits.CLEARED, **fields}
         with self.ledger.relaxed() if relaxed else contextlib.nullcontext():
             new = self.ledger.transition(
                 job.id,
@@ -483,24 +506,3 @@ class Pipeline:
 def _resume_after_billing(stage: Stage) -> Stage:
     # A 402 at create means nothing was created: resume by asking for a slot again.
     return Stage.PROBED if stage is Stage.CREATING else stage
-
-
-def _hint_for(exc: CarmicError) -> str:
-    status = exc.status
-    if status == 413:
-        return "The file is larger than Carmic accepts (5 GB): split or compress it, drop it again."
-    if status == 415:
-        return "Carmic does not accept this container type: convert it to MP4 and drop it again."
-    if status in (400, 422):
-        return (
-            "Fix the rule's settings (or the file's sidecar .toml), then `watchd retry` the job: "
-            "a job with no clip sent to render yet takes the rule's preset as it is then."
-        )
-    if status == 403:
-        return "The service user lacks access: check [carmic] workspace and the user's role."
-    if status == 404:
-        return (
-            "The project or clip no longer exists on Carmic (deleted in the web app?): "
-            "`watchd forget` the job and drop the file again."
-        )
-    return "See the error above; fix the cause, then run `watchd retry` with the job id."

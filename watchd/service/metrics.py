@@ -38,6 +38,18 @@ MAX_ENDPOINTS = 64
 route templates, and a bug passing raw paths must not grow the registry without bound."""
 
 # Uploads go to object storage: from a slow office line to a 10 GbE datacentre link.
+# The causes of a job's wait (watchd.pipeline.waits), always present in watchd_jobs_waiting.
+WAIT_CAUSES = (
+    "settling",
+    "held",
+    "duplicate",
+    "create rate limit",
+    "export rate limit",
+    "tier limit",
+    "billing",
+    "inbox paused",
+    "rate limit",
+)
 THROUGHPUT_BUCKETS = tuple(float(2**n) for n in range(17, 31, 1))  # 128 KiB/s … 1 GiB/s
 
 
@@ -150,6 +162,23 @@ class Metrics:
             ["inbox"],
             registry=r,
         )
+        self._waiting = Gauge(
+            "watchd_jobs_waiting",
+            "Unfinished jobs that wait (not an error), by cause: the causes `watchd status` "
+            "and systemd's STATUS= name (settling, held, duplicate, create rate limit, export "
+            "rate limit, tier limit, billing)",
+            ["cause"],
+            registry=r,
+        )
+        for cause in WAIT_CAUSES:
+            self._waiting.labels(cause).set(0)
+        self._pause_reason = Gauge(
+            "watchd_inbox_pause_reason",
+            "1 for the reason a paused inbox waits (label reason), absent while it runs",
+            ["inbox", "reason"],
+            registry=r,
+        )
+        self._reasons: dict[str, str] = {}
         self._notifications = Counter(
             "watchd_notifications",
             "Attempts to deliver [[notify]] events, by notifier and outcome "
@@ -211,9 +240,20 @@ class Metrics:
         """An inbox's last complete scan finished at Unix time ``ts``."""
         self._last_scan.labels(inbox).set(ts)
 
-    def set_inbox_paused(self, inbox: str, paused: bool) -> None:
-        """Whether an inbox is paused."""
+    def set_inbox_paused(self, inbox: str, paused: bool, reason: str | None = None) -> None:
+        """Whether an inbox is paused, and why (the same reason `watchd status` shows)."""
         self._paused.labels(inbox).set(1 if paused else 0)
+        old = self._reasons.pop(inbox, None)
+        if old is not None and (not paused or old != reason):
+            self._pause_reason.remove(inbox, old)
+        if paused:
+            self._reasons[inbox] = reason or "paused"
+            self._pause_reason.labels(inbox, self._reasons[inbox]).set(1)
+
+    def set_jobs_waiting(self, counts: Mapping[str, int]) -> None:
+        """Unfinished jobs that wait, by cause (causes left out count as 0)."""
+        for cause in sorted(set(WAIT_CAUSES) | set(counts)):
+            self._waiting.labels(cause).set(counts.get(cause, 0))
 
     def notification(self, notifier: str, outcome: str) -> None:
         """One attempt to deliver a notification, and how it ended."""
