@@ -115,8 +115,10 @@ def test_offline_report(cfg_path: Path, tmp_path: Path) -> None:
         "style.uppercase=true"
     ) in text
     assert (
-        'note: caption style "ACME-BRAND" (inbox[0] rule clients/acme) is not a built-in style'
+        'note: inbox[0].rules."clients/acme".caption_style: "ACME-BRAND" is not a built-in '
+        "caption style; whether it is a template of the workspace was not verified offline"
     ) in text
+    assert "nor were caption styles that are not built in" in text
     assert lines[-1] == "config OK"
     assert PASSWORD not in r.out
 
@@ -191,13 +193,43 @@ def test_online_ok(cfg_path: Path, api: FakeApi) -> None:
     assert api.logins == 1
 
 
-def test_online_notes_an_unknown_caption_style(cfg_path: Path, api: FakeApi) -> None:
+def test_online_an_unknown_caption_style_is_an_error(cfg_path: Path, api: FakeApi) -> None:
     api.routes[("GET", "/v1/templates/")] = lambda r: ok([])
     r = run(cfg_path, offline=False, client_factory=over(api))
+    assert r.code == 2
+    assert (
+        'inbox[0].rules."clients/acme".caption_style: "ACME-BRAND" is neither a built-in caption '
+        "style nor a template of the workspace"
+    ) in r.err
+    assert "config OK" not in r.out
+
+
+def _with_style(cfg_path: Path, style: str) -> None:
+    cfg_path.write_text(
+        cfg_path.read_text().replace('caption_style = "HORMOZI"', f'caption_style = "{style}"')
+    )
+
+
+def test_online_a_misspelt_caption_style_names_the_key_and_the_fix(
+    cfg_path: Path, api: FakeApi
+) -> None:
+    _with_style(cfg_path, "HORMOSI")
+    r = run(cfg_path, offline=False, client_factory=over(api))
+    assert r.code == 2
+    assert (
+        'inbox[0].rules.podcasts.caption_style: "HORMOSI" is neither a built-in caption style '
+        'nor a template of the workspace; did you mean "HORMOZI"?'
+    ) in r.err
+
+
+def test_offline_a_misspelt_caption_style_is_named_as_not_verified(cfg_path: Path) -> None:
+    _with_style(cfg_path, "HORMOSI")
+    r = run(cfg_path, offline=True)
     assert r.code == 0
     assert (
-        'note: caption style "ACME-BRAND" (inbox[0] rule clients/acme) is neither built in nor '
-        "a template of this workspace"
+        'note: inbox[0].rules.podcasts.caption_style: "HORMOSI" is not a built-in caption style '
+        '(did you mean "HORMOZI"?); whether it is a template of the workspace was not verified '
+        "offline"
     ) in r.out
 
 

@@ -260,7 +260,7 @@ def test_the_manifest_example_has_the_written_shape() -> None:
     from watchd.outbox import manifest
 
     doc = outbox_example()
-    assert list(doc) == [*manifest.TOP_KEYS, "watchd_version", "job_id"]
+    assert list(doc) == [*manifest.TOP_KEYS, "watchd_version", "job_id", "preset"]
     clips = doc["clips"]
     assert isinstance(clips, list)
     assert list(clips[0]) == [*manifest.CLIP_KEYS, "thumbnail"]
@@ -273,7 +273,7 @@ def test_every_manifest_field_is_documented() -> None:
 
     fields = sections(OUTBOX, "### ")["Fields"]
     documented = set(re.findall(r"`(\w+)`", fields))
-    for key in (*manifest.TOP_KEYS, *manifest.CLIP_KEYS, "watchd_version", "job_id"):
+    for key in (*manifest.TOP_KEYS, *manifest.CLIP_KEYS, "watchd_version", "job_id", "preset"):
         assert key in documented, key
     for status in manifest.STATUSES:
         assert f'`"{status}"`' in fields, status

@@ -37,7 +37,7 @@ def test_every_probe_code_that_fails_a_job_is_in_the_table() -> None:
 
 
 def test_hints_name_the_job_and_fall_back_by_http_status() -> None:
-    assert hint("render_failed", "j0123456789").endswith("`watchd retry j0123456789`.")
+    assert hint("render_failed", "j0123456789").startswith("Run `watchd retry j0123456789` ")
     assert failure("no_such_code", 404) is BY_STATUS[404]
     assert failure("no_such_code") is OTHER
     assert "{job_id}" not in hint("validation_error", "j1", 422)

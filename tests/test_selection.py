@@ -69,3 +69,24 @@ def test_apply_preset_reports_change_only_when_something_changes() -> None:
     assert not changed and same == tc
     new, changed = apply_preset(tc, caption_style="KARAOKE", template=None)
     assert changed and new["caption_style"] == "KARAOKE"
+
+
+def test_not_chosen_reason_says_which_limit_left_a_clip_out() -> None:
+    from watchd.pipeline.selection import not_chosen_reason
+
+    rule = RenderChoice("best", 60, 1)
+    picked = {c.id: (rank, p) for c, rank, p in choose_clips(CLIPS, rule)}
+    assert picked["a"] == (4, False) and picked["c"][1] is False
+    assert not_chosen_reason(50, 4, 4, rule) == "score 50 below min_score 60"
+    assert not_chosen_reason(70, 2, 4, rule) == "beyond max_clips 1: ranked 2 of 4 by score"
+
+
+def test_manifest_preset_is_the_stored_preset_without_the_delivery() -> None:
+    from watchd.config import Preset
+    from watchd.pipeline.selection import manifest_preset
+
+    stored = {**Preset(caption_style="KARAOKE").to_json(), "_delivery": {"inbox": "/i"}}
+    shown = manifest_preset(stored)
+    assert shown is not None and shown["caption_style"] == "KARAOKE"
+    assert "_delivery" not in shown
+    assert manifest_preset({"_delivery": {"inbox": "/i"}}) is None  # the sidecar was unreadable

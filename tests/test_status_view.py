@@ -277,6 +277,24 @@ def test_status_watch_runs_until_ctrl_c(tmp_path: Path, clock: FakeClock) -> Non
     assert max(len(line) for line in text.splitlines()) <= 90
 
 
+def test_a_delivered_duplicate_says_what_it_duplicates_and_where_that_went(
+    ledger: Ledger, clock: FakeClock
+) -> None:
+    first = add(ledger, "a/ep.mp4", Stage.QUEUED)
+    copy = add(ledger, "a/ep copy.mp4", Stage.QUEUED)
+    for stage in (Stage.PROBED, Stage.CREATING, Stage.UPLOADING, Stage.UPLOADED):
+        ledger.transition(first, stage)
+    for stage in (Stage.PROCESSING, Stage.CLIPS_READY, Stage.DELIVERING, Stage.DELIVERED):
+        ledger.transition(first, stage)
+    ledger.update(first, outbox_dir="/srv/outbox/a/ep")
+    ledger.transition(copy, Stage.DUPLICATE, duplicate_of=first)
+    ledger.transition(copy, Stage.DELIVERED, outbox_dir="/srv/outbox/a/ep copy")
+    text = render_table(ledger.jobs(), [], now=clock.now(), width=200)
+    assert (
+        f"↳ duplicate of {first}, delivered to /srv/outbox/a/ep (same content, rule and preset)"
+    ) in text
+
+
 # ---- waits are waits, not errors ----------------------------------------------------------
 
 

@@ -2,9 +2,10 @@
 
 Offline it validates the config and shows, for each inbox, where results go and which preset
 each folder gets, so a typo in a rule's folder shows up before a file lands in the wrong place.
-Online it also logs in, resolves the workspace and compares the caption styles in use with the
-workspace's templates. Exit codes (docs/cli.md): 0 ok, 2 bad config, 3 cannot log in or
-reach the API.
+Online it also logs in, resolves the workspace and checks that every caption style in use is
+built in or a template of the workspace (one that is neither is a config error: the API would
+refuse it only after the processing was billed). Offline it says what it could not verify.
+Exit codes (docs/cli.md): 0 ok, 2 bad config, 3 cannot log in or reach the API.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
+from watchd import presetcheck
 from watchd.carmic.errors import AuthError, CarmicError, NotFound
 from watchd.config import (
-    CAPTION_STYLES,
     CarmicConfig,
     Config,
     ConfigError,
@@ -71,7 +72,10 @@ def check(
         return EXIT_CONFIG
     describe(cfg, out)
     if offline:
-        out.write("\noffline: the login and the workspace were not checked\n")
+        out.write(
+            "\noffline: the login and the workspace were not checked, nor were caption "
+            "styles that are not built in (the workspace's templates)\n"
+        )
         _write_notes(list(_offline_notes(cfg)), out)
         out.write("config OK\n")
         return EXIT_OK
@@ -230,24 +234,8 @@ def _leaves(table: Mapping[str, Any], prefix: str = "") -> Iterable[tuple[str, A
             yield path, value
 
 
-def _styles_in_use(cfg: Config) -> dict[str, list[str]]:
-    """Caption style -> where it is used (``inbox[0] rule podcasts``)."""
-    used: dict[str, list[str]] = {}
-    for inbox in cfg.inboxes:
-        for rule in inbox.rules:
-            if rule.preset.caption_style:
-                where = f"inbox[{inbox.index}] {_rule_label(rule)}"
-                used.setdefault(rule.preset.caption_style, []).append(where)
-    return used
-
-
 def _offline_notes(cfg: Config) -> Iterable[str]:
-    for style, where in _styles_in_use(cfg).items():
-        if style not in CAPTION_STYLES:
-            yield (
-                f'caption style "{style}" ({", ".join(where)}) is not a built-in style: it must '
-                "be a custom template of the workspace (checked when online)"
-            )
+    yield from presetcheck.offline_style_notes(cfg)
 
 
 def _write_notes(notes: list[str], out: TextIO) -> None:
@@ -310,41 +298,27 @@ async def _online(
                 f"\nlogin OK as {c.email}; workspace {_json(workspace.name)} "
                 f"({workspace.id}), tier {workspace.tier or 'unknown'}\n"
             )
-            notes = await _template_notes(client, cfg)
+            return await _template_notes(client, cfg, errors)
     finally:
         await client.aclose()
-    return EXIT_OK, notes
 
 
-async def _template_notes(client: Any, cfg: Config) -> list[str]:
-    """Notes on caption styles that are neither built in nor among the workspace's templates.
-    A failure to list templates is a note too: the login, which is what `check` vouches for,
-    has worked."""
-    used = _styles_in_use(cfg)
-    custom = {s: w for s, w in used.items() if s not in CAPTION_STYLES}
-    if not custom:
-        return []
+async def _template_notes(client: Any, cfg: Config, errors: TextIO) -> tuple[int, list[str]]:
+    """Caption styles that are neither built in nor among the workspace's templates are
+    errors (exit 2): the API would refuse them at the render, after the processing was billed.
+    A failure to list templates is a note: the login, which is what `check` vouches for, has
+    worked, and the styles are checked again by the daemon before anything is created."""
+    if not presetcheck.custom_styles(cfg):
+        return EXIT_OK, []
     try:
-        known = _names(await client.caption_templates()) | _names(await client.templates())
+        known = await presetcheck.workspace_styles(client)
     except CarmicError as e:
-        return [f"could not list the workspace's templates: {redact(str(e))}"]
-    return [
-        f'caption style "{style}" ({", ".join(where)}) is neither built in nor a template of '
-        "this workspace"
-        for style, where in custom.items()
-        if style not in known
-    ]
-
-
-def _names(items: Iterable[Any]) -> set[str]:
-    """Every name a template listing offers (the reference leaves the shape open)."""
-    names: set[str] = set()
-    for item in items:
-        if isinstance(item, str):
-            names.add(item)
-        elif isinstance(item, Mapping):
-            for key in ("name", "id", "key", "value", "caption_style", "slug"):
-                value = item.get(key)
-                if isinstance(value, str) and value:
-                    names.add(value)
-    return names
+        note = f"could not list the workspace's templates: {redact(str(e))}"
+        return EXIT_OK, [note, *presetcheck.offline_style_notes(cfg)]
+    problems = presetcheck.config_style_problems(cfg, known)
+    if problems:
+        errors.write(f"bad config {cfg.path}:\n")
+        for problem in problems:
+            errors.write(f"  {problem}\n")
+        return EXIT_CONFIG, []
+    return EXIT_OK, []

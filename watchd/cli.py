@@ -97,9 +97,17 @@ def build_parser() -> argparse.ArgumentParser:
         "retry",
         help="put failed or parked jobs back in the queue",
         description="Put failed or parked jobs back in the queue at the stage they stopped at. "
+        "A job none of whose clips was sent to render takes its rule's current preset (the "
+        "config and the file's sidecar as they are now); the output says what changed. "
         "Exit 1 if an ID is unknown.",
     )
     _config_arg(retry)
+    retry.add_argument(
+        "--keep-preset",
+        action="store_true",
+        help="keep the preset each job started with (default: a job that has not rendered yet "
+        "takes its rule's current preset, with its sidecar)",
+    )
     retry.add_argument("ids", nargs="+", metavar="ID")
 
     forget = sub.add_parser(
@@ -296,7 +304,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def _each_job(args: argparse.Namespace, action: str) -> int:
+    from watchd.config import ConfigError, load_config
     from watchd.ledger.db import Ledger, LedgerError
+    from watchd.represet import retry_job
 
     ledger, code = _open_ledger(args)
     if code:
@@ -307,17 +317,25 @@ def _each_job(args: argparse.Namespace, action: str) -> int:
         return 1
     assert isinstance(ledger, Ledger)
     rc = 0
+    keep = action != "retry" or args.keep_preset
+    cfg = None if keep else load_config(_path(args), check_paths=False, log_warnings=False)
     try:
         for jid in args.ids:
             try:
                 if action == "retry":
-                    job = ledger.retry(jid)
-                    print(f"{jid}: back in the queue at {job.state}")
+                    print(retry_job(ledger, cfg, jid))
                 else:
                     ledger.forget(jid)
                     print(f"{jid}: forgotten")
             except LedgerError as e:
                 print(f"watchd {action}: {e}", file=sys.stderr)
+                rc = 1
+            except ConfigError as e:
+                print(
+                    f"watchd retry: {jid}: not retried, its current preset is not usable: {e} "
+                    "(fix it, or --keep-preset)",
+                    file=sys.stderr,
+                )
                 rc = 1
     finally:
         ledger.close()

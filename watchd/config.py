@@ -41,6 +41,7 @@ from urllib.parse import SplitResult, urlsplit
 from watchd.cluster_config import CLUSTER_KEYS as CLUSTER_KEYS  # one of the config's key sets
 from watchd.cluster_config import ClusterConfig, check_inbox_names, parse_cluster
 from watchd.secrets import Secret, find_password, no_password_message
+from watchd.vocabulary import VIDEO_TYPES
 from watchd.watching.ignore import is_ignored_dir
 from watchd.watching.mounts import fs_type, is_network_type
 from watchd.web.settings import WEB_KEYS as WEB_KEYS  # re-exported: the key sets live here
@@ -723,6 +724,10 @@ def _rule_values(t: _Table, *, sidecar: bool) -> dict[str, Any]:
                 'must be a word such as "podcast" (letters, digits, - and _) '
                 + t.got("video_type"),
             )
+        elif value and value not in VIDEO_TYPES:
+            hint = _suggest(value.lower(), VIDEO_TYPES)
+            known = f'did you mean "{hint}"?' if hint else f"one of {_quoted(VIDEO_TYPES)}"
+            t.error("video_type", f"not a video type the API takes; {known} {t.got('video_type')}")
         elif value:
             out["video_type"] = value
     if t.present("language"):
@@ -851,6 +856,13 @@ def _template(t: _Table) -> dict[str, Any] | None:
         elif section == "style":
             part.choice("captionPosition", "", CAPTION_POSITIONS)
             _lines_per_screen(part)
+    if len(t.report.problems) == before:
+        from watchd.presetcheck import template_problem
+
+        problem = template_problem(sub.data)
+        if problem:
+            # The field's path first, as every other problem: template.style.fontSize: ...
+            t.report.problems.append(f"{sub.where}.{problem}")
     if len(t.report.problems) != before:
         return None
     return dict(sub.data)

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
 
+from watchd import presetcheck
 from watchd.carmic.errors import AuthError, CarmicError, TransientError
 from watchd.carmic.retry import RetryPolicy
 from watchd.clock import Clock, SystemClock
@@ -69,6 +70,7 @@ METRICS_REFRESH = 1.0  # derived gauges (jobs by state, oldest age) at most this
 # files makes ten thousand transitions, and each tick reads the ledger (a step per transition
 # was 40 % of the daemon's CPU in the burst benchmark).
 TRANSITION_WAKE = 0.05
+STYLES_TIMEOUT = 10.0  # listing the workspace's templates (at start and on reload)
 
 # Settings a reload cannot change in a running daemon: they shape objects built at start.
 RESTART_ONLY = {
@@ -163,6 +165,7 @@ class Daemon:
         self.entries = EntryBook()  # inbox entries that are not jobs, for `watchd status`
         self.known: dict[tuple[str, str], set[tuple[int, int]]] = {}
         self._pending_paths: set[Path] = set()
+        self._forgot_after = 0  # the last ledger event looked at for `watchd forget`s
         self._wake: asyncio.Event | None = None
         self._wake_later: asyncio.TimerHandle | None = None
         self._stopped: asyncio.Event | None = None
@@ -172,6 +175,7 @@ class Daemon:
         self._next_rescan = 0.0
         self._last_status = ""
         self.ready = False
+        self.workspace_styles: frozenset[str] | None = None  # template names; None: unknown
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -214,6 +218,7 @@ class Daemon:
         on_result = self.metrics.notification if self.metrics is not None else None
         self.notify = NotifyService(self.ledger, cfg, self.clock, on_result)
         self.known = self.ledger.known_identities()
+        self._forgot_after, _ = self.ledger.forgotten_since(None)
         if self.metrics is not None and cfg.daemon.metrics:
             try:
                 self.metrics_server = self.metrics.serve(
@@ -266,6 +271,10 @@ class Daemon:
             limit=limit,
             on_event=self._on_pipeline_event,
         )
+        await self._refresh_styles()
+        problems = presetcheck.config_style_problems(cfg, self.workspace_styles)
+        if problems:
+            raise ConfigError(problems)
         log.info(
             "logged in as %s, workspace %s (%s, tier %s); processing limit %s",
             cfg.carmic.email,
@@ -389,6 +398,10 @@ class Daemon:
                 log.error("cannot log in to Carmic: %s", e)
                 await self.stop()
                 return EXIT_AUTH
+            except ConfigError as e:
+                log.error("bad config %s: %s", cfg_path(self.config), e)
+                await self.stop()
+                return EXIT_CONFIG
             except _Stopped:
                 log.info("stopped while starting")
                 await self.stop()
@@ -496,6 +509,7 @@ class Daemon:
         assert self.pipeline is not None and self.ledger is not None
         if self._reload_requested:
             self._reload_requested = False
+            await self._refresh_styles()
             self.reload()
         paths, self._pending_paths = self._pending_paths, set()
         for path in paths:
@@ -510,6 +524,18 @@ class Daemon:
         self._check_observers()
         self.pipeline.schedule(now)
         self._publish_status(now)
+
+    def _take_forgotten(self) -> None:
+        """Files whose jobs `watchd forget` dropped are new again: one that comes back into
+        the inbox is taken at once, not only after a restart. Asked at each rescan and when a
+        settled file looks known (never per tick: it costs a query)."""
+        assert self.ledger is not None
+        self._forgot_after, gone = self.ledger.forgotten_since(self._forgot_after)
+        for inbox, rel, size, mtime_ns in gone:
+            self.known.get((inbox, rel), set()).discard((size, mtime_ns))
+            rt = self.inboxes.get(inbox)
+            if rt is not None:
+                self._observe(rt.config.path / rel, self.clock.now())
 
     def _enqueue_threadsafe(self, path: Path) -> None:
         loop = self._loop
@@ -632,6 +658,7 @@ class Daemon:
         """Walk every inbox (in a thread: a NAS can be slow) and observe what is new."""
         assert self.ledger is not None and self.pipeline is not None
         self._next_rescan = now + self.config.daemon.rescan_seconds
+        self._take_forgotten()
         for rt in list(self.inboxes.values()):
             result = await asyncio.to_thread(scan_inbox, rt.config.path)
             if self.inboxes.get(rt.key) is not rt:
@@ -684,7 +711,9 @@ class Daemon:
             return
         sig = (stat.size, stat.mtime_ns)
         if sig in self.known.get((rt.key, rel), set()):
-            return
+            self._take_forgotten()
+            if sig in self.known.get((rt.key, rel), set()):
+                return
         if self.ledger.find_by_identity(rt.key, rel, stat.size, stat.mtime_ns) is not None:
             self.known.setdefault((rt.key, rel), set()).add(sig)
             return
@@ -796,6 +825,11 @@ class Daemon:
             log.error("reload refused, cannot read %s (%s); keeping the running config", path, e)
             self.notifier.ready(self.status_line())
             return False
+        problems = presetcheck.config_style_problems(new, self.workspace_styles)
+        if problems:
+            log.error("reload refused, keeping the running config: %s", ConfigError(problems))
+            self.notifier.ready(self.status_line())
+            return False
         old, self.config = self.config, new
         for name in restart_only_changes(old, new):
             log.warning("%s changed: it takes effect at the next restart", name)
@@ -822,6 +856,26 @@ class Daemon:
         )
         self.notifier.ready(self.status_line())
         return True
+
+    async def _refresh_styles(self) -> None:
+        """Ask the workspace for its template names (the caption styles it takes besides the
+        built-ins); when it cannot be asked, the last answer stays in force."""
+        try:
+            async with asyncio.timeout(STYLES_TIMEOUT):
+                self.workspace_styles = await presetcheck.workspace_styles(self._client)
+        except (CarmicError, OSError, TimeoutError) as e:
+            what = (
+                "checked against the last list"
+                if self.workspace_styles is not None
+                else "that are not built in cannot be checked until it answers"
+            )
+            log.warning(
+                "could not list the workspace's templates (%s); caption styles %s",
+                redact(str(e)),
+                what,
+            )
+        if self.pipeline is not None:
+            self.pipeline.workspace_styles = self.workspace_styles
 
     # ---- status ----------------------------------------------------------------------------
 
@@ -907,6 +961,10 @@ def restart_only_changes(old: Config, new: Config) -> list[str]:
     ):
         out.append("[carmic] password")
     return out
+
+
+def cfg_path(cfg: Config) -> str:
+    return str(cfg.path) if cfg.path is not None else "(not from a file)"
 
 
 def _unreadable(e: OSError) -> Fail:

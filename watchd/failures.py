@@ -47,6 +47,12 @@ FAILURES: Mapping[str, Failure] = {
         "The file's sidecar .toml is invalid.",
         "Fix the sidecar .toml, then run `watchd retry {job_id}`.",
     ),
+    "preset_invalid": Failure(
+        "The file's caption_style is neither built in nor a template of the workspace; nothing "
+        "was sent to Carmic.",
+        "Fix the rule (or the file's sidecar .toml), then run `watchd retry {job_id}`: the retry "
+        "takes the rule's preset as it is then.",
+    ),
     "source_missing": Failure(
         "The file disappeared from the inbox before it was uploaded.",
         "Drop the file into the inbox again.",
@@ -58,7 +64,8 @@ FAILURES: Mapping[str, Failure] = {
     ),
     "render_failed": Failure(
         "No clip could be rendered.",
-        "Check the rule's caption_style and template settings, then run `watchd retry {job_id}`.",
+        "Run `watchd retry {job_id}` to render again with the preset the job has (its clips were "
+        "sent to render); for another preset, `watchd forget {job_id}` and drop the file again.",
     ),
     "no_clips": Failure(
         "Carmic found no clips in this video.",
@@ -100,11 +107,13 @@ BY_STATUS: Mapping[int, Failure] = {
     ),
     400: Failure(
         "Carmic refused the rule's settings.",
-        "Check the rule's settings (and any sidecar .toml), then run `watchd retry {job_id}`.",
+        "Fix the rule's settings (or the file's sidecar .toml), then run `watchd retry {job_id}`: "
+        "a job with no clip sent to render yet takes the rule's preset as it is then.",
     ),
     422: Failure(
         "Carmic refused the rule's settings.",
-        "Check the rule's settings (and any sidecar .toml), then run `watchd retry {job_id}`.",
+        "Fix the rule's settings (or the file's sidecar .toml), then run `watchd retry {job_id}`: "
+        "a job with no clip sent to render yet takes the rule's preset as it is then.",
     ),
     403: Failure(
         "The service user lacks access.",

@@ -275,6 +275,15 @@ def _detail(job: JobRow, now: float) -> str:
     return ""
 
 
+def _duplicate_detail(job: JobRow, jobs: dict[str, JobRow]) -> str:
+    """``duplicate of j…, delivered to <folder>`` for a delivered duplicate."""
+    if not job.duplicate_of or job.state != "delivered":
+        return ""
+    first = jobs.get(job.duplicate_of)
+    where = f", delivered to {first.outbox_dir}" if first and first.outbox_dir else ""
+    return f"duplicate of {job.duplicate_of}{where} (same content, rule and preset)"
+
+
 def wait_text(job: JobRow, now: float) -> str:
     """``waiting: export rate limit: … (for 40s more, since 2m)``; a step (export progress)
     goes before it."""
@@ -309,6 +318,7 @@ def render_table(
         if ib.paused:
             lines.append(cut(f"! PAUSED inbox {ib.path}: {ib.reason}", width))
     rows = list(jobs)
+    by_id = {j.id: j for j in rows}
     if not rows:
         lines.append("no jobs yet")
         return _entries_text(lines, entries, now, width)
@@ -326,7 +336,7 @@ def render_table(
     lines.append(line([c.title for c in cols] + ["SOURCE"]))
     for job in rows:
         lines.append(line([c.value(job, now) for c in cols] + [job.rel_path]))
-        detail = _detail(job, now)
+        detail = _duplicate_detail(job, by_id) or _detail(job, now)
         if detail:
             lines.append(cut(" " * 13 + "↳ " + " ".join(detail.split()), width))
     return _entries_text(lines, entries, now, width)

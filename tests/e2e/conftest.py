@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.harness import Env
+from tests.e2e.harness import Env, check_manifests_under
 from watchd.emulator import Emulator, EmulatorSettings, Timings
 from watchd.media import make_sample_video
 
@@ -41,3 +41,5 @@ def env(tmp_path: Path, emulator: Emulator) -> Iterator[Env]:
     yield e
     if e.proc is not None and e.proc.poll() is None:
         e.kill()
+    # Every manifest a test made, read or not, follows the published schema.
+    check_manifests_under(tmp_path)

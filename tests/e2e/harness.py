@@ -3,6 +3,7 @@ subprocess, with real files and a real SQLite ledger. Nothing of ours is mocked.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import jsonschema
 import tomli_w
 
 from watchd.emulator import Emulator
@@ -22,6 +24,35 @@ from watchd.emulator import Emulator
 T = TypeVar("T")
 
 REPO = Path(__file__).resolve().parents[2]
+MANIFEST_SCHEMA = REPO / "docs" / "manifest.schema.json"
+
+
+@functools.cache
+def _manifest_validator() -> Any:
+    schema = json.loads(MANIFEST_SCHEMA.read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    return jsonschema.Draft202012Validator(schema)
+
+
+def check_manifest(doc: Any, where: object = "manifest") -> dict[str, Any]:
+    """``doc`` when it follows docs/manifest.schema.json; else the test fails, naming every
+    problem."""
+    problems = [
+        f"{'/'.join(map(str, e.absolute_path)) or '(top)'}: {e.message}"
+        for e in _manifest_validator().iter_errors(doc)
+    ]
+    assert not problems, f"{where} does not follow the manifest schema: " + "; ".join(problems)
+    assert isinstance(doc, dict)
+    return doc
+
+
+def check_manifests_under(root: Path) -> int:
+    """Validate every manifest.json under ``root``; how many there were."""
+    n = 0
+    for path in sorted(root.rglob("manifest.json")):
+        check_manifest(json.loads(path.read_text()), path)
+        n += 1
+    return n
 
 
 def wait_for(
@@ -217,14 +248,22 @@ class Env:
         )
 
     def manifest(self, rel_folder: str) -> dict[str, Any]:
-        data = json.loads((self.outbox / rel_folder / "manifest.json").read_text())
-        assert isinstance(data, dict)
-        return data
+        path = self.outbox / rel_folder / "manifest.json"
+        return check_manifest(json.loads(path.read_text()), path)
 
 
 def iter_manifests(outbox: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
     for m in sorted(outbox.rglob("manifest.json")):
-        yield m.parent, json.loads(m.read_text())
+        yield m.parent, check_manifest(json.loads(m.read_text()), m)
+
+
+def rendered_styles(snapshot: dict[str, Any]) -> dict[str, set[str]]:
+    """Project id -> the caption styles its rendered clips had when they were rendered."""
+    out: dict[str, set[str]] = {}
+    for p in snapshot["projects"]:
+        rendered = [c for c in p["clips"] if c["render_count"]]
+        out[p["id"]] = {c["template_config"].get("caption_style") for c in rendered}
+    return out
 
 
 def billed_projects(snapshot: dict[str, Any]) -> dict[str, list[str]]:

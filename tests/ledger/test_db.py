@@ -252,6 +252,19 @@ def test_a_write_is_one_plain_transaction(ledger: Ledger) -> None:
     assert not ledger.db.conn.in_transaction
 
 
+def test_forgotten_since_tells_a_running_daemon_which_files_are_new_again(
+    ledger: Ledger,
+) -> None:
+    after, gone = ledger.forgotten_since(None)
+    assert gone == []
+    jid = _add(ledger, size=123, mtime_ns=456)
+    ledger.transition(jid, Stage.FAILED)
+    ledger.forget(jid)
+    after, gone = ledger.forgotten_since(after)
+    assert gone == [("/in", "podcasts/ep1.mp4", 123, 456)]
+    assert ledger.forgotten_since(after) == (after, [])
+
+
 def test_waits_are_counted_by_cause_and_found_by_path(ledger: Ledger) -> None:
     a = _add(ledger, "a.mp4", "fa")
     b = _add(ledger, "b.mp4", "fb")

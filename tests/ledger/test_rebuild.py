@@ -180,3 +180,19 @@ def test_any_manifest(inbox: InboxConfig) -> None:
     assert not any_manifest([inbox])
     write_manifest(inbox.outbox / "podcasts/ep1", "ep1.mp4")
     assert any_manifest([inbox])
+
+
+def test_a_rebuilt_job_asks_for_the_preset_its_manifest_records(
+    inbox: InboxConfig, ledger: Ledger
+) -> None:
+    recorded = Preset(video_type="podcast", caption_style="KARAOKE", title="Ep One").to_json()
+    write_manifest(inbox.outbox / "podcasts/ep1", "ep1.mp4", preset=recorded)
+    write_manifest(inbox.outbox / "podcasts/ep2", "ep2.mp4", preset={"render": 12})  # bad
+    write_manifest(inbox.outbox / "podcasts/ep3", "ep3.mp4")  # from before manifests had one
+    rebuild(ledger, [inbox])
+    jobs = {j.rel_path: j.preset_dict for j in ledger.jobs()}
+    assert jobs["podcasts/ep1.mp4"]["caption_style"] == "KARAOKE"
+    assert jobs["podcasts/ep1.mp4"]["title"] == "Ep One"
+    assert jobs["podcasts/ep1.mp4"]["_delivery"]["outbox"] == str(inbox.outbox)
+    for rel in ("podcasts/ep2.mp4", "podcasts/ep3.mp4"):  # the rule's preset, as it is now
+        assert (jobs[rel]["video_type"], jobs[rel]["caption_style"]) == ("podcast", None)

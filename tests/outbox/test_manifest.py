@@ -233,3 +233,61 @@ def test_links_are_judged_wherever_they_sit_in_the_path(tmp_path: Path) -> None:
         "clips[0].captions 'mid/deeper/a.srt': leads outside the folder",
         "clips[0].thumbnail 'leaf.mp4': leads outside the folder",
     ]
+
+
+def _schema_problems(doc: object) -> list[str]:
+    import jsonschema
+
+    schema = json.loads(
+        (Path(__file__).resolve().parents[2] / "docs" / "manifest.schema.json").read_text()
+    )
+    jsonschema.Draft202012Validator.check_schema(schema)
+    return [e.message for e in jsonschema.Draft202012Validator(schema).iter_errors(doc)]
+
+
+def test_the_published_schema_takes_what_build_manifest_makes() -> None:
+    from watchd.config import Preset
+
+    sha = "ab" * 32
+    delivered = build_manifest(
+        status="delivered",
+        source={"name": "ep.mp4", "size": 10, "sha256": sha},
+        rule="podcasts",
+        project_id="p1",
+        clips=[
+            {
+                "id": "c1",
+                "title": "T",
+                "start_time": 1.0,
+                "end_time": 2.5,
+                "virality_score": 87.0,
+                "reasoning": "r",
+                "file": "01 - T.mp4",
+                "captions": None,
+                "sha256": sha,
+                "thumbnail": "01 - T.jpg",
+                "exports": [{"format": "premiere", "path": "exports/01 - T/premiere/"}],
+            }
+        ],
+        skipped=[{"what": "clip U", "reason": "beyond max_clips 1", "clip_id": "c2"}],
+        error=None,
+        completed_at="2026-11-28T12:00:00Z",
+        job_id="j1",
+        preset=Preset(caption_style="HORMOZI").to_json(),
+    )
+    assert delivered["preset"]["caption_style"] == "HORMOZI"
+    assert _schema_problems(delivered) == []
+    failed = build_manifest(
+        status="failed",
+        source={"name": "ep.mp4", "size": 10, "sha256": None},
+        rule="",
+        project_id=None,
+        clips=[],
+        skipped=[],
+        error={"code": "preset_invalid", "message": "m"},
+        completed_at="2026-11-28T12:00:00Z",
+    )
+    assert _schema_problems(failed) == []
+    assert _schema_problems({**failed, "error": None})  # failed needs its error
+    assert _schema_problems({**delivered, "clips": [{**delivered["clips"][0], "file": "../x"}]})
+    assert _schema_problems({**delivered, "status": "done"})

@@ -124,6 +124,26 @@ async def test_a_duplicate_of_a_failed_job_fails_pointing_to_it(world: World) ->
     assert len(world.snapshot()["projects"]) == 1
 
 
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        ({"rule": "a"}, {"rule": "b"}),  # another rule, the same preset
+        ({"caption_style": "KARAOKE"}, {"caption_style": "HORMOZI"}),  # another preset
+        ({"title": "One"}, {"title": "Two"}),  # another sidecar
+    ],
+)
+async def test_the_same_content_with_other_work_to_do_is_not_a_duplicate(
+    world: World, first: dict[str, Any], second: dict[str, Any]
+) -> None:
+    one = world.drop("a/x.mp4", render=ONE, **first)
+    two = world.drop("b/y.mp4", render=ONE, **second)
+    p = world.pipeline()
+    await world.run(p)
+    assert world.job(one.id).state == world.job(two.id).state == "delivered"
+    assert world.job(two.id).duplicate_of is None
+    assert len(world.snapshot()["projects"]) == 2
+
+
 async def test_delivery_writes_each_clip_and_the_job_once(world: World) -> None:
     """The writes a delivery costs: the folder's reservation, then one row update per clip (its
     video, captions and thumbnail together) committed with the transition, which also records
@@ -192,7 +212,8 @@ async def test_a_saved_thumbnail_link_that_fails_is_asked_for_again(world: World
     world.assert_delivered_once(job.id)
     (entry,) = world.manifest(job.id)["clips"]
     assert (world.outbox / "talk" / entry["thumbnail"]).stat().st_size > 0
-    assert not world.manifest(job.id)["skipped"]
+    skipped = world.manifest(job.id)["skipped"]
+    assert not [s for s in skipped if not s["what"].startswith("clip ")]  # but those not chosen
     assert _clip_reads(world, clip.clip_id) == 2  # the preset's read, and the fresh link
 
 

@@ -259,7 +259,7 @@ async def test_create_refused_as_invalid_fails_with_the_reason_and_a_hint(world:
     await world.run(p)
     world.assert_failed(job.id, left="creating", code="BadRequest", resume="creating")
     assert "trim_start: must not be past the end" in world.detail(job.id, "failed")["message"]
-    assert "Check the rule's settings" in (world.outbox / "talk" / "FAILED.txt").read_text()
+    assert "Fix the rule's settings" in (world.outbox / "talk" / "FAILED.txt").read_text()
     assert world.snapshot()["projects"] == []
 
 

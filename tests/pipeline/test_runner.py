@@ -218,12 +218,12 @@ async def test_fail_records_code_message_hint_and_resume_stage(world: World) -> 
 @pytest.mark.parametrize(
     ("exc", "hint"),
     [
-        (BadRequest("trim_end: bad", status=400), "Check the rule's settings"),
+        (BadRequest("trim_end: bad", status=400), "Fix the rule's settings"),
         (Forbidden("no access", status=403), "the service user's role"),
         (NotFound("no such project", status=404), "watchd forget"),
         (PayloadTooLarge("too big", status=413), "below 5 GB"),
         (UnsupportedMediaType("no", status=415), "Convert the video to MP4"),
-        (Unprocessable("bad field", status=422), "Check the rule's settings"),
+        (Unprocessable("bad field", status=422), "Fix the rule's settings"),
         (PermanentError("odd", status=418), "Fix the cause"),
     ],
     ids=["400", "403", "404", "413", "415", "422", "other"],

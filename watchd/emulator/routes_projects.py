@@ -33,6 +33,7 @@ from watchd.emulator.state import (
 )
 from watchd.emulator.templates import caption_templates
 from watchd.emulator.views import project_full, project_out, project_status
+from watchd.vocabulary import VIDEO_TYPES
 
 __all__ = ["CONTENT_TYPES", "MAX_FILESIZE", "VIDEO_TYPES", "register"]
 
@@ -72,29 +73,6 @@ _SUFFIXES = {
     ".flv": "video/x-flv",
 }
 _KEY_SUFFIX = {mime: suffix for suffix, mime in reversed(_SUFFIXES.items())}
-VIDEO_TYPES = (
-    "auto",
-    "podcast",
-    "interview",
-    "tutorial",
-    "vlog",
-    "gaming",
-    "sports",
-    "webinar",
-    "lecture",
-    "presentation",
-    "keynote",
-    "talk_show",
-    "comedy",
-    "news",
-    "educational",
-    "review",
-    "commentary",
-    "documentary",
-    "music",
-    "livestream",
-    "other",
-)
 _LANGUAGE = re.compile(r"^[A-Za-z]{2}$")
 
 

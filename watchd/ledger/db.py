@@ -991,10 +991,7 @@ class Ledger:
     def retry(self, job_id: str, *, actor: str = "cli") -> JobRow:
         """Put a failed or parked job back in the queue at the stage it stopped at."""
         job = self.require(job_id)
-        if job.stage not in (Stage.FAILED, Stage.PARKED):
-            raise LedgerError(
-                f"job {job_id} is {job.state}: only failed or parked jobs can be retried"
-            )
+        self.check_retryable(job)
         resume = Stage(job.resume_stage) if job.resume_stage else Stage.QUEUED
         if resume not in RESUMABLE:
             resume = Stage.QUEUED
@@ -1011,6 +1008,13 @@ class Ledger:
             finished_at=None,
         )
 
+    def check_retryable(self, job: JobRow) -> None:
+        """LedgerError unless ``job`` is failed or parked."""
+        if job.stage not in (Stage.FAILED, Stage.PARKED):
+            raise LedgerError(
+                f"job {job.id} is {job.state}: only failed or parked jobs can be retried"
+            )
+
     def forget(self, job_id: str, *, actor: str = "cli") -> None:
         """Drop a finished job so the same file can be taken again."""
         job = self.require(job_id)
@@ -1025,7 +1029,31 @@ class Ledger:
             conn.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
             self._jobs.drop(job_id)
             self._clips.drop(job_id)
-            self._event(job_id, "forgotten", actor=actor, src=job.state)
+            # What a running daemon needs to take the same file again (forgotten_since).
+            seen = {"inbox": job.inbox, "rel_path": job.rel_path, "size": job.size}
+            seen["mtime_ns"] = job.mtime_ns
+            self._event(job_id, "forgotten", actor=actor, src=job.state, detail=seen)
+
+    def forgotten_since(self, after: int | None) -> tuple[int, list[tuple[str, str, int, int]]]:
+        """Jobs forgotten after event ``after`` as (inbox, rel_path, size, mtime_ns), and the
+        event id to ask after next time (``after`` None: only that id)."""
+        with self._lock:
+            if after is None:
+                row = self._conn.execute("SELECT MAX(id) FROM events").fetchone()
+                return int(row[0] or 0), []
+            rows = self._conn.execute(
+                "SELECT id, detail FROM events WHERE id > ? AND kind = 'forgotten' ORDER BY id",
+                (after,),
+            ).fetchall()
+        out = []
+        for event_id, detail in rows:
+            after = max(after, int(event_id))
+            d = json.loads(detail or "{}")
+            if isinstance(d, dict) and "rel_path" in d:
+                out.append(
+                    (str(d["inbox"]), str(d["rel_path"]), int(d["size"]), int(d["mtime_ns"]))
+                )
+        return after, out
 
     # ---- clips and exports -----------------------------------------------------------------
 

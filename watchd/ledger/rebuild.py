@@ -13,6 +13,7 @@ content dropped again is a duplicate of it. When the source is gone, the job's f
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -149,7 +150,7 @@ def _record(ledger: Ledger, inbox: InboxConfig, path: Path, report: RebuildRepor
             rel_path=rel,
             path=str(found or inbox.path / rel),
             rule=rule,
-            preset=_preset(inbox, rel),
+            preset=_preset(inbox, rel, doc.get("preset")),
             size=size,
             mtime_ns=st.st_mtime_ns if st else 0,
             inode=st.st_ino if st else 0,
@@ -199,10 +200,15 @@ def _find_source(
     return None
 
 
-def _preset(inbox: InboxConfig, rel: str) -> dict[str, Any]:
-    """What the daemon would have stored for the file (a retry of a failed one needs it)."""
+def _preset(inbox: InboxConfig, rel: str, recorded: Any = None) -> dict[str, Any]:
+    """What the daemon stored for the file (a retry of a failed one needs it, and a duplicate
+    must ask for the same): the manifest's ``preset`` when it has one, else the rule's now."""
+    from watchd.config import Preset
     from watchd.daemon import _EmptyPreset, preset_record
 
+    if isinstance(recorded, dict):
+        with contextlib.suppress(ValueError, TypeError):  # written by others: the rule's then
+            return preset_record(inbox, Preset.from_json(recorded))
     try:
         _, preset = resolve_preset(inbox, PurePosixPath(rel), None)
     except ConfigError:

@@ -1,8 +1,9 @@
 """``manifest.json``: the record of one delivery, and the sign that it is complete.
 
-Its shape is documented in docs/outbox.md; extra top-level keys are ``watchd_version``,
-``job_id`` and ``duplicate_of``. It is written last, atomically: a reader that sees it may trust
-every file it names. Every path in it is relative to its folder and stays inside it.
+Its shape is documented in docs/outbox.md, its JSON Schema is docs/manifest.schema.json; extra
+top-level keys are ``watchd_version``, ``job_id``, ``duplicate_of`` and ``preset`` (the resolved
+preset the job was given). It is written last, atomically: a reader that sees it may trust every
+file it names. Every path in it is relative to its folder and stays inside it.
 """
 
 from __future__ import annotations
@@ -149,6 +150,7 @@ def build_manifest(
     completed_at: datetime | str,
     duplicate_of: Mapping[str, Any] | None = None,
     job_id: str | None = None,
+    preset: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The manifest document in its documented shape and key order (docs/outbox.md).
 
@@ -177,6 +179,8 @@ def build_manifest(
         doc["job_id"] = job_id
     if duplicate_of is not None:
         doc["duplicate_of"] = _plain(duplicate_of)
+    if preset is not None:
+        doc["preset"] = _plain(preset)
     if problems := path_problems(doc):
         raise ManifestError("; ".join(problems))
     return doc

@@ -25,6 +25,7 @@ from watchd.outbox import atomic, bundles, delivery, manifest, names, srt
 from watchd.pipeline.identity import FileIdentity, sha256_file
 from watchd.pipeline.outcomes import Fail, RetryLater, Wait
 from watchd.pipeline.render import _renders
+from watchd.pipeline.selection import manifest_preset, not_chosen_reason, render_choice
 from watchd.watching.regular import NotRegularFile
 
 if TYPE_CHECKING:
@@ -159,6 +160,7 @@ async def handle_delivering(p: Pipeline, job: JobRow) -> None:
             )
         for c in failed_renders:
             skipped.append({"what": f"render {c.title}", "reason": c.error or "render failed"})
+        skipped.extend(_not_chosen(p, job))
         status = "partial" if failed_renders else "delivered"
         doc = manifest.build_manifest(
             status=status,
@@ -170,6 +172,7 @@ async def handle_delivering(p: Pipeline, job: JobRow) -> None:
             error=None,
             completed_at=_now_iso(p),
             job_id=job.id,
+            preset=manifest_preset(preset),
         )
         written: list[str] = []
         try:
@@ -205,6 +208,21 @@ async def handle_delivering(p: Pipeline, job: JobRow) -> None:
             outbox_dir=str(folder),
             path=path,
         )
+
+
+def _not_chosen(p: Pipeline, job: JobRow) -> list[dict[str, Any]]:
+    """The clips Carmic found that the rule's ``render`` left out, each with why."""
+    clips = p.ledger.clips(job.id)
+    rule = render_choice(job.preset_dict.get("render", "all"))
+    return [
+        {
+            "what": f"clip {c.title}",
+            "reason": not_chosen_reason(c.virality_score, c.rank, len(clips), rule),
+            "clip_id": c.clip_id,
+        }
+        for c in sorted(clips, key=lambda c: c.rank)
+        if not c.selected
+    ]
 
 
 def _record_clips(p: Pipeline, job: JobRow, records: dict[str, dict[str, Any]]) -> None:
@@ -434,6 +452,7 @@ async def fail_job(p: Pipeline, job: JobRow, f: Fail) -> None:
                 error={"code": f.code, "message": f.message},
                 completed_at=_now_iso(p),
                 job_id=job.id,
+                preset=manifest_preset(job.preset_dict),
             )
             manifest.write_manifest(folder, doc)
             disposed = _dispose(p, job, t, kind="failed")
@@ -532,6 +551,7 @@ async def handle_duplicate(p: Pipeline, job: JobRow) -> None:
         completed_at=_now_iso(p),
         job_id=job.id,
         duplicate_of={"job_id": orig.id, "source": orig.rel_path, "outbox_folder": where},
+        preset=manifest_preset(job.preset_dict),
     )
     manifest.write_manifest(folder, doc)
     disposed = _dispose(p, job, t, kind="done")

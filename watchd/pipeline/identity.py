@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 from watchd.watching.regular import open_regular
 
@@ -32,6 +34,32 @@ class FileIdentity:
     def same_content_as(self, other: FileIdentity) -> bool:
         """Size and mtime unchanged (inodes change across remounts; they are not compared)."""
         return (self.size, self.mtime_ns) == (other.size, other.mtime_ns)
+
+
+class Work(Protocol):
+    """What a job asks for besides its content (a ledger JobRow is one)."""
+
+    @property
+    def inbox(self) -> str: ...
+    @property
+    def rule(self) -> str: ...
+    @property
+    def preset_dict(self) -> dict[str, Any]: ...
+
+
+def same_work(a: Work, b: Work) -> bool:
+    """Whether two jobs of the same content ask for the same results: the same inbox and rule,
+    the same resolved preset. Only then is the later one a duplicate of the earlier."""
+    return (a.inbox, a.rule) == (b.inbox, b.rule) and same_preset(a.preset_dict, b.preset_dict)
+
+
+def same_preset(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Whether two stored presets ask for the same work (where results go does not count)."""
+
+    def work(preset: Mapping[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in preset.items() if k != "_delivery"}
+
+    return work(a) == work(b)
 
 
 def fingerprint(

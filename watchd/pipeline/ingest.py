@@ -31,7 +31,7 @@ from watchd.ledger.db import JobRow
 from watchd.ledger.rebuild import rebuilt_without_source
 from watchd.ledger.states import Stage
 from watchd.pipeline import waits
-from watchd.pipeline.identity import FileIdentity, fingerprint, sha256_file
+from watchd.pipeline.identity import FileIdentity, fingerprint, same_work, sha256_file
 from watchd.pipeline.outcomes import Fail, Park, RetryLater, SourceMissing, Wait
 from watchd.pipeline.selection import choose_clips, render_choice
 from watchd.watching.regular import special_kind
@@ -82,7 +82,7 @@ async def handle_queued(p: Pipeline, job: JobRow) -> None:
     if original is None and (rebuilt := rebuilt_without_source(p.ledger, job.size)):
         # Delivered before the ledger was lost, its source gone: known by its full SHA-256.
         digest = await asyncio.to_thread(sha256_file, path)
-        original = next((j for j in rebuilt if j.sha256 == digest), None)
+        original = next((j for j in rebuilt if j.sha256 == digest and same_work(j, job)), None)
     if original is not None:
         p.advance(
             job,
@@ -92,6 +92,8 @@ async def handle_queued(p: Pipeline, job: JobRow) -> None:
             duplicate_of=original.id,
         )
         return
+
+    _check_caption_style(p, job)
 
     from watchd.probe import ProbeError
 
@@ -123,6 +125,24 @@ async def handle_queued(p: Pipeline, job: JobRow) -> None:
     )
 
 
+def _check_caption_style(p: Pipeline, job: JobRow) -> None:
+    """A caption style the workspace does not have would be refused only at the render, after
+    the processing was billed: fail now, before anything is created."""
+    from watchd.presetcheck import preset_style_problem
+
+    problem = preset_style_problem(job.preset_dict, p.workspace_styles)
+    if problem:
+        sidecar = p.source_path(job).with_name(job.name + ".toml")
+        where = f"rule {job.rule!r}" if job.rule else "inbox root"
+        if sidecar.is_file():
+            where += f" or sidecar {sidecar.name}"
+        raise Fail(
+            "preset_invalid",
+            f"the preset ({where}) cannot be used: {problem}",
+            resume=Stage.QUEUED,
+        )
+
+
 def _unchanged(path: Path, recorded: FileIdentity) -> bool:
     try:
         return FileIdentity.of(path).same_content_as(recorded)
@@ -150,15 +170,18 @@ def _hold(p: Pipeline, job: JobRow, what: str) -> Wait | None:
 
 
 def _original_of(p: Pipeline, job: JobRow) -> JobRow | None:
-    """An earlier job with the same content that this one should point to instead of billing
-    again. An earlier job that failed before any project existed does not count: nothing was
-    billed, so the new drop is processed on its own."""
+    """An earlier job with the same content, the same rule and the same resolved preset, that
+    this one should point to instead of billing again (the same video under another rule, or
+    with another sidecar, is other work). An earlier job that failed before any project existed
+    does not count: nothing was billed, so the new drop is processed on its own."""
     for other in p.ledger.find_by_fingerprint(job.fingerprint, exclude=job.id):
         if (other.created_at, other.id) >= (job.created_at, job.id):
             continue
         if other.size != job.size:
             continue
         if other.stage is Stage.FAILED and not other.project_id:
+            continue
+        if not same_work(other, job):
             continue
         if other.duplicate_of:
             root = p.ledger.get(other.duplicate_of)

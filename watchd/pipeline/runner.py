@@ -113,6 +113,9 @@ class Pipeline:
         self.process_asks: set[str] = set()  # jobs whose /process is on the wire
         self.on_event = on_event or (lambda kind, data: None)
         self.rng = random.Random()
+        # The workspace's template names (caption styles besides the built-ins), set by the
+        # daemon; None while unknown. A job naming another style fails before its create.
+        self.workspace_styles: frozenset[str] | None = None
         self._stopping = False
         self._unexpected: dict[str, int] = {}
         from watchd.pipeline import deliver, ingest, render

@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from watchd.carmic.models import ClipSummary
-from watchd.config import RenderChoice, merge_tables, thaw
+from watchd.config import Preset, RenderChoice, merge_tables, thaw
 
 
 def render_choice(value: Any) -> RenderChoice:
@@ -46,6 +46,21 @@ def choose_clips(
             chosen += 1
         out.append((clip, rank, pick))
     return out
+
+
+def not_chosen_reason(score: float, rank: int, of: int, rule: RenderChoice) -> str:
+    """Why :func:`choose_clips` left out the clip of ``score`` ranked ``rank`` of ``of``."""
+    if score < rule.min_score:
+        return f"score {score:g} below min_score {rule.min_score:g}"
+    return f"beyond max_clips {rule.max_clips}: ranked {rank} of {of} by score"
+
+
+def manifest_preset(stored: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The resolved preset a job was given (rule keys with its sidecar's on top), as the
+    manifest shows it; None when the job never had one (its sidecar could not be read)."""
+    if not any(k != "_delivery" for k in stored):
+        return None
+    return Preset.from_json(stored).to_json()
 
 
 def apply_preset(

@@ -23,8 +23,10 @@ from aiohttp import web
 from markupsafe import Markup
 
 from watchd import __version__
+from watchd.config import ConfigError
 from watchd.ledger.db import Ledger, LedgerError
 from watchd.redact import redact, register_secret
+from watchd.represet import retry_job
 from watchd.web import views
 from watchd.web.feed import ANY_JOB, ChangeFeed, TooManySubscribers
 from watchd.web.files import job_file
@@ -226,15 +228,24 @@ async def _operator_command(request: web.Request, action: str) -> web.Response:
     job_id = request.match_info["id"]
     if ledger.get(job_id) is None:
         return web.json_response({"error": f"unknown job {job_id}"}, status=404)
+    said = ""
     try:
         if action == "retry":
-            state = ledger.retry(job_id, actor="web").state
+            # As `watchd retry`: a job that has not rendered takes its rule's current preset.
+            cfg = getattr(request.app[SOURCE], "config", None)
+            if cfg is not None:
+                said = retry_job(ledger, cfg, job_id, actor="web")
+                state = ledger.require(job_id).state
+            else:
+                state = ledger.retry(job_id, actor="web").state
         else:
             ledger.forget(job_id, actor="web")
-    except LedgerError as e:
+    except (LedgerError, ConfigError) as e:
         return web.json_response({"error": str(e)}, status=409)
     if action == "retry":
-        log.info("web: job %s back in the queue at %s", job_id, state, extra={"job_id": job_id})
+        log.info(
+            "web: %s", said or f"{job_id}: back in the queue at {state}", extra={"job_id": job_id}
+        )
         return _after_change(request, {"id": job_id, "state": state}, f"/jobs/{quote(job_id)}")
     log.info("web: job %s forgotten", job_id, extra={"job_id": job_id})
     return _after_change(request, {"id": job_id, "forgotten": True}, "/")

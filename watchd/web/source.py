@@ -20,6 +20,11 @@ class DaemonSource:
         ledger = self._daemon.ledger
         return ledger if isinstance(ledger, Ledger) else None
 
+    @property
+    def config(self) -> Any:
+        """The config in force: a retry gives a job its rule's preset as it is now."""
+        return self._daemon.config
+
     def paused_inboxes(self) -> list[tuple[str, str]]:
         return [
             (key, rt.reason or "paused")
