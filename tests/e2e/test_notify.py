@@ -11,6 +11,7 @@ import itertools
 import json
 import os
 import signal
+import socket
 import sys
 import time
 from collections import Counter
@@ -244,16 +245,27 @@ def test_command_hook_gets_the_event_on_stdin(env: Env, sample_videos: list[Path
     assert env.stop() == 0
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def test_apprise_json_target_reaches_the_receiver(env: Env, sample_videos: list[Path]) -> None:
     with Receiver() as rx:
         target = rx.url.replace("http://", "json://")
         env.write_config({}, notify=[{"apprise": target, "events": ["job.delivered"], **FAST}])
+        port = free_port()
+        with env.config_path.open("a") as f:  # with [web] on, the message links the job's page
+            f.write(f'\n[web]\nlisten = "127.0.0.1:{port}"\n')
         env.start()
         env.drop(sample_videos[0], "ep.mp4")
         env.wait_states({"ep.mp4": "delivered"})
         msgs = wait_for(lambda: rx.events(), timeout=30, what="an Apprise message")
         assert "ep.mp4" in msgs[0]["title"] and "delivered" in msgs[0]["title"]
         assert "ep.mp4" in msgs[0]["message"]
+        job_id = env.status()[0]["id"]
+        assert f"http://127.0.0.1:{port}/jobs/{job_id}" in msgs[0]["message"]
         assert env.stop() == 0
 
 

@@ -190,3 +190,16 @@ def test_make_sender_registers_the_url_for_redaction() -> None:
     cfg = NotifierConfig(index=0, name="w", kind="webhook", url=Secret(url))
     make_sender(cfg)
     assert "secretpart-9876" not in redact(f"failed: {url}")
+
+
+def test_a_human_message_links_the_job_page_when_the_dashboard_is_on() -> None:
+    from watchd.notify.events import human_message
+
+    body = json.dumps(
+        {"type": "job.failed", "data": {"job_id": "j3f9a0c2b71", "source": {"name": "a.mp4"}}}
+    )
+    assert "/jobs/" not in human_message(body)[1]
+    _, text = human_message(body, "http://127.0.0.1:8377")
+    assert text.endswith("\nhttp://127.0.0.1:8377/jobs/j3f9a0c2b71")
+    inbox = json.dumps({"type": "inbox.paused", "data": {"inbox": "a", "reason": "gone"}})
+    assert "http" not in human_message(inbox, "http://127.0.0.1:8377")[1]

@@ -135,8 +135,17 @@ def inbox_data(inbox: str, reason: str | None) -> dict[str, Any]:
     return {"inbox": inbox, "reason": reason}
 
 
-def human_message(body: str) -> tuple[str, str]:
-    """A title and one or two lines (what, where, what to do) for chat and email targets."""
+def human_message(body: str, dashboard: str = "") -> tuple[str, str]:
+    """A title and one or two lines (what, where, what to do) for chat and email targets; with
+    ``dashboard`` (the ``[web]`` dashboard's base URL), a job's message ends with its page."""
+    title, text = _human_message(body)
+    job_id = (json.loads(body).get("data") or {}).get("job_id")
+    if dashboard and job_id:
+        text += f"\n{dashboard.rstrip('/')}/jobs/{job_id}"
+    return title, text
+
+
+def _human_message(body: str) -> tuple[str, str]:
     doc = json.loads(body)
     type_, data = doc.get("type", ""), doc.get("data") or {}
     if type_.startswith("inbox."):

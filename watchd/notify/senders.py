@@ -191,9 +191,10 @@ class AppriseSender:
     """One Apprise URL: a title and one or two lines (:func:`human_message`). Apprise is
     synchronous: each attempt runs in a thread, under the notifier's timeout."""
 
-    def __init__(self, config: NotifierConfig) -> None:
+    def __init__(self, config: NotifierConfig, dashboard: str = "") -> None:
         from watchd.notify.config import import_apprise
 
+        self._dashboard = dashboard  # the [web] dashboard's base URL: a link to the job's page
         apprise = import_apprise()
         assert config.apprise is not None
         self.config = config
@@ -208,7 +209,7 @@ class AppriseSender:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"notify-{config.name}")
 
     async def send(self, message: Message) -> Answer:
-        title, body = human_message(message.body)
+        title, body = human_message(message.body, self._dashboard)
         try:
             async with asyncio.timeout(self.config.timeout):
                 loop = asyncio.get_running_loop()
@@ -227,14 +228,15 @@ class AppriseSender:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
-def make_sender(config: NotifierConfig) -> Sender:
+def make_sender(config: NotifierConfig, dashboard: str = "") -> Sender:
     """The sender for ``config``; its URL, secret and header values are registered with the
-    log redaction first (tokens often live in a webhook's path)."""
+    log redaction first (tokens often live in a webhook's path). ``dashboard``: the ``[web]``
+    dashboard's base URL, linked from Apprise's human messages ("" without ``[web]``)."""
     for secret in (config.url, config.secret, config.apprise, *(v for _, v in config.headers)):
         if secret is not None:
             register_secret(secret.reveal())
     if config.kind == "webhook":
         return WebhookSender(config)
     if config.kind == "apprise":
-        return AppriseSender(config)
+        return AppriseSender(config, dashboard)
     return CommandSender(config)

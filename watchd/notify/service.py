@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 
 from watchd.clock import Clock
 from watchd.config import Config
 from watchd.ledger.db import Ledger
 from watchd.notify.dispatcher import Dispatcher, ResultHook
 from watchd.notify.recorder import Recorder
+from watchd.notify.senders import make_sender
 
 
 def inbox_names(config: Config) -> dict[str, str]:
@@ -25,7 +27,14 @@ class NotifyService:
         self, ledger: Ledger, config: Config, clock: Clock, on_result: ResultHook | None = None
     ) -> None:
         self.ledger = ledger
-        self.dispatcher = Dispatcher(ledger, config.notify, clock=clock, on_result=on_result)
+        dashboard = config.web.base_url()
+        self.dispatcher = Dispatcher(
+            ledger,
+            config.notify,
+            clock=clock,
+            on_result=on_result,
+            sender_factory=functools.partial(make_sender, dashboard=dashboard),
+        )
         self.recorder = Recorder(config.notify, inbox_names(config), clock, self.dispatcher.wake)
         ledger.observer = self.recorder
         self.task = asyncio.create_task(self.dispatcher.run(), name="watchd-notify")

@@ -30,6 +30,12 @@ class WebConfig:
     def enabled(self) -> bool:
         return bool(self.listen)
 
+    def base_url(self) -> str:
+        """``http://HOST:PORT`` of the dashboard, for links in notifications; "" when it is off
+        or its port is chosen at start (port 0)."""
+        host, _, port = self.listen.rpartition(":")
+        return f"http://{host}:{port}" if self.listen and port != "0" else ""
+
 
 def is_loopback(host: str) -> bool:
     """``localhost`` or a loopback IP address (the config's own test)."""
