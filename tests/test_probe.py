@@ -527,3 +527,16 @@ def test_probe_error_repr_and_str() -> None:
     err = ProbeError("empty", "x.mp4 is 0 bytes")
     assert str(err) == "x.mp4 is 0 bytes"
     assert repr(err) == "ProbeError('empty', 'x.mp4 is 0 bytes')"
+
+
+@pytest.mark.parametrize("seed", [37, 53, 68])  # bytes FFmpeg's raw H.263 probe takes for video
+def test_random_bytes_ffmpeg_guesses_as_a_bare_stream_are_not_a_video(
+    tmp_path: Path, seed: int
+) -> None:
+    import random
+
+    path = tmp_path / "noise.mp4"
+    path.write_bytes(random.Random(seed).randbytes(200_000))
+    err = _fail(path)
+    assert err.code == "not_video"
+    assert "is not a readable video" in err.message and "Only video files" not in err.message

@@ -25,7 +25,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Literal
+from typing import BinaryIO, Final, Literal
 
 import av
 import av.error
@@ -362,6 +362,28 @@ def _gone(name: str) -> ProbeError:
     )
 
 
+# FFmpeg's demuxers of bare elementary streams (no container around the pictures).
+_BARE_STREAMS: Final = frozenset(
+    {
+        "h261",
+        "h263",
+        "h264",
+        "hevc",
+        "vvc",
+        "mpegvideo",
+        "m4v",
+        "cavsvideo",
+        "vc1",
+        "dirac",
+        "avs2",
+        "avs3",
+        "mjpeg",
+        "rawvideo",
+        "ingenient",
+    }
+)
+
+
 def _not_a_video(name: str) -> ProbeError:
     return ProbeError(
         "not_video",
@@ -414,6 +436,15 @@ def _probe_container(path: Path, family: str | None, head: bytes, f: BinaryIO) -
                 "not_video", f"{name} has no video stream ({what}); Carmic needs a video"
             )
         kind = _content_type(fmt, family, head, f)
+        if kind is None and family is None and fmt in _BARE_STREAMS:
+            # FFmpeg's guess for bytes with no container header: its raw-stream probes take
+            # random data for H.263 now and then. Either way it is no video Carmic takes.
+            raise ProbeError(
+                "not_video",
+                f"{name} is not a readable video: its content matches no container format "
+                f"(at best a bare {container.format.long_name or fmt} stream, which Carmic "
+                "does not take)",
+            )
         if kind is None:
             long_name = container.format.long_name or fmt
             raise ProbeError(
