@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import random
 import re
 import typing
 from pathlib import Path
@@ -52,7 +52,7 @@ def bad_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     files = {
         "empty": b"",
         "truncated": whole[: len(whole) // 2],
-        "not_video": os.urandom(100_000),
+        "not_video": random.Random(1).randbytes(100_000),
     }
     out = {}
     for code, data in files.items():

@@ -540,3 +540,16 @@ def test_random_bytes_ffmpeg_guesses_as_a_bare_stream_are_not_a_video(
     err = _fail(path)
     assert err.code == "not_video"
     assert "is not a readable video" in err.message and "Only video files" not in err.message
+
+
+def test_random_bytes_are_never_anything_but_not_a_readable_video(tmp_path: Path) -> None:
+    # FFmpeg's probes guess at bytes with no header (raw H.263, an audio stream with no
+    # frames, ...): whatever it guesses, a person is told one thing.
+    import random
+
+    path = tmp_path / "noise.mp4"
+    for seed in range(120):
+        path.write_bytes(random.Random(seed).randbytes(100_000))
+        err = _fail(path)
+        assert err.code == "not_video", (seed, err.message)
+        assert "is not a readable video" in err.message, (seed, err.message)

@@ -430,6 +430,8 @@ def _probe_container(path: Path, family: str | None, head: bytes, f: BinaryIO) -
         if fmt in _IMAGE_FORMATS or fmt.endswith("_pipe"):  # ffmpeg reads images as 1-frame videos
             raise ProbeError("not_video", f"{name} is an image, not a video")
         video = primary_video_stream(container)
+        if video is None and family is None and not container.streams.audio:
+            raise _not_a_video(name)  # no container header and nothing FFmpeg could read in it
         if video is None:
             what = "it is audio only" if container.streams.audio else "it holds no pictures"
             raise ProbeError(

@@ -10,6 +10,7 @@ import calendar
 import hashlib
 import json
 import os
+import random
 import re
 import time
 import unicodedata
@@ -77,7 +78,7 @@ def test_bad_files_fail_locally_without_a_project(env: Env, sample_videos: list[
     (podcasts / "empty.mp4").write_bytes(b"")
     whole = sample_videos[0].read_bytes()
     (podcasts / "truncated.mp4").write_bytes(whole[: len(whole) * 6 // 10])
-    (podcasts / "noise.mp4").write_bytes(os.urandom(200_000))
+    (podcasts / "noise.mp4").write_bytes(random.Random(1).randbytes(200_000))
     huge = podcasts / "huge.mp4"
     with open(huge, "wb") as f:
         f.write(whole[:4096])  # a real header: only the size is wrong
