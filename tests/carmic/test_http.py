@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import certifi
 import httpx
 import pytest
 
+import watchd
 from tests.carmic.fakeapi import FakeApi, err, make_client, ok
 from watchd.carmic.aiotransport import AiohttpTransport
 from watchd.carmic.client import CarmicClient
@@ -41,7 +43,9 @@ async def test_daemon_clients_are_http11_with_explicit_timeouts() -> None:
         assert http.timeout.connect and http.timeout.read and http.timeout.write
         assert http.timeout.pool
         assert not http.follow_redirects
-        assert http.headers["User-Agent"] == "carmic-watchd"
+        # carmic-watchd/<version> (node <node>): which daemon, which host.
+        ua = f"carmic-watchd/{watchd.__version__} (node {socket.gethostname()})"
+        assert http.headers["User-Agent"] == ua
         # The wire is aiohttp's client, which speaks HTTP/1.1 only, verifying TLS.
         transport = http._transport
         assert isinstance(transport, AiohttpTransport)

@@ -24,6 +24,7 @@ import functools
 import json as jsonlib
 import logging
 import re
+import socket
 import ssl
 import sys
 import time
@@ -60,7 +61,16 @@ STORAGE_TIMEOUT = httpx.Timeout(connect=15.0, read=120.0, write=120.0, pool=60.0
 API_LIMITS = httpx.Limits(max_connections=64, max_keepalive_connections=16, keepalive_expiry=30)
 STORAGE_LIMITS = httpx.Limits(max_connections=16, max_keepalive_connections=4, keepalive_expiry=15)
 
-USER_AGENT = "carmic-watchd"
+
+def user_agent(node: str = "") -> str:
+    """``carmic-watchd/<version> (node <node>)``: the service can tell our daemons (and, with
+    several hosts, which one) apart; the node defaults to this host's name."""
+    from watchd import __version__
+
+    return f"carmic-watchd/{__version__} (node {node or socket.gethostname()})"
+
+
+USER_AGENT = user_agent()
 
 
 def ssl_context(ca_file: str = "") -> ssl.SSLContext:
