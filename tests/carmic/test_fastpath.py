@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from watchd.carmic import http as http_module
 from watchd.carmic.aiotransport import AiohttpTransport
 from watchd.carmic.errors import NetworkError, ServerError
-from watchd.carmic.http import build_request, join_url, make_client, send
+from watchd.carmic.http import USER_AGENT, build_request, join_url, make_client, send
 from watchd.carmic.transfer import exact_url
 
 API = "https://api.test/api"
@@ -410,7 +410,7 @@ async def test_daemon_client_over_loopback_releases_connections() -> None:
         assert isinstance(transport, AiohttpTransport)
         url = f"{base}/x"
         response = await send(http, build_request(http, "GET", url), endpoint="e")
-        assert response.json() == {"ua": "carmic-watchd", "n": 1}
+        assert response.json() == {"ua": USER_AGENT, "n": 1}
         streamed = await send(http, build_request(http, "GET", url), endpoint="e", stream=True)
         assert json.loads(await streamed.aread())["n"] == 1
         await streamed.aclose()
