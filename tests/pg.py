@@ -18,7 +18,6 @@ import os
 import pwd
 import secrets
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -26,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tests.ports import free_port
 
 START_TIMEOUT = 60
 
@@ -51,12 +52,6 @@ def find_bindir() -> Path | None:
         return found[-1].parent
     on_path = shutil.which("initdb")
     return Path(on_path).parent if on_path else None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _as_server_user(argv: list[str]) -> list[str]:
@@ -102,7 +97,7 @@ def running_server() -> Iterator[PgServer]:
             str(data),
         ]
     )
-    port = _free_port()
+    port = free_port()
     options = (
         f"-h 127.0.0.1 -p {port} -k {folder} -c fsync=off -c synchronous_commit=off "
         "-c full_page_writes=off -c max_connections=200"

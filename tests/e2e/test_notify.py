@@ -11,7 +11,6 @@ import itertools
 import json
 import os
 import signal
-import socket
 import sys
 import time
 from collections import Counter
@@ -20,6 +19,7 @@ from typing import Any
 
 from tests.e2e.harness import Env, wait_for
 from tests.notify.receiver import Receiver, Request, verify
+from tests.ports import free_port
 
 SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
 RULE = {"video_type": "podcast", "render": {"min_score": 0, "max_clips": 1}}
@@ -243,12 +243,6 @@ def test_command_hook_gets_the_event_on_stdin(env: Env, sample_videos: list[Path
     bodies = [json.loads(p.read_text()) for p in out.glob("*.json")]
     assert {b["type"] for b in bodies} == {"job.queued", "job.delivered"}
     assert env.stop() == 0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_apprise_json_target_reaches_the_receiver(env: Env, sample_videos: list[Path]) -> None:
