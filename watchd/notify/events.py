@@ -138,16 +138,15 @@ def inbox_data(inbox: str, reason: str | None) -> dict[str, Any]:
 def human_message(body: str, dashboard: str = "") -> tuple[str, str]:
     """A title and one or two lines (what, where, what to do) for chat and email targets; with
     ``dashboard`` (the ``[web]`` dashboard's base URL), a job's message ends with its page."""
-    title, text = _human_message(body)
-    job_id = (json.loads(body).get("data") or {}).get("job_id")
-    if dashboard and job_id:
-        text += f"\n{dashboard.rstrip('/')}/jobs/{job_id}"
+    doc = json.loads(body)
+    data = doc.get("data") or {}
+    title, text = _human_message(doc.get("type", ""), data)
+    if dashboard and data.get("job_id"):
+        text += f"\n{dashboard.rstrip('/')}/jobs/{data['job_id']}"
     return title, text
 
 
-def _human_message(body: str) -> tuple[str, str]:
-    doc = json.loads(body)
-    type_, data = doc.get("type", ""), doc.get("data") or {}
+def _human_message(type_: str, data: dict[str, Any]) -> tuple[str, str]:
     if type_.startswith("inbox."):
         inbox = data.get("inbox", "")
         if type_ == INBOX_PAUSED:
