@@ -78,6 +78,8 @@ class JobRow:
     wait: str | None = None
     wait_until: float | None = None
     wait_since: float | None = None
+    # The cluster node that holds or last held the job ([cluster]; NULL on one host).
+    node: str | None = None
 
     @property
     def stage(self) -> Stage:
@@ -396,6 +398,12 @@ def _m_web_jobs_by_age(db: sqlite_utils.Database) -> None:
     db.executescript("CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created_at, id);")
 
 
+def _m_cluster_node(db: sqlite_utils.Database) -> None:
+    # The node that holds a job: always NULL here (one host), kept so that the rows of both
+    # ledgers are the same and `watchd ledger migrate` copies every column.
+    db.executescript("ALTER TABLE jobs ADD COLUMN node TEXT;")
+
+
 MIGRATIONS: Sequence[Callable[[sqlite_utils.Database], None]] = (
     _m1_initial,
     _m2_meta,
@@ -403,6 +411,7 @@ MIGRATIONS: Sequence[Callable[[sqlite_utils.Database], None]] = (
     _m_hostile_inbox_entries,
     _m_web_jobs_by_age,
     _m_truth_waits,
+    _m_cluster_node,
 )
 
 

@@ -170,6 +170,33 @@ PG_MIGRATIONS: Sequence[Sequence[str]] = (
         # The dashboard's newest-first pages (db.py's _m_web_jobs_by_age).
         "CREATE INDEX jobs_created ON jobs (created_at, id)",
     ),
+    (
+        # Several hosts (docs/cluster.md). A job is worked on by the node holding its lease:
+        # ``node`` names it, ``lease_until`` (the database's clock) is when it lapses unless
+        # renewed, ``lease_token`` is the fencing token, a fresh value of ``lease_tokens`` at
+        # each claim, which every write of the job checks.
+        "ALTER TABLE jobs ADD COLUMN node TEXT",
+        "ALTER TABLE jobs ADD COLUMN lease_token BIGINT",
+        "ALTER TABLE jobs ADD COLUMN lease_until TIMESTAMPTZ",
+        "CREATE SEQUENCE lease_tokens",
+        "CREATE INDEX jobs_node ON jobs (node) WHERE node IS NOT NULL",
+        # A file is taken once between the hosts: one active job per identity.
+        "CREATE UNIQUE INDEX jobs_claim ON jobs (inbox, rel_path, size, mtime_ns, fingerprint) "
+        "WHERE state <> 'delivered' AND state <> 'failed'",
+        # The daemons of the cluster: one row per node name, renewed every lease/3.
+        """CREATE TABLE nodes (
+            name TEXT PRIMARY KEY,
+            instance TEXT NOT NULL,
+            host TEXT NOT NULL,
+            pid INTEGER NOT NULL,
+            version TEXT NOT NULL,
+            inboxes TEXT NOT NULL DEFAULT '[]',
+            lease_seconds DOUBLE PRECISION NOT NULL,
+            started_at TIMESTAMPTZ NOT NULL,
+            heartbeat_at TIMESTAMPTZ NOT NULL,
+            stopped_at TIMESTAMPTZ
+        )""",
+    ),
 )
 
 _ACTIVE = [s.value for s in Stage if s not in TERMINAL]
