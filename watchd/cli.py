@@ -231,11 +231,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     # A stop that arrives while we are still starting (imports, config) is a clean stop too; the
     # event loop installs its own handlers once it runs.
     signal.signal(signal.SIGTERM, _exit_cleanly)
-    from watchd.cluster_config import refuse_cluster
     from watchd.daemon import run_daemon
 
-    if refuse_cluster(_path(args)):
-        return 2
     return run_daemon(_path(args), debug=args.debug)
 
 

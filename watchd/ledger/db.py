@@ -561,6 +561,12 @@ class Ledger:
             yield
 
     @contextmanager
+    def granting(self) -> Iterator[bool]:
+        """Grants of processing slots are made inside (see the cluster's ledger, where other
+        hosts grant too). Yields False: this ledger is not shared between hosts."""
+        yield False
+
+    @contextmanager
     def relaxed(self) -> Iterator[None]:
         """Writes that start inside are committed without waiting for the disk (WAL with
         ``synchronous = NORMAL``): a killed process loses none of them, a power cut may lose

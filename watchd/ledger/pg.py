@@ -36,6 +36,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from sqlite_utils.db import jsonify_if_needed
 
 from watchd.clock import Clock, SystemClock
+from watchd.cluster.errors import DatabaseUnavailable, LeaseLost
 from watchd.ledger.db import (
     _CLIP_COLS,
     _CLIP_FIELDS,
@@ -61,6 +62,8 @@ from watchd.redact import redact
 
 # The advisory lock key of schema migrations: "watchd" in ASCII, one key for every host.
 MIGRATION_LOCK = 0x77_61_74_63_68_64
+# The SQLSTATE watchd_fence() raises when a job's lease was taken over (class "WD": ours).
+LEASE_LOST_STATE = "WD001"
 CONNECT_TIMEOUT = 10.0
 
 # Numbered, append-only, each a list of statements run in the migration transaction. The
@@ -196,6 +199,18 @@ PG_MIGRATIONS: Sequence[Sequence[str]] = (
             heartbeat_at TIMESTAMPTZ NOT NULL,
             stopped_at TIMESTAMPTZ
         )""",
+        # The fence: the first statement of every write a node makes for a job it holds. It
+        # aborts the transaction (SQLSTATE WD001) unless the job still carries the token of
+        # that node's claim, so a node whose lease another node has taken over writes nothing.
+        f"""CREATE FUNCTION watchd_fence(job TEXT, token BIGINT) RETURNS void
+        LANGUAGE plpgsql AS $$
+        BEGIN
+            PERFORM 1 FROM jobs WHERE id = job AND lease_token = token FOR NO KEY UPDATE;
+            IF NOT FOUND THEN
+                RAISE EXCEPTION 'the lease of job % was taken over', job
+                    USING ERRCODE = '{LEASE_LOST_STATE}';
+            END IF;
+        END $$""",
     ),
 )
 
@@ -330,6 +345,35 @@ class PgLedger:
 
     # ---- transactions ----------------------------------------------------------------------
 
+    def _fence_token(self, job_id: str) -> int | None:
+        """The lease token a write of ``job_id`` must find on the job (None: no check). The
+        cluster's ledger (watchd/cluster/ledger.py) gives the token of its claim."""
+        return None
+
+    def _fence(self, conn: psycopg.Connection[Any], job_id: str | None) -> None:
+        if job_id is not None and (token := self._fence_token(job_id)) is not None:
+            conn.execute("SELECT watchd_fence(%s, %s)", (job_id, token))
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        """The database's failures as the ledger's: a lease taken over (the fence), and a
+        database that cannot be reached (wait, then try again)."""
+        try:
+            yield
+        except psycopg.Error as e:
+            if e.sqlstate == LEASE_LOST_STATE:
+                raise LeaseLost(str(e.diag.message_primary or e)) from None
+            if isinstance(e, psycopg.OperationalError | psycopg.InterfaceError):
+                raise DatabaseUnavailable(self._unreachable(e)) from e
+            raise
+        except PoolTimeout as e:
+            raise DatabaseUnavailable(self._unreachable(e)) from e
+
+    def _unreachable(self, e: BaseException) -> str:
+        return f"the ledger database {redact_dsn(self.url)} cannot be reached: " + redact(
+            " ".join(str(e).split())
+        )
+
     @contextmanager
     def _connection(self) -> Iterator[psycopg.Connection[Any]]:
         """The connection of this thread's transaction, else one from the pool."""
@@ -337,27 +381,41 @@ class PgLedger:
         if conn is not None:
             yield conn
             return
-        with self._pool.connection() as pooled:
+        with self._errors(), self._pool.connection() as pooled:
             yield pooled
 
     @contextmanager
-    def _write(self, *, pipelined: bool = True) -> Iterator[psycopg.Connection[Any]]:
-        """One transaction on one connection; inside another, part of it."""
+    def _write(
+        self, *, pipelined: bool = True, job: str | None = None
+    ) -> Iterator[psycopg.Connection[Any]]:
+        """One transaction on one connection; inside another, part of it. With ``job``, the
+        transaction first checks the job's lease (see :meth:`_fence_token`)."""
         conn: psycopg.Connection[Any] | None = getattr(self._local, "conn", None)
         if conn is not None:
+            self._fence(conn, job)
             yield conn
             return
-        with self._pool.connection() as pooled, self._transaction(pooled, pipelined=pipelined):
+        with (
+            self._errors(),
+            self._pool.connection() as pooled,
+            self._transaction(pooled, pipelined=pipelined),
+        ):
+            self._fence(pooled, job)
             yield pooled
 
-    def _write_one(self, sql: str, params: Sequence[Any]) -> tuple[Any, ...] | None:
+    def _write_one(
+        self, sql: str, params: Sequence[Any], *, job: str | None = None
+    ) -> tuple[Any, ...] | None:
         """One statement in a transaction of its own (or in the batch's); its first row. One
-        round trip: the row is read after the commit went out with the statement."""
+        round trip: the row is read after the commit went out with the statement. With
+        ``job``, fenced as :meth:`_write` is."""
         conn: psycopg.Connection[Any] | None = getattr(self._local, "conn", None)
         if conn is not None:
+            self._fence(conn, job)
             return conn.execute(sql, params).fetchone()
-        with self._pool.connection() as pooled:
+        with self._errors(), self._pool.connection() as pooled:
             with self._transaction(pooled, pipelined=True):
+                self._fence(pooled, job)
                 cur = pooled.execute(sql, params)
             return cur.fetchone()
 
@@ -399,6 +457,12 @@ class PgLedger:
         """A transaction on one connection, for tools that write in bulk (``ledger migrate``:
         COPY, which pipeline mode does not take)."""
         return self._write(pipelined=False)
+
+    @contextmanager
+    def granting(self) -> Iterator[bool]:
+        """Grants of processing slots are made inside (see the cluster's ledger, where other
+        hosts grant too). Yields False: this ledger is not shared between hosts."""
+        yield False
 
     @contextmanager
     def relaxed(self) -> Iterator[None]:
@@ -661,6 +725,7 @@ class PgLedger:
                 to.value,
                 json.dumps(detail, sort_keys=True) if detail is not None else None,
             ],
+            job=job_id,
         )
         if row is None:
             raise LedgerError(f"unknown job {job_id}")
@@ -670,12 +735,20 @@ class PgLedger:
                 raise LedgerError(f"job {job_id} is {src.value}, expected {expect.value}")
             check_transition(job_id, src, to)
             raise LedgerError(f"job {job_id}: {src.value} -> {to.value} was not applied")
-        return JobRow(*row[2:])
+        job = JobRow(*row[2:])
+        self._moved(job, Stage(row[0]), detail)
+        return job
+
+    def _moved(self, job: JobRow, src: Stage, detail: Any) -> None:
+        """Called after each transition (``src`` -> ``job.state``) is committed."""
 
     def update(self, job_id: str, **updates: Any) -> None:
         values = {**updates, "updated_at": self.clock.now()}
         _known_fields(values, _JOB_FIELDS, "job")
-        self._exec(f"UPDATE jobs SET {_sets(values)} WHERE id = %s", [*_job_params(values), job_id])
+        with self._write(job=job_id) as conn:
+            conn.execute(
+                f"UPDATE jobs SET {_sets(values)} WHERE id = %s", [*_job_params(values), job_id]
+            )
 
     def record_event(
         self, job_id: str, kind: str, detail: Any = None, *, actor: str = "daemon"
@@ -704,6 +777,13 @@ class PgLedger:
             resume = Stage(job.resume_stage) if job.resume_stage else Stage.QUEUED
             if resume not in RESUMABLE:
                 resume = Stage.QUEUED
+            # Taken from the node that holds it (a parked job's): its next write of the job is
+            # refused by the fence, and any node may claim the job at once.
+            conn.execute(
+                "UPDATE jobs SET lease_token = nextval('lease_tokens'), lease_until = NULL "
+                "WHERE id = %s",
+                (job_id,),
+            )
             return self.transition(
                 job_id,
                 resume,
@@ -733,7 +813,7 @@ class PgLedger:
     def put_clips(self, job_id: str, clips: Sequence[dict[str, Any]]) -> None:
         """Insert or refresh the clips: a clip already recorded keeps the columns not given."""
         now = self.clock.now()
-        with self._write() as conn:
+        with self._write(job=job_id) as conn:
             for c in clips:
                 row = {**c, "job_id": job_id, "updated_at": now}
                 _known_fields(row, _CLIP_FIELDS, "clip")
@@ -772,10 +852,11 @@ class PgLedger:
         values = {k: v for k, v in updates.items() if k not in ("job_id", "clip_id")}
         values["updated_at"] = self.clock.now()
         _known_fields(values, _CLIP_FIELDS, "clip")
-        self._exec(
-            f"UPDATE clips SET {_sets(values)} WHERE job_id = %s AND clip_id = %s",
-            [*(_value(v) for v in values.values()), job_id, clip_id],
-        )
+        with self._write(job=job_id) as conn:
+            conn.execute(
+                f"UPDATE clips SET {_sets(values)} WHERE job_id = %s AND clip_id = %s",
+                [*(_value(v) for v in values.values()), job_id, clip_id],
+            )
 
     def put_export(self, job_id: str, clip_id: str, fmt: str, **values: Any) -> None:
         _known_fields(values, _EXPORT_FIELDS, "export")
@@ -786,7 +867,7 @@ class PgLedger:
             "format": fmt,
             "updated_at": self.clock.now(),
         }
-        with self._write() as conn:
+        with self._write(job=job_id) as conn:
             self._upsert(
                 conn,
                 "exports",

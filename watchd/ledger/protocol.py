@@ -39,6 +39,11 @@ class LedgerAPI(Protocol):
         """The writes made inside share one transaction: all or none."""
         ...
 
+    def granting(self) -> AbstractContextManager[bool]:
+        """Grants of processing slots are made inside; yields True when the ledger is shared
+        by several hosts (the grants are then serialised with theirs)."""
+        ...
+
     def relaxed(self) -> AbstractContextManager[None]:
         """Writes made inside may be lost to a power cut (never to a crash of the process)."""
         ...
