@@ -34,6 +34,7 @@ from watchd.config import Config, ConfigError, InboxConfig, load_config, resolve
 from watchd.ledger.db import Ledger, LedgerError
 from watchd.ledger.health import check_or_raise
 from watchd.ledger.opening import OpenedLedger, open_for_daemon
+from watchd.ledger.protocol import LedgerAPI
 from watchd.ledger.rebuild import any_manifest, rebuild
 from watchd.ledger.states import NEEDS_SOURCE, Stage
 from watchd.pipeline.identity import fingerprint
@@ -1095,7 +1096,7 @@ class Daemon:
             self._wake.set()
 
 
-def takes_changes(job: Any, now: float, ledger: Ledger) -> bool:
+def takes_changes(job: Any, now: float, ledger: LedgerAPI) -> bool:
     """Whether ``job`` (the unfinished job at a path that changed) has not sent its file yet and
     so takes the change itself; if so it is woken to look at the file now."""
     if job is None:

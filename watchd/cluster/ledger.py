@@ -135,11 +135,13 @@ class ClusterLedger(PgLedger):
                     self.lease_seconds,
                 ),
             )
-            released = conn.execute(
-                "UPDATE jobs SET lease_until = NULL WHERE node = %s AND lease_until IS NOT NULL "
-                "AND state = ANY(%s)",
-                (self.node, _ACTIVE),
-            ).rowcount
+            released = len(
+                conn.execute(
+                    "UPDATE jobs SET lease_until = NULL WHERE node = %s "
+                    "AND lease_until IS NOT NULL AND state = ANY(%s) RETURNING id",
+                    (self.node, _ACTIVE),
+                ).fetchall()
+            )
         if released:
             log.info("took back %d job(s) this node held before it stopped", released)
 

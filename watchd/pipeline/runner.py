@@ -32,7 +32,8 @@ from watchd.carmic.retry import RetryPolicy
 from watchd.clock import Clock, SystemClock
 from watchd.cluster.context import CURRENT_JOB
 from watchd.cluster.errors import DatabaseUnavailable, LeaseLost
-from watchd.ledger.db import JobRow, Ledger
+from watchd.ledger.db import JobRow
+from watchd.ledger.protocol import LedgerAPI
 from watchd.ledger.states import HOLDS_PROCESSING_SLOT, TERMINAL, Stage
 from watchd.pipeline import waits
 from watchd.pipeline.outcomes import Fail, Park, RetryLater, SourceMissing, Wait
@@ -82,7 +83,7 @@ class PipelineSettings:
 class Pipeline:
     def __init__(
         self,
-        ledger: Ledger,
+        ledger: LedgerAPI,
         client: CarmicClient,
         *,
         settings: PipelineSettings | None = None,
