@@ -365,6 +365,14 @@ def cmd_ledger(args: argparse.Namespace) -> int:
     path = _path(args)
     try:
         cfg = load_config(path, check_paths=False, log_warnings=False)
+        if cfg.cluster is not None:
+            print(
+                "watchd ledger rebuild: this config has [cluster]: its ledger is the cluster's "
+                "database, which keeps every host's history (nothing to rebuild); remove "
+                "[cluster] to rebuild this host's own ledger",
+                file=sys.stderr,
+            )
+            return 2
         report = rebuild_state_dir(cfg.daemon.state_dir, cfg.inboxes)
     except ConfigError as e:
         print(f"watchd: bad config {path}: {e}", file=sys.stderr)
