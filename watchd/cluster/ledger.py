@@ -40,14 +40,16 @@ from typing import Any
 from watchd.cluster.errors import LeaseLost
 from watchd.ledger.db import (
     _JOB_COLS,
+    _JOB_FIELDS,
     EntryRow,
     InboxRow,
     JobRow,
     Ledger,
     LedgerError,
+    _known_fields,
     new_job_id,
 )
-from watchd.ledger.pg import PgLedger
+from watchd.ledger.pg import PgLedger, _job_params, _sets
 from watchd.ledger.states import HOLDS_PROCESSING_SLOT, TERMINAL, Stage
 
 log = logging.getLogger("watchd.cluster")
@@ -399,9 +401,20 @@ class ClusterLedger(PgLedger):
             self._cache.pop(job_id, None)
 
     def update(self, job_id: str, **updates: Any) -> None:
+        """Fenced, and the new row kept for the next :meth:`get` (one round trip)."""
+        values = {**updates, "updated_at": self.clock.now()}
+        _known_fields(values, _JOB_FIELDS, "job")
         with self._fenced(job_id):
-            super().update(job_id, **updates)
-        self._cache.pop(job_id, None)  # read again (once) at the next get
+            row = self._write_one(
+                f"UPDATE jobs SET {_sets(values)} WHERE id = %s RETURNING {_JOB_COLS}",
+                [*_job_params(values), job_id],
+                job=job_id,
+            )
+        if row is None:
+            raise LedgerError(f"unknown job {job_id}")
+        if job_id in self.held:
+            self._cache[job_id] = JobRow(*row)
+        self._changed(job_id)
 
     def put_clips(self, job_id: str, clips: Sequence[dict[str, Any]]) -> None:
         with self._fenced(job_id):
