@@ -1,6 +1,6 @@
 """``[cluster]`` and ``[[inbox]] name``: parsed with the precision of the rest of the config, the
-database password never shown; and ``run``/``check`` refuse to start with ``[cluster]`` (claims,
-leases and fencing are not built yet)."""
+database password never shown; and ``run`` refuses to start with ``[cluster]`` (claims, leases
+and fencing are not built yet) where ``check`` checks it (tests/cluster/test_ops.py)."""
 
 from __future__ import annotations
 
@@ -153,15 +153,12 @@ def test_the_password_file_contents_are_never_shown(site: Path) -> None:
     assert "log_level" in text and "Db-s3cret-pw" not in text
 
 
-# ---- run and check refuse [cluster] --------------------------------------------------------------
+# ---- run refuses [cluster] -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("command", [["run"], ["check"], ["check", "--offline"]])
-def test_run_and_check_refuse_cluster_with_one_line(
-    site: Path, command: list[str], capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_run_refuses_cluster_with_one_line(site: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = write(site, cluster_doc(site))
-    assert main([*command, "-c", str(path)]) == 2
+    assert main(["run", "-c", str(path)]) == 2
     captured = capsys.readouterr()
     assert captured.err == NOT_YET + "\n"
     assert captured.out == ""
@@ -182,9 +179,12 @@ def test_watchd_run_refuses_cluster_as_a_process(site: Path) -> None:
     )
 
 
-def test_check_without_cluster_is_not_refused(
-    site: Path, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize("with_cluster", [False, True])
+def test_check_is_not_refused(
+    site: Path, with_cluster: bool, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    path = write(site, base_doc(site))
+    path = write(site, cluster_doc(site) if with_cluster else base_doc(site))
     assert main(["check", "--offline", "-c", str(path)]) == 0
-    assert NOT_YET not in capsys.readouterr().err
+    captured = capsys.readouterr()
+    assert NOT_YET not in captured.err
+    assert ("cluster  node " in captured.out) is with_cluster

@@ -6,9 +6,9 @@ unknown keys, every problem named by its key path); the database password is nev
 and a URL that carries one is shown with ``***`` in its place.
 
 The daemon does not run with ``[cluster]`` yet: claims, leases and fencing are not built, and
-two hosts without them would each take every file (two billed projects). ``watchd run`` and
-``watchd check`` refuse such a config with :data:`NOT_YET` (exit 2); ``watchd ledger migrate``
-is the part that works now.
+two hosts without them would each take every file (two billed projects). ``watchd run`` refuses
+such a config with :data:`NOT_YET` (exit 2); ``watchd check`` checks the database,
+``status``, ``retry`` and ``forget`` work on it, and ``watchd ledger migrate`` fills it.
 """
 
 from __future__ import annotations
@@ -157,7 +157,7 @@ def check_inbox_names(
 
 def refuse_cluster(config_path: Path) -> bool:
     """True (after printing :data:`NOT_YET` to stderr) when the config has a ``[cluster]``
-    table: ``run`` and ``check`` stop there with exit 2. A config that cannot be read is left
+    table: ``run`` stops there with exit 2. A config that cannot be read is left
     to the command's own checks."""
     from watchd.config import ConfigError, read_toml
 

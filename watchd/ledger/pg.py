@@ -412,6 +412,12 @@ class PgLedger:
     def unsynced_writes(self) -> int:
         return self._unsynced
 
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Rows of a read, as tuples (in this thread's transaction when inside one), for
+        tables the ledger does not model itself (``nodes``: watchd/cluster/nodes.py)."""
+        with self._connection() as conn:
+            return conn.execute(sql, params).fetchall()
+
     def _rows(self, cls: type[Row], sql: str, params: Sequence[Any] = ()) -> list[Row]:
         with self._connection() as conn:
             return [cls(*r) for r in conn.execute(sql, params).fetchall()]
@@ -697,10 +703,7 @@ class PgLedger:
     def retry(self, job_id: str, *, actor: str = "cli") -> JobRow:
         with self._write() as conn:
             job = self._locked(conn, job_id)
-            if job.stage not in (Stage.FAILED, Stage.PARKED):
-                raise LedgerError(
-                    f"job {job_id} is {job.state}: only failed or parked jobs can be retried"
-                )
+            self.check_retryable(job)
             resume = Stage(job.resume_stage) if job.resume_stage else Stage.QUEUED
             if resume not in RESUMABLE:
                 resume = Stage.QUEUED
@@ -715,6 +718,13 @@ class PgLedger:
                 error_code=None,
                 park_reason=None,
                 finished_at=None,
+            )
+
+    def check_retryable(self, job: JobRow) -> None:
+        """LedgerError unless ``job`` is failed or parked."""
+        if job.stage not in (Stage.FAILED, Stage.PARKED):
+            raise LedgerError(
+                f"job {job.id} is {job.state}: only failed or parked jobs can be retried"
             )
 
     def forget(self, job_id: str, *, actor: str = "cli") -> None:
@@ -846,6 +856,19 @@ class PgLedger:
         )
         assert row is not None
         return int(row[0]), int(row[1])
+
+    def wait_counts(self, *, parked: bool = True) -> dict[str, int]:
+        """Unfinished jobs that wait, by the cause of their wait; without the parked ones
+        unless ``parked``."""
+        states = _ACTIVE if parked else [s for s in _ACTIVE if s != Stage.PARKED.value]
+        out: dict[str, int] = {}
+        for cause, n in self.query(
+            "SELECT btrim(split_part(wait, ':', 1)), COUNT(*) FROM jobs "
+            "WHERE state = ANY(%s) AND wait IS NOT NULL GROUP BY 1",
+            (states,),
+        ):
+            out[str(cause)] = out.get(str(cause), 0) + int(n)
+        return out
 
     def counts_by_state(self) -> dict[str, int]:
         with self._connection() as conn:
