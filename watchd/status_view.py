@@ -446,7 +446,8 @@ def render_screen(ledger: Ledger | StatusSource, *, now: float, width: int) -> s
     state = daemon_state(local.last_heartbeat() if local is not None else None, now=now)
     inboxes = local.inboxes() if local is not None else []
     paused = None if not source.cluster else sum(1 for i in inboxes if i.paused)
-    header = [state.text, summary_line(source.jobs, paused_inboxes=paused)]
+    first = f"this host's {state.text}" if source.cluster else state.text
+    header = [first, summary_line(source.jobs, paused_inboxes=paused)]
     if local is not None:
         header += status_lines(local)
     header.append("")

@@ -87,7 +87,7 @@ def test_status_shows_every_hosts_jobs_with_their_node(
     r = watchd("status", "-c", str(cfg))
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
-    assert lines[0].startswith("daemon: ")  # this host's, from its own ledger
+    assert lines[0].startswith("this host's daemon: ")  # from its own ledger
     assert lines[1].startswith("2 queued, 0 uploading")
     start = lines.index("NODE     HOST      HEARTBEAT  JOBS  STATE")
     assert re.fullmatch(r"suite-1  ingest-1  +\d+s ago     1  live", lines[start + 1])
