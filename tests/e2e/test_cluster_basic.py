@@ -49,6 +49,10 @@ def test_two_daemons_take_each_file_once(
         wait_for(done, timeout=120, interval=0.2, what="4 files delivered and moved")
         manifests = list(iter_manifests(a.outbox))
         assert len(manifests) == 4
+        rows = b.status()  # every host's jobs, from either host
+        assert len(rows) == 4 and {r["state"] for r in rows} == {"delivered"}
+        assert {r["node"] for r in rows} <= {"n1", "n2"}
+        assert "NODE" in b.cli("status").stdout
         billed = billed_projects(emulator.snapshot())
         assert sorted(len(v) for v in billed.values()) == [1, 1, 1, 1]
         assert sorted(p.name for p in (a.inbox / "_done").rglob("*.mp4")) == [

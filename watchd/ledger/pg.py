@@ -495,6 +495,12 @@ class PgLedger:
     def unsynced_writes(self) -> int:
         return self._unsynced
 
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Rows of a read, as tuples (in this thread's transaction when inside one), for
+        tables the ledger does not model itself (``nodes``: watchd/cluster/nodes.py)."""
+        with self._connection() as conn:
+            return conn.execute(sql, params).fetchall()
+
     def _rows(self, cls: type[Row], sql: str, params: Sequence[Any] = ()) -> list[Row]:
         with self._connection() as conn:
             return [cls(*r) for r in conn.execute(sql, params).fetchall()]
