@@ -3,7 +3,9 @@ taken once, billed once and delivered once; a stopped daemon's jobs are carried 
 
 from __future__ import annotations
 
+import json
 import tomllib
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +13,7 @@ import pytest
 import tomli_w
 
 from tests.e2e.harness import Env, billed_projects, iter_manifests, wait_for
+from tests.e2e.test_dashboard import start_with_dashboard
 from watchd.emulator import Emulator
 
 
@@ -38,7 +41,7 @@ def test_two_daemons_take_each_file_once(
     b = node_env(tmp_path, emulator, a, "n2", db)
     try:
         a.start()
-        b.start()
+        url = start_with_dashboard(b)
         for i, src in enumerate(sample_videos[:4]):
             a.drop(src, f"ep{i}.mp4")
 
@@ -53,6 +56,12 @@ def test_two_daemons_take_each_file_once(
         assert len(rows) == 4 and {r["state"] for r in rows} == {"delivered"}
         assert {r["node"] for r in rows} <= {"n1", "n2"}
         assert "NODE" in b.cli("status").stdout
+        with urllib.request.urlopen(url + "api/jobs", timeout=10) as r:
+            served = json.loads(r.read())
+        assert sorted(j["node"] for j in served) == sorted(r["node"] for r in rows)
+        for page in ("", "jobs/" + rows[0]["id"]):  # the pages read the cluster's ledger too
+            with urllib.request.urlopen(url + page, timeout=10) as r:
+                assert r.status == 200 and rows[0]["source"] in r.read().decode()
         billed = billed_projects(emulator.snapshot())
         assert sorted(len(v) for v in billed.values()) == [1, 1, 1, 1]
         assert sorted(p.name for p in (a.inbox / "_done").rglob("*.mp4")) == [

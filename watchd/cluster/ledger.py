@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import secrets
 import socket
 import sqlite3
@@ -60,6 +61,8 @@ CHANNEL = "watchd_jobs"
 SLOTS_LOCK = 0x77_64_73_6C_6F_74
 _ACTIVE = [s.value for s in Stage if s not in TERMINAL]
 _SLOT_STATES = frozenset(s.value for s in HOLDS_PROCESSING_SLOT)
+# The tables only this host's SQLite ledger has (the notification queue, inbox entries).
+_LOCAL_TABLES = re.compile(r"\b(notify_\w+|notifiers|inbox_entries)\b")
 # At most this many jobs are claimed at one look (the others stay for the other nodes).
 CLAIM_BATCH = 16
 
@@ -71,6 +74,8 @@ class TakenElsewhere(LedgerError):
 class ClusterLedger(PgLedger):
     """The daemon's ledger with ``[cluster]``. ``local`` is this host's SQLite ledger;
     ``inboxes`` the names of the inboxes this node watches (it claims only their jobs)."""
+
+    shared = True  # several hosts write this ledger
 
     def __init__(
         self,
@@ -530,10 +535,11 @@ class ClusterLedger(PgLedger):
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Read-only SQL written for SQLite (the dashboard's): the notification tables and
         PRAGMAs are this host's; the rest is the cluster's, with ``?`` marks as ``%s``."""
-        if "notify_" in sql or sql.lstrip().upper().startswith("PRAGMA"):
+        if _LOCAL_TABLES.search(sql) or sql.lstrip().upper().startswith("PRAGMA"):
             return self.local.query(sql, params)
         with self._connection() as conn:
-            return [tuple(r) for r in conn.execute(sql.replace("?", "%s"), list(params))]
+            marked = sql.replace("%", "%%").replace("?", "%s")
+            return [tuple(r) for r in conn.execute(marked, list(params))]
 
     def close(self) -> None:
         super().close()
