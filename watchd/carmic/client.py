@@ -56,7 +56,7 @@ from watchd.carmic.models import (
     RenderProgress,
     Workspace,
 )
-from watchd.carmic.pacing import TokenBucket
+from watchd.carmic.pacing import BucketFactory, Pacer, local_bucket
 from watchd.carmic.retry import RetryPolicy
 from watchd.carmic.sse import StreamSettings, reconnecting_events
 from watchd.carmic.transfer import (
@@ -116,7 +116,10 @@ class CarmicClient:
     httpx.MockTransport(handler))``); injected clients are not closed by :meth:`aclose`. The
     storage client never carries our credentials. ``on_response(endpoint, status)`` sees every
     exchange (status ``"error"`` when no answer came), ``on_rate_limited(endpoint, retry_after)``
-    every 429, ``on_login()`` every password login.
+    every 429, ``on_login()`` every password login. ``bucket_factory(workspace id, kind,
+    per_minute, clock)`` builds the pace of project creations and exports per workspace: by
+    default a :class:`~watchd.carmic.pacing.TokenBucket` in this process; hosts sharing a
+    workspace pass one whose state is shared (``watchd.cluster.pace.shared_buckets``).
     """
 
     def __init__(
@@ -140,6 +143,7 @@ class CarmicClient:
         rng: random.Random | None = None,
         stream_settings: StreamSettings | None = None,
         upload_chunk_size: int = CHUNK_SIZE,
+        bucket_factory: BucketFactory | None = None,
     ) -> None:
         self.api_url = api_url.rstrip("/")
         self.email = email
@@ -169,7 +173,8 @@ class CarmicClient:
         self._workspace_lock = asyncio.Lock()
         self._creates_per_minute = creates_per_minute
         self._exports_per_minute = exports_per_minute
-        self._buckets: dict[tuple[str, str], TokenBucket] = {}
+        self._bucket_factory: BucketFactory = bucket_factory or local_bucket
+        self._buckets: dict[tuple[str, str], Pacer] = {}
         self._api_gate = asyncio.Semaphore(API_CONCURRENCY)
         self._download_gate = asyncio.Semaphore(DOWNLOAD_CONCURRENCY)
         self.session = Session(
@@ -205,19 +210,20 @@ class CarmicClient:
         # IDs come from the server; quoting keeps a strange one from reaching another route.
         return route.format(**{k: quote(str(v), safe="") for k, v in ids.items()})
 
-    async def _bucket(self, kind: str) -> TokenBucket:
+    async def _bucket(self, kind: str) -> Pacer:
         # Limits are per workspace: resolve it before choosing the bucket.
-        key = (kind, (await self.resolve_workspace()).id)
+        workspace = (await self.resolve_workspace()).id
+        key = (kind, workspace)
         if key not in self._buckets:
             rate = self._creates_per_minute if kind == "creates" else self._exports_per_minute
-            self._buckets[key] = TokenBucket(rate, clock=self._clock)
+            self._buckets[key] = self._bucket_factory(workspace, kind, rate, self._clock)
         return self._buckets[key]
 
     async def pace_wait(self, kind: str) -> float:
         """Seconds until the next call paced as ``kind`` ("creates", "exports") may go."""
         return (await self._bucket(kind)).wait_time()
 
-    def _note_error(self, error: CarmicError, bucket: TokenBucket | None) -> None:
+    def _note_error(self, error: CarmicError, bucket: Pacer | None) -> None:
         if isinstance(error, RateLimited):
             log.info("rate-limited on %s (Retry-After %s)", error.endpoint, error.retry_after)
             if self._on_rate_limited is not None:
@@ -292,7 +298,7 @@ class CarmicClient:
         *,
         what: str,
         idempotent: bool = True,
-        bucket: TokenBucket | None = None,
+        bucket: Pacer | None = None,
     ) -> T:
         """Run ``attempt`` until it succeeds, retrying transient failures per the policy (only
         when ``idempotent``); every 429 is reported and holds the pacing ``bucket`` back."""
