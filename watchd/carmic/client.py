@@ -334,8 +334,11 @@ class CarmicClient:
         public: bool = False,
         idempotent: bool = True,
         pace: str | None = None,
+        before_send: Callable[[], None] | None = None,
     ) -> Envelope:
-        """A decoded call, retried per the policy when it is idempotent."""
+        """A decoded call, retried per the policy when it is idempotent. ``before_send`` runs
+        after the pace wait, just before the request goes; if it raises, nothing is sent and
+        the pace token is given back."""
         bucket = await self._bucket(pace) if pace else None
         if bucket is not None:
             waited = await bucket.acquire()
@@ -348,6 +351,13 @@ class CarmicClient:
                     waited,
                     bucket.per_minute,
                 )
+        if before_send is not None:
+            try:
+                before_send()
+            except BaseException:
+                if bucket is not None:
+                    bucket.give_back()
+                raise
 
         async def attempt() -> Envelope:
             response = await self._request(
@@ -425,9 +435,12 @@ class CarmicClient:
         custom_instructions: str | None = None,
         trim_start: float | None = None,
         trim_end: float | None = None,
+        before_send: Callable[[], None] | None = None,
     ) -> ProjectCreated:
         """``POST /v1/projects/create``: a project and its presigned upload URL. Paced; never
-        retried (a lost answer may hide a billed project: the pipeline searches for it)."""
+        retried (a lost answer may hide a billed project: the pipeline searches for it).
+        ``before_send`` runs after the pace wait, just before the request goes (a cluster
+        node checks there that it still holds the job's lease); raising, it stops the call."""
         fields: dict[str, Any] = {
             "filename": filename,
             "filesize": filesize,
@@ -444,7 +457,12 @@ class CarmicClient:
         }
         body = {k: v for k, v in fields.items() if v is not None}
         env = await self._call(
-            "POST", "/v1/projects/create", json=body, idempotent=False, pace="creates"
+            "POST",
+            "/v1/projects/create",
+            json=body,
+            idempotent=False,
+            pace="creates",
+            before_send=before_send,
         )
         created = ProjectCreated.from_api(_obj(env.data))
         if not created.project_id or not created.upload_url:
@@ -583,8 +601,16 @@ class CarmicClient:
 
     # ---- exports ---------------------------------------------------------------------------
 
-    async def create_export(self, cid: str, fmt: str, include_proxy: bool = False) -> ExportJob:
-        """``POST /v1/clips/{id}/exports``: an NLE bundle (paced; not retried)."""
+    async def create_export(
+        self,
+        cid: str,
+        fmt: str,
+        include_proxy: bool = False,
+        *,
+        before_send: Callable[[], None] | None = None,
+    ) -> ExportJob:
+        """``POST /v1/clips/{id}/exports``: an NLE bundle (paced; not retried). ``before_send``
+        as for :meth:`create_project`."""
         if fmt not in EXPORT_FORMATS:
             raise ValueError(f"unknown export format {fmt!r} (one of {sorted(EXPORT_FORMATS)})")
         env = await self._call(
@@ -594,6 +620,7 @@ class CarmicClient:
             json={"target_format": fmt, "include_proxy": include_proxy},
             idempotent=False,
             pace="exports",
+            before_send=before_send,
         )
         return ExportJob.from_api(_obj(env.data))
 
