@@ -257,7 +257,16 @@ class Daemon:
             from watchd.carmic.http import set_node
 
             set_node(cfg.cluster.node)
-        client = self._client or _build_client(cfg, self.clock, self.metrics)
+        factory = None
+        if self.keeper is not None:
+            from watchd.cluster.pace import shared_buckets
+
+            # The workspace's pace is the cluster's: every host's creates and exports count.
+            ledger = self.keeper.ledger
+            factory = shared_buckets(ledger, owner=f"{ledger.node}:{ledger.instance}")
+        client = self._client or _build_client(
+            cfg, self.clock, self.metrics, bucket_factory=factory
+        )
         self._client = client
         self.notifier.status(f"logging in to Carmic at {cfg.carmic.api_url}")
         # One login attempt may itself take a minute (the client retries and paces logins),
@@ -274,8 +283,16 @@ class Daemon:
             )
         finally:
             extender.cancel()
+        shared_limit = None
+        if self.keeper is not None:
+            from watchd.cluster.pace import SharedProcessingLimit
+
+            # A limit learned from a refusal holds for every host on the workspace.
+            shared_limit = SharedProcessingLimit(self.keeper.ledger, workspace.id, clock=self.clock)
         limit = ProcessingLimit(
-            configured=cfg.carmic.max_processing, tier=tier_limit(workspace.tier)
+            configured=cfg.carmic.max_processing,
+            tier=tier_limit(workspace.tier),
+            shared=shared_limit,
         )
         settings = PipelineSettings(
             realtime=cfg.carmic.realtime,
@@ -1220,7 +1237,9 @@ async def _login_with_retry(
             raise
 
 
-def _build_client(cfg: Config, clock: Clock, metrics: Any = None) -> Any:
+def _build_client(
+    cfg: Config, clock: Clock, metrics: Any = None, *, bucket_factory: Any = None
+) -> Any:
     from watchd.carmic.client import CarmicClient
 
     c = cfg.carmic
@@ -1240,6 +1259,7 @@ def _build_client(cfg: Config, clock: Clock, metrics: Any = None) -> Any:
         creates_per_minute=c.creates_per_minute,
         exports_per_minute=c.exports_per_minute,
         ca_file=c.ca_file,
+        bucket_factory=bucket_factory,
         **hooks,
     )
 

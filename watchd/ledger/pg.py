@@ -218,6 +218,32 @@ PG_MIGRATIONS: Sequence[Sequence[str]] = (
             END IF;
         END $$""",
     ),
+    (
+        # Shared pacing (watchd/cluster/pace.py): one row per workspace and operation, locked
+        # by each host deciding whether a call may go; its calls, on the database's clock,
+        # each with the process that made it (to give the latest one back); the hold a 429's
+        # Retry-After puts on every host.
+        """CREATE TABLE pace (
+            workspace TEXT NOT NULL,
+            operation TEXT NOT NULL,
+            blocked_until TIMESTAMPTZ NOT NULL DEFAULT '-infinity',
+            PRIMARY KEY (workspace, operation)
+        )""",
+        """CREATE TABLE pace_calls (
+            id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            workspace TEXT NOT NULL,
+            operation TEXT NOT NULL,
+            at TIMESTAMPTZ NOT NULL,
+            owner TEXT NOT NULL
+        )""",
+        "CREATE INDEX pace_calls_at ON pace_calls (workspace, operation, at)",
+        # The tier's processing limit as any host learned it from a refusal.
+        """CREATE TABLE learned_limits (
+            workspace TEXT PRIMARY KEY,
+            processing INTEGER NOT NULL,
+            learned_at TIMESTAMPTZ NOT NULL
+        )""",
+    ),
 )
 
 _ACTIVE = [s.value for s in Stage if s not in TERMINAL]
@@ -454,11 +480,12 @@ class PgLedger:
                     # Not waiting for the WAL flush: a crash of the server may lose it, as a
                     # power cut may lose a relaxed SQLite commit.
                     conn.execute("SET LOCAL synchronous_commit = off")
+                outer = getattr(self._local, "conn", None)
                 self._local.conn = conn
                 try:
                     yield
                 finally:
-                    self._local.conn = None
+                    self._local.conn = outer
                 conn.execute("COMMIT")
         except BaseException:
             if conn.info.transaction_status != TransactionStatus.IDLE:
@@ -466,6 +493,16 @@ class PgLedger:
                     conn.execute("ROLLBACK")
             raise
         self._unsynced = self._unsynced + 1 if relaxed else 0
+
+    def run_alone(self, statements: Sequence[tuple[str, Any]]) -> list[tuple[Any, ...]]:
+        """``(sql, params)`` statements in a transaction of their own, pipelined (one round
+        trip); the rows of the last one. Never part of this thread's open transaction: a caller
+        that waits between two calls (shared pacing) holds no lock while it waits."""
+        with self._pool.connection() as conn:
+            with self._transaction(conn, pipelined=True):
+                cursors = [conn.execute(sql, params) for sql, params in statements]
+            last = cursors[-1] if cursors else None
+            return last.fetchall() if last is not None and last.description else []
 
     @contextmanager
     def batch(self) -> Iterator[None]:
