@@ -326,6 +326,7 @@ class Daemon:
         self.notifier.status("scanning the inboxes")
         self._setup_inboxes(cfg)
         if self.keeper is not None:
+            self.keeper.ledger.paused = self.pipeline.paused_inboxes
             self._start_cluster(client)
         try:
             await self.rescan(self.clock.now())
@@ -490,6 +491,8 @@ class Daemon:
             self.pipeline.inbox_paths = {k: rt.config.path for k, rt in self.inboxes.items()}
         if isinstance(self.ledger, ClusterLedger):
             self.ledger.inbox_names = list(self.inboxes)
+            if self.pipeline is not None:
+                self.ledger.paused = self.pipeline.paused_inboxes  # the same set, kept current
 
     async def stop(self) -> None:
         """Stop taking work, cancel the pipeline's steps (the ledger has their checkpoints),

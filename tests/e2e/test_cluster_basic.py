@@ -4,6 +4,7 @@ taken once, billed once and delivered once; a stopped daemon's jobs are carried 
 from __future__ import annotations
 
 import json
+import re
 import tomllib
 import urllib.request
 from collections.abc import Iterator
@@ -14,6 +15,8 @@ import tomli_w
 
 from tests.e2e.harness import Env, billed_projects, iter_manifests, wait_for
 from tests.e2e.test_dashboard import start_with_dashboard
+from tests.pg import PgServer
+from tests.ports import free_port
 from watchd.emulator import Emulator
 
 
@@ -62,8 +65,11 @@ def test_two_daemons_take_each_file_once(
         for page in ("", "jobs/" + rows[0]["id"]):  # the pages read the cluster's ledger too
             with urllib.request.urlopen(url + page, timeout=10) as r:
                 assert r.status == 200 and rows[0]["source"] in r.read().decode()
-        billed = billed_projects(emulator.snapshot())
+        snap = emulator.snapshot()
+        billed = billed_projects(snap)
         assert sorted(len(v) for v in billed.values()) == [1, 1, 1, 1]
+        agents = {r["user_agent"] for r in snap["requests"] if r["origin"] == "api"}
+        assert agents and all(re.fullmatch(r"carmic-watchd/\S+ \(node n[12]\)", a) for a in agents)
         assert sorted(p.name for p in (a.inbox / "_done").rglob("*.mp4")) == [
             f"ep{i}.mp4" for i in range(4)
         ]
@@ -109,3 +115,21 @@ def test_a_killed_daemons_jobs_are_carried_on_by_the_other(
         for e in (a, b):
             if e.proc is not None and e.proc.poll() is None:
                 e.kill()
+
+
+def test_a_database_not_there_yet_is_waited_for_and_a_missing_one_refused(
+    tmp_path: Path, emulator: Emulator, pg_server: PgServer
+) -> None:
+    down = f"postgresql://watchd:Db-s3cret@127.0.0.1:{free_port()}/watchd"
+    a = node_env(tmp_path, emulator, None, "n1", down)
+    a.start()
+    wait_for(
+        lambda: "waiting for it" in a.log() or None, timeout=60, what="the wait for the database"
+    )
+    assert a.stop() == 0  # a stop while waiting is a clean stop
+    assert "Db-s3cret" not in a.log() and "Traceback" not in a.log()
+
+    missing = node_env(tmp_path, emulator, None, "n2", pg_server.url("no_such_db"))
+    missing.start()
+    assert missing.proc is not None and missing.proc.wait(timeout=60) == 2
+    assert 'database "no_such_db" does not exist' in missing.log()

@@ -95,6 +95,9 @@ class ClusterLedger(PgLedger):
         self.instance = secrets.token_hex(8)
         self.host = socket.gethostname()
         self.inbox_names: list[str] = list(inboxes)
+        # The inboxes this host cannot reach now (a share not mounted): their jobs are left to
+        # the hosts that can (the daemon's own set, kept current by its inbox checks).
+        self.paused: set[str] = set()
         self.held: dict[str, int] = {}  # job id -> the fencing token of our claim
         self._cache: dict[str, JobRow] = {}
         self._held_lock = threading.Lock()
@@ -330,11 +333,34 @@ class ClusterLedger(PgLedger):
                 "ORDER BY next_attempt_at, created_at, id",
                 (self.node, _ACTIVE, self.inbox_names, now),
             ).fetchall()
-        free = [r[0] for r in rows if r[5] and r[0] not in self.held]
+        paused = self.paused
+        free = [r[0] for r in rows if r[5] and r[0] not in self.held and r[2] not in paused]
         if free:
             self.claim(free[:CLAIM_BATCH])
+        # Held jobs of an inbox this host cannot reach: to the hosts that can.
+        let_go = [
+            r[0] for r in rows if r[2] in paused and r[0] in self.held and r[0] not in self._busy
+        ]
+        if let_go:
+            self.release(let_go)
         busy = self._busy if idle_only else set()
         return [(r[0], r[1], r[2]) for r in rows if r[0] in self.held and r[0] not in busy]
+
+    def release(self, job_ids: Sequence[str]) -> None:
+        """Let these held jobs go now (any node may claim them at once)."""
+        with self._held_lock:
+            tokens = {j: self.held.pop(j) for j in job_ids if j in self.held}
+            for j in tokens:
+                self._cache.pop(j, None)
+        if not tokens:
+            return
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE jobs SET lease_until = NULL WHERE id = ANY(%s) AND lease_token = ANY(%s)",
+                (list(tokens), list(tokens.values())),
+            )
+            conn.execute("SELECT pg_notify(%s, 'released')", (CHANNEL,))
+        log.info("let %d job(s) go to the other nodes: %s", len(tokens), ", ".join(tokens))
 
     def claim(self, job_ids: Sequence[str]) -> list[JobRow]:
         """Claim those of ``job_ids`` whose lease is free or lapsed and that no other node is

@@ -92,6 +92,7 @@ class Inspection:
                 "status": status,
                 "has_auth": "Authorization" in headers,
                 "workspace": headers.get("X-Workspace-ID"),
+                "user_agent": headers.get("User-Agent"),
                 "content_type": headers.get("Content-Type"),
                 "content_length": int(length) if length and length.isdigit() else None,
                 "transfer_encoding": headers.get("Transfer-Encoding"),
