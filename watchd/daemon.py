@@ -489,6 +489,7 @@ class Daemon:
             log.info("watching %s (%s) -> %s", inbox.path, rt.observer.effective_mode, inbox.outbox)
         if cluster and self.pipeline is not None:
             self.pipeline.inbox_paths = {k: rt.config.path for k, rt in self.inboxes.items()}
+            self.pipeline.outbox_paths = {k: rt.config.outbox for k, rt in self.inboxes.items()}
         if isinstance(self.ledger, ClusterLedger):
             self.ledger.inbox_names = list(self.inboxes)
             if self.pipeline is not None:

@@ -25,9 +25,19 @@ def db(pg_url: str) -> Iterator[str]:
     yield pg_url
 
 
-def node_env(root: Path, emu: Emulator, shared: Env | None, name: str, db: str) -> Env:
+def node_env(
+    root: Path, emu: Emulator, shared: Env | None, name: str, db: str, *, mount: bool = False
+) -> Env:
+    """A host's daemon; with ``shared``, on the same inbox and outbox (with ``mount``, reached
+    through paths of its own, as a host that mounts the share elsewhere)."""
     e = Env(root=root / name, emu=emu)
-    if shared is not None:
+    if shared is not None and mount:
+        here = root / name / "mnt"
+        here.mkdir()
+        (here / "inbox").symlink_to(shared.inbox)
+        (here / "outbox").symlink_to(shared.outbox)
+        e.inbox, e.outbox = here / "inbox", here / "outbox"
+    elif shared is not None:
         e.inbox, e.outbox = shared.inbox, shared.outbox
     e.write_config()
     cfg = tomllib.loads(e.config_path.read_text())
@@ -86,8 +96,10 @@ def test_two_daemons_take_each_file_once(
 def test_a_killed_daemons_jobs_are_carried_on_by_the_other(
     tmp_path: Path, emulator: Emulator, sample_videos: list[Path], db: str
 ) -> None:
+    """The heir mounts the share at another path: it finds the sources and the delivery
+    folders under its own paths."""
     a = node_env(tmp_path, emulator, None, "n1", db)
-    b = node_env(tmp_path, emulator, a, "n2", db)
+    b = node_env(tmp_path, emulator, a, "n2", db, mount=True)
     try:
         a.start()
         wait_for(lambda: "joined the cluster" in a.log() or None, timeout=60, what="n1 up")
@@ -110,6 +122,8 @@ def test_a_killed_daemons_jobs_are_carried_on_by_the_other(
         billed = billed_projects(emulator.snapshot())
         assert sorted(len(v) for v in billed.values()) == [1, 1]
         assert "claimed job" in b.log()
+        assert len(list(iter_manifests(a.outbox))) == 2
+        assert not [p for p in a.outbox.rglob("*") if "(2)" in p.name]
         assert b.stop() == 0
     finally:
         for e in (a, b):
