@@ -162,3 +162,13 @@ def test_check_is_not_refused(
     captured = capsys.readouterr()
     assert "not supported" not in captured.err
     assert ("cluster  node " in captured.out) is with_cluster
+
+
+def test_a_reload_names_a_changed_cluster_table_only_when_it_changed(site: Path) -> None:
+    from watchd.daemon import restart_only_changes
+
+    same = cluster_doc(site, password_file=str(site / "db-password"), node="suite-3")
+    # Read twice: two password objects with the same password are no change.
+    assert restart_only_changes(load(site, same), load(site, same)) == []
+    moved = cluster_doc(site, password_file=str(site / "db-password"), node="suite-4")
+    assert restart_only_changes(load(site, same), load(site, moved)) == ["[cluster]"]

@@ -1138,6 +1138,8 @@ def restart_only_changes(old: Config, new: Config) -> list[str]:
         for key in keys:
             if getattr(a, key) != getattr(b, key):
                 out.append(f"[{section}] {key}")
+    if _cluster_key(old) != _cluster_key(new):
+        out.append("[cluster]")
     a_pw, b_pw = old.carmic.password, new.carmic.password
     if (a_pw is None) != (b_pw is None) or (
         a_pw is not None and b_pw is not None and a_pw.reveal() != b_pw.reveal()
@@ -1160,6 +1162,14 @@ _DATABASE_FOR_GOOD = (
 
 def database_may_come_back(message: str) -> bool:
     return not any(m in message for m in _DATABASE_FOR_GOOD)
+
+
+def _cluster_key(cfg: Config) -> tuple[Any, ...] | None:
+    c = cfg.cluster
+    if c is None:
+        return None
+    password = c.password.reveal() if c.password is not None else None
+    return (c.database, c.node, c.lease_seconds, password)
 
 
 def cfg_path(cfg: Config) -> str:
