@@ -406,7 +406,12 @@ class Daemon:
             asyncio.create_task(self.keeper.run(), name="watchd-lease-keeper")
         )
         password = cluster.password.reveal() if cluster.password is not None else None
-        self.wakeups = Wakeups(cluster.database, self._wake_threadsafe, password=password)
+
+        def woken() -> None:  # another node freed a slot or let jobs go: look at once
+            ledger.look_again()
+            self._wake_threadsafe()
+
+        self.wakeups = Wakeups(cluster.database, woken, password=password)
         self.wakeups.start()
 
     def _wake_threadsafe(self) -> None:

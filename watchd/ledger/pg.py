@@ -217,6 +217,21 @@ PG_MIGRATIONS: Sequence[Sequence[str]] = (
                     USING ERRCODE = '{LEASE_LOST_STATE}';
             END IF;
         END $$""",
+        # Wake-ups for the other nodes (watchd/cluster/wakeup.py), sent by the database with
+        # the commit of the change, at no cost to the node that made it: a processing slot
+        # freed, and an unfinished job let go (a clean stop, an inbox this host cannot reach).
+        """CREATE FUNCTION watchd_wake() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            PERFORM pg_notify('watchd_jobs', TG_ARGV[0]);
+            RETURN NULL;
+        END $$""",
+        "CREATE TRIGGER jobs_slot_freed AFTER UPDATE OF state ON jobs FOR EACH ROW "
+        "WHEN (OLD.state IN ('creating', 'uploading', 'uploaded', 'processing') "
+        "AND NEW.state NOT IN ('creating', 'uploading', 'uploaded', 'processing')) "
+        "EXECUTE FUNCTION watchd_wake('slot')",
+        "CREATE TRIGGER jobs_let_go AFTER UPDATE OF lease_until ON jobs FOR EACH ROW "
+        "WHEN (OLD.lease_until IS NOT NULL AND NEW.lease_until IS NULL "
+        "AND NEW.state NOT IN ('delivered', 'failed')) EXECUTE FUNCTION watchd_wake('released')",
     ),
     (
         # Shared pacing (watchd/cluster/pace.py): one row per workspace and operation, locked
@@ -247,6 +262,8 @@ PG_MIGRATIONS: Sequence[Sequence[str]] = (
 )
 
 _ACTIVE = [s.value for s in Stage if s not in TERMINAL]
+# Columns a transition may set besides a job's own: a node lets its lease go with its last write.
+_LEASE_FIELDS = frozenset({"lease_until"})
 _ACTIVE_NOT_PARKED = [s for s in _ACTIVE if s != Stage.PARKED.value]
 _RESUMABLE = sorted(s.value for s in RESUMABLE)
 _RETRYABLE = [Stage.FAILED.value, Stage.PARKED.value]
@@ -769,7 +786,7 @@ class PgLedger:
         is written and the reason is raised as the SQLite ledger raises it."""
         now = self.clock.now()
         values = {**updates, "state": to.value, "updated_at": now}
-        _known_fields(values, _JOB_FIELDS, "job")
+        _known_fields(values, _JOB_FIELDS | _LEASE_FIELDS, "job")
         if to in TERMINAL:
             values.setdefault("finished_at", now)
         if expect is None:
