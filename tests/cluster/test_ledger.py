@@ -524,3 +524,34 @@ def test_query_reads_this_hosts_tables_locally_and_the_jobs_from_the_cluster(
     ]
     assert a.query("SELECT count(*) FROM notify_queue") == [(0,)]
     assert a.query("SELECT rel_path FROM jobs WHERE rel_path LIKE 'b%'") == [("b.mov",)]
+
+
+def test_a_row_written_in_a_transaction_rolled_back_is_not_served(
+    pg_url: str, make_node: NodeFactory
+) -> None:
+    a = make_node("suite-1")
+    job = add(a, "a.mov")
+    with pytest.raises(RuntimeError, match="the manifest did not verify"), a.batch():
+        a.put_clips(job.id, [clip("c1", 1)])
+        a.transition(job.id, Stage.PROBED, duration=12.5)
+        a.update(job.id, progress=0.5)
+        raise RuntimeError("the manifest did not verify")
+    assert a.holds(job.id)
+    assert a.get(job.id) == a.get_many([job.id])[0] == job  # the database's row: queued
+
+
+def test_grants_rolled_back_by_a_job_taken_over_are_not_served(
+    pg_url: str, make_node: NodeFactory
+) -> None:
+    a, b = make_node("suite-1"), make_node("suite-2")
+    first, second = add(a, "a.mov"), add(a, "b.mov")
+    for job in (first, second):
+        a.transition(job.id, Stage.PROBED)
+    lapse(pg_url, second.id)
+    b.due_ids(NOW)  # suite-1 froze; suite-2 took the second job over
+    with pytest.raises(LeaseLost), a.granting():
+        a.transition(first.id, Stage.CREATING, expect=Stage.PROBED, kind="create_intent")
+        a.transition(second.id, Stage.CREATING, expect=Stage.PROBED, kind="create_intent")
+    # The whole transaction was rolled back: the first job's create intent was never recorded.
+    assert sql(pg_url, "SELECT state FROM jobs WHERE id = %s", (first.id,)) == [("probed",)]
+    assert a.holds(first.id) and a.get(first.id).stage is Stage.PROBED  # type: ignore[union-attr]

@@ -422,9 +422,18 @@ class ClusterLedger(PgLedger):
             job = super().transition(
                 job_id, to, expect=expect, actor=actor, kind=kind, detail=detail, **updates
             )
-        if job_id in self.held:
-            self._cache[job_id] = job
+        self._keep(job)
         return job
+
+    def _keep(self, job: JobRow) -> None:
+        """The row a write of a held job returned, for the next :meth:`get`. Written inside a
+        transaction not committed yet (a batch, the grants of slots), it may still roll back:
+        the entry is dropped instead, and the next get reads the database."""
+        with self._held_lock:
+            if getattr(self._local, "conn", None) is not None:
+                self._cache.pop(job.id, None)
+            elif job.id in self.held:
+                self._cache[job.id] = job
 
     def _forget_claim_quietly(self, job_id: str) -> None:
         with self._held_lock:
@@ -443,8 +452,7 @@ class ClusterLedger(PgLedger):
             )
         if row is None:
             raise LedgerError(f"unknown job {job_id}")
-        if job_id in self.held:
-            self._cache[job_id] = JobRow(*row)
+        self._keep(JobRow(*row))
         self._changed(job_id)
 
     def put_clips(self, job_id: str, clips: Sequence[dict[str, Any]]) -> None:
