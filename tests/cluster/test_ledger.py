@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
 
 import psycopg
@@ -69,6 +70,21 @@ def everything(url: str, job_id: str) -> list[Any]:
         sql(url, f"SELECT * FROM {table} WHERE {key} = %s ORDER BY 1, 2", (job_id,))
         for table, key in (("jobs", "id"), ("clips", "job_id"), ("exports", "job_id"))
     ] + [sql(url, "SELECT * FROM events WHERE job_id = %s ORDER BY id", (job_id,))]
+
+
+def losses(node: ClusterLedger) -> list[str]:
+    """The jobs the node is told it lost, in order (the runner cancels their tasks)."""
+    lost: list[str] = []
+    node.on_lost = lost.append
+    return lost
+
+
+def park(node: ClusterLedger, job_id: str) -> JobRow:
+    """The job waits on billing minutes, re-checked in an hour."""
+    return node.transition(
+        job_id, Stage.PARKED, park_reason="billing", resume_stage="queued",
+        next_attempt_at=NOW + 3600,
+    )  # fmt: skip
 
 
 def ids(rows: list[tuple[str, str, str]]) -> set[str]:
@@ -159,8 +175,7 @@ def test_a_lapsed_lease_is_taken_over_and_the_old_holder_writes_nothing(
     pg_url: str, make_node: NodeFactory, write: str
 ) -> None:
     a, b = make_node("suite-1"), make_node("suite-2")
-    lost: list[str] = []
-    a.on_lost = lost.append
+    lost = losses(a)
     job = add(a, "a001.mov")
     a.put_clips(job.id, [clip("c1", 1)])
     a.put_export(job.id, "c1", "fcpxml")
@@ -190,8 +205,7 @@ def test_renew_pushes_out_the_leases_held_and_reports_the_ones_taken_over(
 ) -> None:
     a, b = make_node("suite-1", lease_seconds=30), make_node("suite-2")
     a.register("0.test")
-    lost: list[str] = []
-    a.on_lost = lost.append
+    lost = losses(a)
     kept, taken, frozen = add(a, "kept.mov"), add(a, "taken.mov"), add(a, "frozen.mov")
     sql(
         pg_url,
@@ -326,16 +340,9 @@ def test_an_operator_retry_of_a_parked_job_fences_its_holder(
     pg_url: str, make_node: NodeFactory
 ) -> None:
     a, b = make_node("suite-1"), make_node("suite-2")
-    lost: list[str] = []
-    a.on_lost = lost.append
+    lost = losses(a)
     job = add(a, "a.mov")
-    a.transition(
-        job.id,
-        Stage.PARKED,
-        park_reason="billing",
-        resume_stage="queued",
-        next_attempt_at=NOW + 3600,
-    )
+    park(a, job.id)
     assert a.holds(job.id)  # a parked job stays its node's
     assert a.renew() == []
     operator = PgLedger(pg_url)  # `watchd retry` on any host
@@ -355,10 +362,9 @@ def test_an_operator_retry_of_a_parked_job_fences_its_holder(
 
 def test_renew_reports_a_job_an_operator_retried(pg_url: str, make_node: NodeFactory) -> None:
     a = make_node("suite-1")
-    lost: list[str] = []
-    a.on_lost = lost.append
+    lost = losses(a)
     job = add(a, "a.mov")
-    a.transition(job.id, Stage.PARKED, park_reason="billing", resume_stage="queued")
+    park(a, job.id)
     operator = PgLedger(pg_url)
     try:
         operator.retry(job.id)
@@ -383,8 +389,7 @@ def test_a_finished_job_lets_its_lease_go(
     pg_url: str, make_node: NodeFactory, path: list[Stage]
 ) -> None:
     a, b = make_node("suite-1"), make_node("suite-2")
-    lost: list[str] = []
-    a.on_lost = lost.append
+    lost = losses(a)
     job = add(a, "a.mov")
     for stage in path:
         row = a.transition(job.id, stage)
@@ -555,3 +560,33 @@ def test_grants_rolled_back_by_a_job_taken_over_are_not_served(
     # The whole transaction was rolled back: the first job's create intent was never recorded.
     assert sql(pg_url, "SELECT state FROM jobs WHERE id = %s", (first.id,)) == [("probed",)]
     assert a.holds(first.id) and a.get(first.id).stage is Stage.PROBED  # type: ignore[union-attr]
+
+
+def test_due_ids_drops_a_held_job_another_node_took_over(
+    pg_url: str, make_node: NodeFactory
+) -> None:
+    a, b = make_node("suite-1"), make_node("suite-2")
+    lost = losses(a)
+    job, kept = add(a, "a.mov"), add(a, "b.mov")
+    lapse(pg_url, job.id)  # suite-1 froze; on waking, its scheduler looks before any renewal
+    assert [j.id for j in b.claim([job.id])] == [job.id]
+    assert a.due_ids(NOW) == [(kept.id, "queued", "studio-a")]  # not handed to a task
+    assert lost == [job.id] and a.held.keys() == {kept.id}
+
+
+def test_due_ids_takes_back_a_parked_job_an_operator_retried(
+    pg_url: str, make_node: NodeFactory
+) -> None:
+    a = make_node("suite-1")
+    job = add(a, "a.mov")
+    parked = park(a, job.id)
+    assert a.get(job.id) == parked
+    operator = PgLedger(pg_url)
+    try:
+        retried = operator.retry(job.id)
+    finally:
+        operator.close()
+    # At once, not at the next renewal: claimed again (a new token), its row the retried one.
+    assert a.due_ids(NOW) == [(job.id, "queued", "studio-a")]
+    assert a.held[job.id] == lease(pg_url, job.id)[1]
+    assert a.get(job.id) == replace(retried, node="suite-1")

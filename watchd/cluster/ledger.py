@@ -333,6 +333,14 @@ class ClusterLedger(PgLedger):
                 "ORDER BY next_attempt_at, created_at, id",
                 (self.node, _ACTIVE, self.inbox_names, now),
             ).fetchall()
+        # Held here, but with another token now: another node claimed it (this one's lease
+        # lapsed) or an operator retried it. Not ours: no task for it (the fence would refuse
+        # its writes), and free again after a retry.
+        for r in rows:
+            token = self.held.get(r[0])
+            if token is not None and r[3] != token:
+                log.info("job %s: no longer held by node %s", r[0], self.node)
+                self._forget_claim(r[0], token)
         paused = self.paused
         free = [r[0] for r in rows if r[5] and r[0] not in self.held and r[2] not in paused]
         if free:
