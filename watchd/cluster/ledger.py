@@ -39,7 +39,7 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
-from watchd.cluster.errors import LeaseLost
+from watchd.cluster.errors import LeaseLost, TakenElsewhere
 from watchd.ledger.db import (
     _CLIP_FIELDS,
     _JOB_COLS,
@@ -100,10 +100,6 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return pid > 0
-
-
-class TakenElsewhere(LedgerError):
-    """Another node recorded this file first: it is that node's job."""
 
 
 class ClusterLedger(PgLedger):
