@@ -44,7 +44,9 @@ def _job(ledger: Ledger, inbox: Path, data: bytes = b"video") -> JobRow:
 
 def _pipeline(ledger: Ledger) -> Any:
     # _dispose only records the new path and tells of a source leaving the inbox's top level.
-    return SimpleNamespace(ledger=ledger, on_event=lambda kind, data: None)
+    return SimpleNamespace(
+        ledger=ledger, on_event=lambda kind, data: None, source_path=lambda job: Path(job.path)
+    )
 
 
 def test_killed_after_the_move_before_the_path_was_recorded(inbox: Path) -> None:
