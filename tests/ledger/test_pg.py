@@ -78,3 +78,17 @@ def test_dsn_checks_and_redaction() -> None:
     assert "hunter2-pw" not in redact("connecting with hunter2-pw")
     assert redact_dsn("postgresql://db/x?password=abc") == "postgresql://db/x?<redacted>"
     assert redact_dsn("postgresql://db:x/y") == "<unparseable database URL>"
+
+
+def test_the_fixture_restarts_its_server_on_the_same_port() -> None:
+    """The end-to-end tests restart the database under running daemons with this."""
+    from tests.pg import running_server
+
+    with running_server() as server:
+        conn = psycopg.connect(server.url(), autocommit=True)
+        conn.execute("CREATE TABLE kept (x int)")
+        server.restart()
+        with pytest.raises(psycopg.OperationalError):
+            conn.execute("SELECT 1")  # the old connection died with the server
+        with psycopg.connect(server.url()) as again:
+            assert again.execute("SELECT count(*) FROM kept").fetchone() == (0,)
