@@ -76,8 +76,9 @@ class Inspection:
     ) -> None:
         """One request (its path without the query string; 0 for a dropped connection).
 
-        ``t`` is when it ended; ``started`` when its handler began and ``first_byte`` when the
-        first byte of its body arrived, where the origin tracks them (storage PUTs do): latency
+        ``t`` is when it ended; ``started`` when its handler began (an SSE stream ends long
+        after) and ``first_byte`` when the first byte of its body arrived, where the origin
+        tracks them (storage PUTs do): latency
         benchmarks measure from a file's close to its first uploaded byte."""
         headers = request.headers
         path, _, query = request.raw_path.partition("?")
