@@ -16,7 +16,7 @@ import sys
 import time
 import tomllib
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from bench.common import wait_until
 from tests.e2e.harness import Env
 from tests.e2e.harness import padded_video as padded_video  # inputs, shared with the tests
 from tests.e2e.harness import unique_copy as unique_copy
+from tests.pg import PgServer
 from watchd.emulator import Emulator, EmulatorSettings, Timings
 from watchd.media import make_sample_video
 
@@ -52,18 +53,25 @@ def emulator(**overrides: Any) -> Iterator[Emulator]:
 
 
 @contextmanager
-def pg_database() -> Iterator[str]:
-    """A throwaway PostgreSQL server (the tests' own, tests/pg.py) with a fresh database: its
-    URL. Without PostgreSQL installed: RuntimeError saying so."""
+def pg_server() -> Iterator[PgServer]:
+    """A throwaway PostgreSQL server (the tests' own, tests/pg.py). Without PostgreSQL
+    installed: RuntimeError saying so."""
     import pytest
 
-    from tests.pg import fresh_database, running_server
+    from tests.pg import running_server
 
     try:
         with running_server() as server:
-            yield from fresh_database(server)
+            yield server
     except pytest.skip.Exception as e:
         raise RuntimeError(f"no PostgreSQL: {e}") from None
+
+
+def pg_database(server: PgServer) -> AbstractContextManager[str]:
+    """A fresh database on ``server`` (its URL), dropped afterwards."""
+    from tests.pg import fresh_database
+
+    return contextmanager(fresh_database)(server)
 
 
 # ---- inputs -----------------------------------------------------------------------------------
