@@ -1,11 +1,8 @@
 """``[cluster]`` and ``[[inbox]] name``: parsed with the precision of the rest of the config, the
-database password never shown; and ``run``/``check`` refuse to start with ``[cluster]`` (claims,
-leases and fencing are not built yet)."""
+database password never shown."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -153,11 +150,11 @@ def test_the_password_file_contents_are_never_shown(site: Path) -> None:
     assert "log_level" in text and "Db-s3cret-pw" not in text
 
 
-# ---- run and check refuse [cluster] --------------------------------------------------------------
+# ---- check refuses [cluster] (run does not: tests/e2e/test_cluster.py) ---------------------------
 
 
-@pytest.mark.parametrize("command", [["run"], ["check"], ["check", "--offline"]])
-def test_run_and_check_refuse_cluster_with_one_line(
+@pytest.mark.parametrize("command", [["check"], ["check", "--offline"]])
+def test_check_refuses_cluster_with_one_line(
     site: Path, command: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = write(site, cluster_doc(site))
@@ -166,20 +163,6 @@ def test_run_and_check_refuse_cluster_with_one_line(
     assert captured.err == NOT_YET + "\n"
     assert captured.out == ""
     assert not (site / "state").exists()  # nothing started: no ledger created
-
-
-def test_watchd_run_refuses_cluster_as_a_process(site: Path) -> None:
-    path = write(site, cluster_doc(site))
-    proc = subprocess.run(
-        [sys.executable, "-m", "watchd", "run", "-c", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert proc.returncode == 2
-    assert proc.stderr.strip() == (
-        "[cluster] is not supported yet in this version: remove it to run on one host"
-    )
 
 
 def test_check_without_cluster_is_not_refused(

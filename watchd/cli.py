@@ -231,11 +231,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     # A stop that arrives while we are still starting (imports, config) is a clean stop too; the
     # event loop installs its own handlers once it runs.
     signal.signal(signal.SIGTERM, _exit_cleanly)
-    from watchd.cluster_config import refuse_cluster
     from watchd.daemon import run_daemon
 
-    if refuse_cluster(_path(args)):
-        return 2
     return run_daemon(_path(args), debug=args.debug)
 
 
@@ -368,6 +365,14 @@ def cmd_ledger(args: argparse.Namespace) -> int:
     path = _path(args)
     try:
         cfg = load_config(path, check_paths=False, log_warnings=False)
+        if cfg.cluster is not None:
+            print(
+                "watchd ledger rebuild: this config has [cluster]: its ledger is the cluster's "
+                "database, which keeps every host's history (nothing to rebuild); remove "
+                "[cluster] to rebuild this host's own ledger",
+                file=sys.stderr,
+            )
+            return 2
         report = rebuild_state_dir(cfg.daemon.state_dir, cfg.inboxes)
     except ConfigError as e:
         print(f"watchd: bad config {path}: {e}", file=sys.stderr)

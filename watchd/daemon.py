@@ -27,11 +27,14 @@ from watchd import presetcheck
 from watchd.carmic.errors import AuthError, CarmicError, TransientError
 from watchd.carmic.retry import RetryPolicy
 from watchd.clock import Clock, SystemClock
-from watchd.cluster_config import NOT_YET
+from watchd.cluster.errors import DatabaseUnavailable
+from watchd.cluster.lease import LeaseKeeper
+from watchd.cluster.ledger import ClusterLedger, TakenElsewhere
 from watchd.config import Config, ConfigError, InboxConfig, load_config, resolve_preset
 from watchd.ledger.db import Ledger, LedgerError
 from watchd.ledger.health import check_or_raise
 from watchd.ledger.opening import OpenedLedger, open_for_daemon
+from watchd.ledger.protocol import LedgerAPI
 from watchd.ledger.rebuild import any_manifest, rebuild
 from watchd.ledger.states import NEEDS_SOURCE, Stage
 from watchd.pipeline.identity import fingerprint
@@ -97,10 +100,17 @@ class InboxRuntime:
     paused: bool = False
     reason: str | None = None
     last_scan_at: float = 0.0
+    cluster: bool = False  # with [cluster], the inbox is known by its name
 
     @property
     def key(self) -> str:
-        return str(self.config.path)
+        return inbox_key(self.config, self.cluster)
+
+
+def inbox_key(inbox: InboxConfig, cluster: bool) -> str:
+    """How the ledger names an inbox: its path on one host; with [cluster], its name (the same
+    on every host, where the path may differ)."""
+    return inbox.name if cluster else str(inbox.path)
 
 
 def preset_record(inbox: InboxConfig, preset: Any) -> dict[str, Any]:
@@ -155,7 +165,11 @@ class Daemon:
         self.login_retry_first = LOGIN_RETRY_FIRST
         self._next_metrics = 0.0
         self._upload_seen: dict[str, int] = {}
-        self.ledger: Ledger | None = None
+        self.ledger: Ledger | ClusterLedger | None = None
+        self.keeper: LeaseKeeper | None = None  # with [cluster]: this node's leases
+        self._cluster_tasks: list[asyncio.Task[None]] = []
+        self.wakeups: Any = None  # with [cluster]: LISTEN/NOTIFY (watchd/cluster/wakeup.py)
+        self._db_waits = 0  # main-loop steps in a row the ledger database did not answer
         self.notify: Any = None  # watchd.notify.service.NotifyService once started
         self.opened: OpenedLedger | None = None  # the ledger with its lock (see start)
         self.debug = config.daemon.log_level == "debug"  # tracebacks for start-up errors
@@ -210,13 +224,18 @@ class Daemon:
         self.ledger = self.opened.ledger
         checking = asyncio.ensure_future(asyncio.to_thread(check_or_raise, self.opened.path))
         checking.add_done_callback(lambda f: f.cancelled() or f.exception())
-        if self.opened.fresh:  # a new or emptied ledger: what the outboxes say was delivered
+        if cfg.cluster is not None:
+            # The jobs are the cluster's (PostgreSQL); this host's SQLite ledger keeps what
+            # only this host sees. The outboxes are read back by nobody: the shared ledger
+            # remembers what every host delivered.
+            self.ledger = await self._join_cluster(cfg, self.opened.ledger)
+        elif self.opened.fresh:  # a new or emptied ledger: what the outboxes say was delivered
             await self._read_back_outboxes(cfg)
         # Notifications after the read-back: jobs read back from manifests are history, not news.
         from watchd.notify.service import NotifyService
 
         on_result = self.metrics.notification if self.metrics is not None else None
-        self.notify = NotifyService(self.ledger, cfg, self.clock, on_result)
+        self.notify = NotifyService(self.opened.ledger, cfg, self.clock, on_result)
         self.known = self.ledger.known_identities()
         self._forgot_after, _ = self.ledger.forgotten_since(None)
         if self.metrics is not None and cfg.daemon.metrics:
@@ -234,6 +253,10 @@ class Daemon:
             from watchd.web.app import start_for_daemon
 
             self.web = await start_for_daemon(self)
+        if cfg.cluster is not None:
+            from watchd.carmic.http import set_node
+
+            set_node(cfg.cluster.node)
         client = self._client or _build_client(cfg, self.clock, self.metrics)
         self._client = client
         self.notifier.status(f"logging in to Carmic at {cfg.carmic.api_url}")
@@ -285,6 +308,8 @@ class Daemon:
         )
         self.notifier.status("scanning the inboxes")
         self._setup_inboxes(cfg)
+        if self.keeper is not None:
+            self._start_cluster(client)
         try:
             await self.rescan(self.clock.now())
         finally:
@@ -293,6 +318,99 @@ class Daemon:
             # ledger is told as such, whatever the scan ran into.
             await checking
         self.ready = True
+
+    # ---- several hosts ([cluster]) ------------------------------------------------------------
+
+    async def _join_cluster(self, cfg: Config, local: Ledger) -> ClusterLedger:
+        """Open the shared ledger (schema brought up to date under a lock), and record this
+        node as live (refused when another live host uses its name)."""
+        from watchd import __version__
+
+        cluster = cfg.cluster
+        assert cluster is not None
+        self.notifier.status(f"opening the cluster's ledger at {cluster.shown}")
+        password = cluster.password.reveal() if cluster.password is not None else None
+        delay, told = 2.0, False
+        extender = asyncio.create_task(self._extend_start_timeout(), name="watchd-extend-start")
+        try:
+            while True:
+                try:
+                    ledger = await asyncio.to_thread(
+                        ClusterLedger,
+                        cluster.database,
+                        local=local,
+                        node=cluster.node,
+                        lease_seconds=cluster.lease_seconds,
+                        inboxes=[inbox_key(i, True) for i in cfg.inboxes],
+                        password=password,
+                    )
+                    break
+                except LedgerError as e:
+                    if not database_may_come_back(str(e)):
+                        raise  # a wrong password, no such database: the config's to fix
+                    if not told:
+                        log.warning("%s; waiting for it (trying again, backing off)", e)
+                        told = True
+                    self.notifier.status(f"waiting for the ledger database: {e}")
+                    await self._wait_stop(delay)
+                    if self._stop_requested:
+                        raise _Stopped() from None
+                    delay = min(30.0, delay * 2)
+        finally:
+            extender.cancel()
+        try:
+            ledger.register(__version__)
+        except BaseException:
+            ledger.close()
+            raise
+        self.keeper = LeaseKeeper(ledger, self.clock)
+        log.info(
+            "node %s joined the cluster at %s (leases of %.0f s)",
+            cluster.node,
+            cluster.shown,
+            cluster.lease_seconds,
+        )
+        return ledger
+
+    def _start_cluster(self, client: Any) -> None:
+        """Lease renewals, the lease gate before every request and stage, and wake-ups."""
+        from watchd.cluster.wakeup import Wakeups
+
+        assert self.keeper is not None and self.pipeline is not None
+        ledger = self.keeper.ledger
+        cluster = self.config.cluster
+        assert cluster is not None
+        ledger.on_lost = self.pipeline.lease_lost
+        self.pipeline.lease_gate = self.keeper.gate
+        if hasattr(client, "before_request"):
+            client.before_request = self.keeper.gate
+        self._cluster_tasks.append(
+            asyncio.create_task(self.keeper.run(), name="watchd-lease-keeper")
+        )
+        password = cluster.password.reveal() if cluster.password is not None else None
+        self.wakeups = Wakeups(cluster.database, self._wake_threadsafe, password=password)
+        self.wakeups.start()
+
+    def _wake_threadsafe(self) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed() or self._wake is None:
+            return
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(self._wake.set)
+
+    async def _leave_cluster(self) -> None:
+        """A clean stop: the jobs this node holds are let go at once (not after the lease)."""
+        for task in self._cluster_tasks:
+            task.cancel()
+        self._cluster_tasks.clear()
+        if self.wakeups is not None:
+            await asyncio.to_thread(self.wakeups.stop)
+            self.wakeups = None
+        if self.keeper is not None:
+            try:
+                self.keeper.ledger.stop()
+            except LedgerError as e:
+                log.warning("could not let this node's jobs go (they lapse by lease): %s", e)
 
     async def _read_back_outboxes(self, cfg: Config) -> None:
         """Rebuild a new ledger from the outbox manifests (hashing the sources it finds may
@@ -317,7 +435,8 @@ class Daemon:
             await asyncio.sleep(START_EXTEND_EVERY)
 
     def _setup_inboxes(self, cfg: Config) -> None:
-        wanted = {str(i.path): i for i in cfg.inboxes}
+        cluster = cfg.cluster is not None
+        wanted = {inbox_key(i, cluster): i for i in cfg.inboxes}
         assert self.ledger is not None
         last_entries = {row.path: row.entries for row in self.ledger.inboxes()}
         for key in list(self.inboxes):
@@ -339,6 +458,7 @@ class Daemon:
             rt = InboxRuntime(
                 config=inbox,
                 monitor=InboxMonitor(inbox.path, last_entries=last_entries.get(key)),
+                cluster=cluster,
             )
             rt.observer = InboxObserver(
                 inbox.path,
@@ -349,6 +469,10 @@ class Daemon:
             rt.observer.start()
             self.inboxes[key] = rt
             log.info("watching %s (%s) -> %s", inbox.path, rt.observer.effective_mode, inbox.outbox)
+        if cluster and self.pipeline is not None:
+            self.pipeline.inbox_paths = {k: rt.config.path for k, rt in self.inboxes.items()}
+        if isinstance(self.ledger, ClusterLedger):
+            self.ledger.inbox_names = list(self.inboxes)
 
     async def stop(self) -> None:
         """Stop taking work, cancel the pipeline's steps (the ledger has their checkpoints),
@@ -356,6 +480,7 @@ class Daemon:
         self.notifier.stopping("stopping: checkpointing in-flight work")
         if self.pipeline:
             await self.pipeline.stop(timeout=5.0)
+        await self._leave_cluster()
         for rt in self.inboxes.values():
             if rt.observer:
                 await asyncio.to_thread(rt.observer.stop)
@@ -375,6 +500,8 @@ class Daemon:
                 self.entries.set_settling([])
                 self.entries.sync(self.ledger, self.clock.now(), force=True)
             self.ledger.close()
+            if self.opened is not None and self.ledger is not self.opened.ledger:
+                self.opened.ledger.close()
         if self.opened is not None:
             self.opened.lock.release()
 
@@ -425,6 +552,22 @@ class Daemon:
                     self.liveness.step_started()
                     try:
                         await self.tick(now)
+                    except DatabaseUnavailable as e:
+                        # A wait, not a failure: watching goes on (events are kept for the next
+                        # step), nothing new starts, the next step tries again, backing off.
+                        self.liveness.step_finished(True)
+                        self._db_waits += 1
+                        pause = min(30.0, 2.0 ** min(self._db_waits, 5))
+                        if self._db_waits == 1:
+                            log.warning(
+                                "%s; waiting for it (watching goes on, nothing new starts; "
+                                "trying again every %.0f s at most)",
+                                e,
+                                30.0,
+                            )
+                        self.notifier.status(f"waiting for the ledger database: {e}")
+                        await self._wait_stop(pause)
+                        continue
                     except Exception:
                         # A locked or full ledger, a NAS error we did not foresee: log it and
                         # try again, backing off; alive() turns false if it keeps failing.
@@ -434,6 +577,10 @@ class Daemon:
                         await self._wait_stop(min(30.0, self.tick_retry_base * 2 ** (failed - 1)))
                         continue
                     self.liveness.step_finished(True)
+                    if self._db_waits:
+                        log.info("the ledger database answers again after %d tries", self._db_waits)
+                        self._db_waits = 0
+                        self._next_rescan = 0.0  # files that settled meanwhile: look again
                     await self._sleep_until_next(now)
             finally:
                 log.info("stopping: checkpointing in-flight work")
@@ -587,6 +734,8 @@ class Daemon:
         in `watchd status`), and the loop goes on with the others."""
         try:
             yield
+        except DatabaseUnavailable:
+            raise  # not this entry's trouble: the main loop waits for the database
         except Exception as e:
             rt = self._inbox_of(path)
             if rt is None:
@@ -735,8 +884,8 @@ class Daemon:
             problem = problem or _unreadable(e)
         # Lost to a power cut, the file is found again by the start-up scan: nothing is sent
         # before the next durable write (the create intent) puts this one on disk too.
-        with self.ledger.relaxed():
-            job = self.ledger.add_job(
+        try:
+            job = self._add_job(
                 inbox=rt.key,
                 rel_path=rel,
                 path=str(path),
@@ -748,6 +897,11 @@ class Daemon:
                 dev=stat.dev,
                 fingerprint=fp,
             )
+        except TakenElsewhere as e:
+            log.debug("%s", e)  # another node's job from now on
+            self.known.setdefault((rt.key, rel), set()).add(sig)
+            self.entries.gone(rt.key, rel)
+            return
         self.known.setdefault((rt.key, rel), set()).add(sig)
         self.entries.gone(rt.key, rel)
         log.info(
@@ -764,6 +918,11 @@ class Daemon:
         )
         if problem is not None:
             await self.pipeline.handle_error(job, problem)
+
+    def _add_job(self, **job: Any) -> Any:
+        assert self.ledger is not None
+        with self.ledger.relaxed():
+            return self.ledger.add_job(**job)
 
     def _resolve(
         self, rt: InboxRuntime, path: Path, rel: str
@@ -815,8 +974,11 @@ class Daemon:
         self.notifier.reloading(f"reloading {path}")
         try:
             new = load_config(path, allow_missing_inboxes=True)
-            if new.cluster is not None:  # not built yet: see watchd/cluster_config.py
-                raise ConfigError(NOT_YET)
+            if (new.cluster is None) != (self.config.cluster is None):
+                raise ConfigError(
+                    "[cluster] was added or removed: that takes a restart (`systemctl restart "
+                    "carmic-watchd`)"
+                )
         except ConfigError as e:
             log.error("reload refused, keeping the running config: %s", e)
             self.notifier.ready(self.status_line())
@@ -934,7 +1096,7 @@ class Daemon:
             self._wake.set()
 
 
-def takes_changes(job: Any, now: float, ledger: Ledger) -> bool:
+def takes_changes(job: Any, now: float, ledger: LedgerAPI) -> bool:
     """Whether ``job`` (the unfinished job at a path that changed) has not sent its file yet and
     so takes the change itself; if so it is woken to look at the file now."""
     if job is None:
@@ -961,6 +1123,22 @@ def restart_only_changes(old: Config, new: Config) -> list[str]:
     ):
         out.append("[carmic] password")
     return out
+
+
+# A refusal at connect that waiting does not cure: the config (or the database's set-up) must
+# change. Anything else (refused, timed out, the server starting up) may come back.
+_DATABASE_FOR_GOOD = (
+    "password authentication failed",
+    "no password supplied",
+    "does not exist",
+    "no pg_hba.conf entry",
+    "newer than this watchd",
+    "permission denied",
+)
+
+
+def database_may_come_back(message: str) -> bool:
+    return not any(m in message for m in _DATABASE_FOR_GOOD)
 
 
 def cfg_path(cfg: Config) -> str:

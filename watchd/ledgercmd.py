@@ -56,7 +56,11 @@ def migrate_command(
         with acquire(cfg.daemon.state_dir):
             target = PgLedger(url, password=password.reveal() if password else None)
             try:
-                result = migrate(source, target)
+                # A cluster's jobs name their inbox by its [[inbox]] name, not this host's path.
+                names = (
+                    {str(i.path): i.name for i in cfg.inboxes} if cfg.cluster is not None else {}
+                )
+                result = migrate(source, target, inbox_names=names)
             finally:
                 target.close()
     except LedgerError as e:  # a running daemon (LedgerBusy), or the database

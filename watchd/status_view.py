@@ -15,11 +15,14 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from watchd.ledger.db import EntryRow, InboxRow, JobRow, Ledger
 from watchd.ledger.states import Stage
 from watchd.watching.entries import SETTLING, settling_text
+
+if TYPE_CHECKING:
+    from watchd.cluster.ledger import ClusterLedger
 
 BAR_STATES = frozenset({"uploading", "processing", "rendering", "exporting", "delivering"})
 HEARTBEAT_STALE = 20.0  # the daemon writes its heartbeat every 5 s: 4 missed = not responding
@@ -106,7 +109,7 @@ def render_json(ledger: Ledger, *, now: float | None = None) -> str:
 # ---- the summary line (also systemd's STATUS=) -----------------------------------------------
 
 
-def summary_line(ledger: Ledger, *, paused_inboxes: int | None = None) -> str:
+def summary_line(ledger: Ledger | ClusterLedger, *, paused_inboxes: int | None = None) -> str:
     """``3 queued, 1 uploading 42%, 2 processing, 0 rendering/delivering, 1 parked (billing),
     0 failed, 7 delivered`` (plus ``; 1 inbox(es) paused``). ``paused_inboxes`` defaults to what
     the ledger recorded at the last scan."""

@@ -73,6 +73,12 @@ def add(ledger: LedgerAPI, rel: str = "podcasts/ep1.mp4", fp: str = "fp1", **kw:
     )
 
 
+def last_event(ledger: LedgerAPI, job_id: str) -> tuple[str, str, str | None, str | None, Any]:
+    """The job's last event: kind, actor, from and to state, detail (JSON text)."""
+    ev = ledger.events(job_id)[-1]
+    return ev.kind, ev.actor, ev.from_state, ev.to_state, ev.detail
+
+
 # ---- jobs ----------------------------------------------------------------------------------------
 
 
@@ -110,14 +116,7 @@ def test_transition_applies_updates_and_records_the_event(ledger: LedgerAPI) -> 
     assert job == ledger.require(jid)
     assert job.stage is Stage.PROBED and job.duration == 12.5 and job.content_type == "video/mp4"
     assert job.updated_at == job.created_at + 5
-    ev = ledger.events(jid)[-1]
-    assert (ev.kind, ev.actor, ev.from_state, ev.to_state, ev.detail) == (
-        "transition",
-        "x",
-        "queued",
-        "probed",
-        '{"k": 1}',
-    )
+    assert last_event(ledger, jid) == ("transition", "x", "queued", "probed", '{"k": 1}')
 
 
 def test_illegal_transition_raises_and_changes_nothing(ledger: LedgerAPI) -> None:
@@ -219,6 +218,68 @@ def test_forget_only_finished_and_frees_the_identity(ledger: LedgerAPI) -> None:
     assert ledger.events(job.id)[-1].kind == "forgotten"
     with pytest.raises(LedgerError, match="unknown job"):
         ledger.forget(job.id)
+
+
+def test_retry_clears_the_stop_and_records_one_event(ledger: LedgerAPI) -> None:
+    jid = add(ledger).id
+    ledger.transition(jid, Stage.PARKED, park_reason="tier", resume_stage=Stage.FAILED.value)
+    tick(ledger, 3)
+    job = ledger.retry(jid, actor="web")
+    assert job == ledger.require(jid)
+    # A recorded stage a job cannot resume at (failed) sends it to the start.
+    assert job.stage is Stage.QUEUED and job.park_reason is None
+    assert job.updated_at == ledger.clock.now() and job.finished_at is None
+    assert last_event(ledger, jid) == ("retry", "web", "parked", "queued", None)
+    with pytest.raises(LedgerError, match=f"job {jid} is queued: only failed or parked"):
+        ledger.retry(jid)
+    assert len(ledger.events(jid)) == 3
+    with pytest.raises(RuntimeError, match="inside"), ledger.batch():
+        ledger.transition(jid, Stage.FAILED, error="e")
+        assert ledger.retry(jid).stage is Stage.QUEUED
+        raise RuntimeError("inside")
+    assert ledger.require(jid).stage is Stage.QUEUED and len(ledger.events(jid)) == 3
+
+
+def test_check_retryable_allows_failed_and_parked_only(ledger: LedgerAPI) -> None:
+    failed, parked, queued = (add(ledger, f"{n}.mp4", n) for n in ("f", "p", "q"))
+    ledger.check_retryable(ledger.transition(failed.id, Stage.FAILED))
+    ledger.check_retryable(ledger.transition(parked.id, Stage.PARKED))
+    with pytest.raises(LedgerError, match=f"job {queued.id} is queued: only failed or parked"):
+        ledger.check_retryable(queued)
+
+
+def test_forgotten_since_tells_a_running_daemon_which_files_are_new_again(
+    ledger: LedgerAPI,
+) -> None:
+    assert ledger.forgotten_since(None) == (0, [])
+    a = add(ledger, "café.mp4", "fa", size=123, mtime_ns=456)
+    b = add(ledger, "b.mp4", "fb")
+    after, gone = ledger.forgotten_since(None)
+    assert gone == [] and after == ledger.events()[-1].id
+    for job in (b, a):
+        ledger.transition(job.id, Stage.FAILED)
+        ledger.forget(job.id)
+    ledger.record_event(a.id, "note")  # not a forget: not told, and not a reason to skip one
+    forgotten, gone = ledger.forgotten_since(after)
+    assert gone == [("/in", "b.mp4", 100, b.mtime_ns), ("/in", "café.mp4", 123, 456)]
+    assert forgotten == ledger.events(a.id)[-2].id
+    assert ledger.forgotten_since(forgotten) == (forgotten, [])
+    # The event keeps the file's identity as the SQLite ledger writes it (JSON, keys sorted).
+    assert ledger.events(a.id)[-2].detail == (
+        '{"inbox": "/in", "mtime_ns": 456, "rel_path": "caf\\u00e9.mp4", "size": 123}'
+    )
+    assert ledger.forgotten_since(None) == (ledger.events()[-1].id, [])
+
+
+def test_a_forget_is_told_to_the_other_handles(opener: Callable[[], LedgerAPI]) -> None:
+    cli, daemon = opener(), opener()
+    job = add(cli)
+    after, _ = daemon.forgotten_since(None)
+    cli.transition(job.id, Stage.FAILED)
+    cli.forget(job.id)
+    after, gone = daemon.forgotten_since(after)
+    assert gone == [("/in", job.rel_path, job.size, job.mtime_ns)]
+    assert daemon.forgotten_since(after) == (after, [])
 
 
 # ---- clips and exports ---------------------------------------------------------------------------
@@ -330,6 +391,35 @@ def test_job_lists(ledger: LedgerAPI) -> None:
     assert ledger.counts_by_state() == {"queued": 1, "failed": 1, "probed": 1}
     ledger.update(a, state=Stage.UPLOADING.value, bytes_uploaded=40)
     assert ledger.upload_totals() == (40, 100)
+
+
+def test_waits_are_counted_by_cause_and_found_by_path(ledger: LedgerAPI) -> None:
+    a = add(ledger, "a.mp4", "fa")
+    b = add(ledger, "b.mp4", "fb")
+    c = add(ledger, "c.mp4", "fc")
+    assert ledger.wait_counts() == {} and ledger.wait_counts(parked=False) == {}
+    ledger.update(a.id, wait="duplicate: same content as job j1", wait_until=1.0, wait_since=0)
+    ledger.update(b.id, wait="billing: no minutes")
+    ledger.transition(b.id, Stage.PARKED, park_reason="billing: no minutes")
+    ledger.update(c.id, wait=" duplicate : same content as job j2")
+    assert ledger.wait_counts() == {"duplicate": 2, "billing": 1}
+    assert ledger.wait_counts(parked=False) == {"duplicate": 2}
+    ledger.update(c.id, wait="tier")  # no detail: the whole text is the cause
+    assert ledger.wait_counts(parked=False) == {"duplicate": 1, "tier": 1}
+    found = ledger.active_at_path("/in", "a.mp4")
+    assert found == ledger.require(a.id) and found.wait_until == 1.0
+    ledger.transition(a.id, Stage.FAILED)
+    assert ledger.active_at_path("/in", "a.mp4") is None
+    assert ledger.wait_counts() == {"billing": 1, "tier": 1}
+    # The newest unfinished job at the path, whatever its state; not one in another inbox.
+    again = add(ledger, "a.mp4", "fa", mtime_ns=2)
+    newer = add(ledger, "a.mp4", "fa2", mtime_ns=3)
+    ledger.transition(newer.id, Stage.PARKED)
+    add(ledger, "a.mp4", "fa3", inbox="/elsewhere")
+    assert ledger.active_at_path("/in", "a.mp4") == ledger.require(newer.id)
+    ledger.transition(newer.id, Stage.FAILED)
+    assert ledger.active_at_path("/in", "a.mp4") == again
+    assert ledger.active_at_path("/in", "none.mp4") is None
 
 
 def test_outbox_dir_taken(ledger: LedgerAPI) -> None:

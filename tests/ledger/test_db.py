@@ -250,32 +250,3 @@ def test_a_write_is_one_plain_transaction(ledger: Ledger) -> None:
     assert words.count("BEGIN") == words.count("COMMIT") == 4
     assert "SAVEPOINT" not in words and not [s for s in seen if "sqlite_master" in s]
     assert not ledger.db.conn.in_transaction
-
-
-def test_forgotten_since_tells_a_running_daemon_which_files_are_new_again(
-    ledger: Ledger,
-) -> None:
-    after, gone = ledger.forgotten_since(None)
-    assert gone == []
-    jid = _add(ledger, size=123, mtime_ns=456)
-    ledger.transition(jid, Stage.FAILED)
-    ledger.forget(jid)
-    after, gone = ledger.forgotten_since(after)
-    assert gone == [("/in", "podcasts/ep1.mp4", 123, 456)]
-    assert ledger.forgotten_since(after) == (after, [])
-
-
-def test_waits_are_counted_by_cause_and_found_by_path(ledger: Ledger) -> None:
-    a = _add(ledger, "a.mp4", "fa")
-    b = _add(ledger, "b.mp4", "fb")
-    assert ledger.wait_counts() == {}
-    ledger.update(a, wait="duplicate: same content as job j1", wait_until=1.0, wait_since=0.0)
-    ledger.update(b, wait="billing: no minutes")
-    ledger.transition(b, Stage.PARKED, park_reason="billing: no minutes")
-    assert ledger.wait_counts() == {"duplicate": 1, "billing": 1}
-    assert ledger.wait_counts(parked=False) == {"duplicate": 1}
-    found = ledger.active_at_path("/in", "a.mp4")
-    assert found is not None and found.id == a and found.wait_until == 1.0
-    ledger.transition(a, Stage.FAILED)
-    assert ledger.active_at_path("/in", "a.mp4") is None
-    assert ledger.wait_counts() == {"billing": 1}

@@ -176,3 +176,26 @@ def test_the_events_keep_their_order(site: Path, pg_url: str) -> None:
     assert [e.to_state for e in events if e.to_state][-2:] == ["delivering", "delivered"]
     assert [e.id for e in events] == sorted(e.id for e in events)
     pg.close()
+
+
+def test_into_a_cluster_the_jobs_name_their_inbox_by_its_name(
+    tmp_path: Path, pg_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    doc = base_doc(tmp_path)
+    doc["inbox"][0]["name"] = "studio-a"
+    doc["cluster"] = {"database": pg_url, "node": "suite-1"}
+    path = write(tmp_path, doc)
+    clock = FakeClock()
+    local = Ledger.open(tmp_path / "state", clock=clock)
+    inbox = str(tmp_path / "inbox")
+    job = local.add_job(
+        inbox=inbox, rel_path="ep.mp4", path=f"{inbox}/ep.mp4", rule="", preset={}, size=10,
+        mtime_ns=5, inode=1, dev=1, fingerprint="fp",
+    )  # fmt: skip
+    local.transition(job.id, Stage.FAILED, error="x", error_code="not_video")
+    local.close()
+    assert main(["ledger", "migrate", "-c", str(path), "--to", pg_url]) == 0
+    pg = PgLedger(pg_url)
+    assert pg.find_by_identity("studio-a", "ep.mp4", 10, 5) is not None
+    assert pg.find_by_identity(inbox, "ep.mp4", 10, 5) is None
+    pg.close()

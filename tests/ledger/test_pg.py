@@ -1,16 +1,19 @@
 """What only the PostgreSQL ledger has: migrations shared by hosts starting together, refusing a
-newer schema, and a connection failure that names the database without its password."""
+newer schema, a connection failure that names the database without its password, and event ids
+that commit out of order."""
 
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Iterator
 
 import psycopg
 import pytest
 
 from tests.pg import PgServer
 from watchd.ledger.dsn import check_dsn, redact_dsn
-from watchd.ledger.pg import PG_MIGRATIONS, PgLedger
+from watchd.ledger.pg import FORGET_LOCK, PG_MIGRATIONS, PgLedger
 from watchd.ledger.states import Stage
 from watchd.redact import redact
 
@@ -78,6 +81,102 @@ def test_dsn_checks_and_redaction() -> None:
     assert "hunter2-pw" not in redact("connecting with hunter2-pw")
     assert redact_dsn("postgresql://db/x?password=abc") == "postgresql://db/x?<redacted>"
     assert redact_dsn("postgresql://db:x/y") == "<unparseable database URL>"
+
+
+def _add(lg: PgLedger, rel: str, *, failed: bool = False) -> str:
+    jid = lg.add_job(
+        inbox="/in", rel_path=rel, path=f"/in/{rel}", rule="", preset={}, size=1, mtime_ns=1,
+        inode=1, dev=1, fingerprint=rel,
+    ).id  # fmt: skip
+    if failed:
+        lg.transition(jid, Stage.FAILED)
+    return jid
+
+
+@pytest.fixture
+def handles(pg_url: str) -> Iterator[list[PgLedger]]:
+    """Three handles on one database, as three hosts (or a host and the CLI) hold them."""
+    opened = [PgLedger(pg_url) for _ in range(3)]
+    yield opened
+    for lg in opened:
+        lg.close()
+
+
+def _forget_held_open(lg: PgLedger, job_id: str) -> tuple[threading.Thread, threading.Event]:
+    """A forget whose event id is drawn and whose commit waits until the event returned is
+    set."""
+    drawn, commit = threading.Event(), threading.Event()
+
+    def forget() -> None:
+        with lg.batch():
+            lg.forget(job_id)
+            drawn.set()
+            commit.wait(30)
+
+    thread = threading.Thread(target=forget)
+    thread.start()
+    assert drawn.wait(30)
+    return thread, commit
+
+
+def _waits_for_forget_lock(url: str, thread: threading.Thread) -> None:
+    """Until ``thread`` ends or waits for FORGET_LOCK (which it must not get: it is held)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        deadline = time.monotonic() + 30
+        while thread.is_alive() and time.monotonic() < deadline:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+                "AND (classid::bigint << 32 | objid::bigint) = %s",
+                (FORGET_LOCK,),
+            ).fetchone()
+            if row and row[0]:
+                return
+            time.sleep(0.01)
+
+
+def test_a_first_look_does_not_read_past_a_forget_under_way(
+    handles: list[PgLedger], pg_url: str
+) -> None:
+    """A forget draws its event's id, another host's event draws a larger one and commits, a
+    daemon starting then reads the largest id: the forget, committed after it, must still be
+    told. The first look waits for forgets under way instead of reading past them."""
+    cli, other, daemon = handles
+    forgotten, noted = _add(cli, "a.mp4", failed=True), _add(cli, "b.mp4")
+    forgetter, commit = _forget_held_open(cli, forgotten)
+    other.record_event(noted, "note")
+    looked: list[int] = []
+    looker = threading.Thread(target=lambda: looked.append(daemon.forgotten_since(None)[0]))
+    looker.start()
+    _waits_for_forget_lock(pg_url, looker)
+    told_before_commit = not looker.is_alive()
+    commit.set()
+    forgetter.join(30)
+    looker.join(30)
+    gone = daemon.forgotten_since(looked[0])[1]
+    if told_before_commit:
+        assert gone == [("/in", "a.mp4", 1, 1)]
+    else:
+        assert looked[0] >= cli.events(forgotten)[-1].id and gone == []
+
+
+def test_forgets_commit_in_the_order_of_their_event_ids(
+    handles: list[PgLedger], pg_url: str
+) -> None:
+    """Two forgets at once: the one drawing the larger id must not commit first, or a daemon
+    reading then moves past the smaller one before it is visible."""
+    first, second, daemon = handles
+    a, b = _add(first, "a.mp4", failed=True), _add(first, "b.mp4", failed=True)
+    after, _ = daemon.forgotten_since(None)
+    holder, commit = _forget_held_open(first, a)
+    later = threading.Thread(target=second.forget, args=(b,))
+    later.start()
+    _waits_for_forget_lock(pg_url, later)
+    after, told = daemon.forgotten_since(after)
+    commit.set()
+    holder.join(30)
+    later.join(30)
+    told += daemon.forgotten_since(after)[1]
+    assert sorted(told) == [("/in", "a.mp4", 1, 1), ("/in", "b.mp4", 1, 1)]
 
 
 def test_the_fixture_restarts_its_server_on_the_same_port() -> None:

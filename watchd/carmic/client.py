@@ -117,7 +117,13 @@ class CarmicClient:
     storage client never carries our credentials. ``on_response(endpoint, status)`` sees every
     exchange (status ``"error"`` when no answer came), ``on_rate_limited(endpoint, retry_after)``
     every 429, ``on_login()`` every password login.
+
+    ``before_request``, when set, is awaited before every request goes out: with several hosts
+    (``[cluster]``) it holds a request back while this daemon's leases need renewing, and
+    raises for a job this daemon no longer holds (see watchd/cluster/lease.py).
     """
+
+    before_request: Callable[[], Awaitable[None]] | None = None
 
     def __init__(
         self,
@@ -260,6 +266,8 @@ class CarmicClient:
         stream: bool = False,
     ) -> httpx.Response:
         """One exchange: workspace header, credentials, foreign errors translated."""
+        if self.before_request is not None:
+            await self.before_request()
         headers = {"Accept": "application/json"}
         if scoped:
             headers["X-Workspace-ID"] = (await self.resolve_workspace()).id

@@ -73,6 +73,13 @@ def user_agent(node: str = "") -> str:
 USER_AGENT = user_agent()
 
 
+def set_node(node: str) -> None:
+    """Name this daemon's node in the User-Agent of the clients made from now on (``[cluster]
+    node``; the default is the host name)."""
+    global USER_AGENT
+    USER_AGENT = user_agent(node)
+
+
 def ssl_context(ca_file: str = "") -> ssl.SSLContext:
     """A verifying TLS context: the system trust store (certifi when the system has none), plus
     ``ca_file`` for a private CA (an intercepting proxy, a staging server). Never unverified."""

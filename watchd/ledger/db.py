@@ -210,6 +210,48 @@ def _known_fields(values: dict[str, Any], allowed: frozenset[str], what: str) ->
         raise LedgerError(f"unknown {what} fields: {sorted(bad)}")
 
 
+# ---- what both ledgers decide alike (watchd.ledger.pg uses these too) ------------------------
+
+
+def _check_retryable(job: JobRow) -> None:
+    if job.stage not in (Stage.FAILED, Stage.PARKED):
+        raise LedgerError(f"job {job.id} is {job.state}: only failed or parked jobs can be retried")
+
+
+def _forgotten_detail(job: JobRow) -> dict[str, Any]:
+    """The detail of a job's ``forgotten`` event: what a running daemon needs to take the same
+    file again (:meth:`Ledger.forgotten_since`)."""
+    return {
+        "inbox": job.inbox,
+        "rel_path": job.rel_path,
+        "size": job.size,
+        "mtime_ns": job.mtime_ns,
+    }
+
+
+def _forgotten_files(
+    after: int, rows: Iterable[tuple[Any, Any]]
+) -> tuple[int, list[tuple[str, str, int, int]]]:
+    """``(id, detail)`` of ``forgotten`` events after event ``after``, in id order, as
+    :meth:`Ledger.forgotten_since` returns them."""
+    out = []
+    for event_id, detail in rows:
+        after = max(after, int(event_id))
+        d = json.loads(detail or "{}")
+        if isinstance(d, dict) and "rel_path" in d:
+            out.append((str(d["inbox"]), str(d["rel_path"]), int(d["size"]), int(d["mtime_ns"])))
+    return after, out
+
+
+def _waits_by_cause(rows: Iterable[tuple[Any, Any]]) -> dict[str, int]:
+    """``(wait, how many jobs)`` summed by the wait's cause, the text before its first colon."""
+    out: dict[str, int] = {}
+    for wait, n in rows:
+        cause = str(wait).split(":", 1)[0].strip()
+        out[cause] = out.get(cause, 0) + int(n)
+    return out
+
+
 # ---- migrations: numbered, append-only ---------------------------------------------------------
 
 
@@ -559,6 +601,12 @@ class Ledger:
         writer inside must not swallow errors of its own writes."""
         with self._write():
             yield
+
+    @contextmanager
+    def granting(self) -> Iterator[bool]:
+        """Grants of processing slots are made inside (see the cluster's ledger, where other
+        hosts grant too). Yields False: this ledger is not shared between hosts."""
+        yield False
 
     @contextmanager
     def relaxed(self) -> Iterator[None]:
@@ -1019,10 +1067,7 @@ class Ledger:
 
     def check_retryable(self, job: JobRow) -> None:
         """LedgerError unless ``job`` is failed or parked."""
-        if job.stage not in (Stage.FAILED, Stage.PARKED):
-            raise LedgerError(
-                f"job {job.id} is {job.state}: only failed or parked jobs can be retried"
-            )
+        _check_retryable(job)
 
     def forget(self, job_id: str, *, actor: str = "cli") -> None:
         """Drop a finished job so the same file can be taken again."""
@@ -1038,10 +1083,8 @@ class Ledger:
             conn.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
             self._jobs.drop(job_id)
             self._clips.drop(job_id)
-            # What a running daemon needs to take the same file again (forgotten_since).
-            seen = {"inbox": job.inbox, "rel_path": job.rel_path, "size": job.size}
-            seen["mtime_ns"] = job.mtime_ns
-            self._event(job_id, "forgotten", actor=actor, src=job.state, detail=seen)
+            detail = _forgotten_detail(job)
+            self._event(job_id, "forgotten", actor=actor, src=job.state, detail=detail)
 
     def forgotten_since(self, after: int | None) -> tuple[int, list[tuple[str, str, int, int]]]:
         """Jobs forgotten after event ``after`` as (inbox, rel_path, size, mtime_ns), and the
@@ -1054,15 +1097,7 @@ class Ledger:
                 "SELECT id, detail FROM events WHERE id > ? AND kind = 'forgotten' ORDER BY id",
                 (after,),
             ).fetchall()
-        out = []
-        for event_id, detail in rows:
-            after = max(after, int(event_id))
-            d = json.loads(detail or "{}")
-            if isinstance(d, dict) and "rel_path" in d:
-                out.append(
-                    (str(d["inbox"]), str(d["rel_path"]), int(d["size"]), int(d["mtime_ns"]))
-                )
-        return after, out
+        return _forgotten_files(after, rows)
 
     # ---- clips and exports -----------------------------------------------------------------
 
@@ -1261,14 +1296,11 @@ class Ledger:
             if cached is not None and cached[0] == version:
                 return dict(cached[1])
             rows = self._conn.execute(
-                f"SELECT wait FROM jobs WHERE state IN ({','.join('?' * len(states))}) "
-                "AND wait IS NOT NULL",
+                f"SELECT wait, COUNT(*) FROM jobs WHERE state IN ({','.join('?' * len(states))}) "
+                "AND wait IS NOT NULL GROUP BY wait",
                 states,
             ).fetchall()
-            out: dict[str, int] = {}
-            for (wait,) in rows:
-                cause = str(wait).split(":", 1)[0].strip()
-                out[cause] = out.get(cause, 0) + 1
+            out = _waits_by_cause(rows)
             self._wait_counts[parked] = (version, out)
         return dict(out)
 

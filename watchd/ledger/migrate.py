@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import socket
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,8 +66,12 @@ def source_key(path: Path) -> str:
     return f"migrated-events:{socket.gethostname()}:{path.resolve()}"
 
 
-def migrate(source: Path, target: PgLedger) -> MigrateResult:
-    """Copy the SQLite ledger at ``source`` into ``target`` (see the module docstring)."""
+def migrate(
+    source: Path, target: PgLedger, *, inbox_names: Mapping[str, str] | None = None
+) -> MigrateResult:
+    """Copy the SQLite ledger at ``source`` into ``target`` (see the module docstring).
+    ``inbox_names``: inbox path -> ``[[inbox]] name``, for a cluster's ledger, where jobs name
+    their inbox by its name (the same on every host) instead of this host's path."""
     src = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
     try:
         result = MigrateResult(source)
@@ -83,7 +87,9 @@ def migrate(source: Path, target: PgLedger) -> MigrateResult:
             )
             for table in TABLES:
                 if table in present and table in pg_tables:
-                    result.tables.append(_copy(src, conn, table, pg_tables[table], source))
+                    result.tables.append(
+                        _copy(src, conn, table, pg_tables[table], source, inbox_names or {})
+                    )
         return result
     finally:
         src.close()
@@ -120,6 +126,7 @@ def _copy(
     table: str,
     pg_cols: dict[str, str],
     source: Path,
+    inbox_names: Mapping[str, str],
 ) -> TableResult:
     sqlite_cols = [r[1] for r in src.execute(f"PRAGMA table_info({table})")]
     events = table == "events"
@@ -152,6 +159,12 @@ def _copy(
                 last = max(last, int(row[0]))
             copy.write_row([_coerce(v, k) for v, k in zip(row, kinds, strict=True)])
             total += 1
+    if table == "jobs" and inbox_names:
+        conn.execute(
+            "UPDATE incoming SET inbox = names.name FROM (SELECT unnest(%s::text[]) AS path, "
+            "unnest(%s::text[]) AS name) AS names WHERE incoming.inbox = names.path",
+            (list(inbox_names), list(inbox_names.values())),
+        )
     if events:
         cur = conn.execute(
             f"INSERT INTO events ({column_list}) SELECT {column_list} FROM incoming ORDER BY id"
@@ -162,10 +175,11 @@ def _copy(
             (source_key(source), str(last)),
         )
     else:
-        keys = ", ".join(KEYS[table])
+        # A row whose key is there is left as it is; so is an unfinished job whose file
+        # another host has taken already (the one active job per file identity).
         cur = conn.execute(
             f"INSERT INTO {table} ({column_list}) SELECT {column_list} FROM incoming "
-            f"ON CONFLICT ({keys}) DO NOTHING"
+            "ON CONFLICT DO NOTHING"
         )
     conn.execute("DROP TABLE incoming")
     result.copied = max(cur.rowcount, 0)

@@ -36,6 +36,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from sqlite_utils.db import jsonify_if_needed
 
 from watchd.clock import Clock, SystemClock
+from watchd.cluster.errors import DatabaseUnavailable, LeaseLost
 from watchd.ledger.db import (
     _CLIP_COLS,
     _CLIP_FIELDS,
@@ -51,8 +52,12 @@ from watchd.ledger.db import (
     InboxRow,
     JobRow,
     LedgerError,
+    _check_retryable,
     _columns,
+    _forgotten_detail,
+    _forgotten_files,
     _known_fields,
+    _waits_by_cause,
     new_job_id,
 )
 from watchd.ledger.dsn import redact_dsn
@@ -61,6 +66,10 @@ from watchd.redact import redact
 
 # The advisory lock key of schema migrations: "watchd" in ASCII, one key for every host.
 MIGRATION_LOCK = 0x77_61_74_63_68_64
+# The SQLSTATE watchd_fence() raises when a job's lease was taken over (class "WD": ours).
+LEASE_LOST_STATE = "WD001"
+# Held by `forget` (exclusive) and by `forgotten_since(None)` (shared): see forgotten_since.
+FORGET_LOCK = 0x77_61_74_63_68_64_66
 CONNECT_TIMEOUT = 10.0
 
 # Numbered, append-only, each a list of statements run in the migration transaction. The
@@ -196,10 +205,25 @@ PG_MIGRATIONS: Sequence[Sequence[str]] = (
             heartbeat_at TIMESTAMPTZ NOT NULL,
             stopped_at TIMESTAMPTZ
         )""",
+        # The fence: the first statement of every write a node makes for a job it holds. It
+        # aborts the transaction (SQLSTATE WD001) unless the job still carries the token of
+        # that node's claim, so a node whose lease another node has taken over writes nothing.
+        f"""CREATE FUNCTION watchd_fence(job TEXT, token BIGINT) RETURNS void
+        LANGUAGE plpgsql AS $$
+        BEGIN
+            PERFORM 1 FROM jobs WHERE id = job AND lease_token = token FOR NO KEY UPDATE;
+            IF NOT FOUND THEN
+                RAISE EXCEPTION 'the lease of job % was taken over', job
+                    USING ERRCODE = '{LEASE_LOST_STATE}';
+            END IF;
+        END $$""",
     ),
 )
 
 _ACTIVE = [s.value for s in Stage if s not in TERMINAL]
+_ACTIVE_NOT_PARKED = [s for s in _ACTIVE if s != Stage.PARKED.value]
+_RESUMABLE = sorted(s.value for s in RESUMABLE)
+_RETRYABLE = [Stage.FAILED.value, Stage.PARKED.value]
 # The stages a job may move to each stage from (staying where it is included).
 _SOURCES = {to: [s.value for s in Stage if s is to or to in ALLOWED[s]] for to in Stage}
 _JOB_COLS_OF_JOBS = ", ".join(f"jobs.{c}" for c in _columns(JobRow))
@@ -330,6 +354,35 @@ class PgLedger:
 
     # ---- transactions ----------------------------------------------------------------------
 
+    def _fence_token(self, job_id: str) -> int | None:
+        """The lease token a write of ``job_id`` must find on the job (None: no check). The
+        cluster's ledger (watchd/cluster/ledger.py) gives the token of its claim."""
+        return None
+
+    def _fence(self, conn: psycopg.Connection[Any], job_id: str | None) -> None:
+        if job_id is not None and (token := self._fence_token(job_id)) is not None:
+            conn.execute("SELECT watchd_fence(%s, %s)", (job_id, token))
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        """The database's failures as the ledger's: a lease taken over (the fence), and a
+        database that cannot be reached (wait, then try again)."""
+        try:
+            yield
+        except psycopg.Error as e:
+            if e.sqlstate == LEASE_LOST_STATE:
+                raise LeaseLost(str(e.diag.message_primary or e)) from None
+            if isinstance(e, psycopg.OperationalError | psycopg.InterfaceError):
+                raise DatabaseUnavailable(self._unreachable(e)) from e
+            raise
+        except PoolTimeout as e:
+            raise DatabaseUnavailable(self._unreachable(e)) from e
+
+    def _unreachable(self, e: BaseException) -> str:
+        return f"the ledger database {redact_dsn(self.url)} cannot be reached: " + redact(
+            " ".join(str(e).split())
+        )
+
     @contextmanager
     def _connection(self) -> Iterator[psycopg.Connection[Any]]:
         """The connection of this thread's transaction, else one from the pool."""
@@ -337,27 +390,51 @@ class PgLedger:
         if conn is not None:
             yield conn
             return
-        with self._pool.connection() as pooled:
+        with self._errors(), self._pool.connection() as pooled:
             yield pooled
 
     @contextmanager
-    def _write(self, *, pipelined: bool = True) -> Iterator[psycopg.Connection[Any]]:
-        """One transaction on one connection; inside another, part of it."""
+    def _write(
+        self, *, pipelined: bool = True, job: str | None = None
+    ) -> Iterator[psycopg.Connection[Any]]:
+        """One transaction on one connection; inside another, part of it. With ``job``, the
+        transaction first checks the job's lease (see :meth:`_fence_token`)."""
         conn: psycopg.Connection[Any] | None = getattr(self._local, "conn", None)
         if conn is not None:
+            self._fence(conn, job)
             yield conn
             return
-        with self._pool.connection() as pooled, self._transaction(pooled, pipelined=pipelined):
+        with (
+            self._errors(),
+            self._pool.connection() as pooled,
+            self._transaction(pooled, pipelined=pipelined),
+        ):
+            self._fence(pooled, job)
             yield pooled
 
-    def _write_one(self, sql: str, params: Sequence[Any]) -> tuple[Any, ...] | None:
+    def _write_one(
+        self,
+        sql: str,
+        params: Sequence[Any],
+        *,
+        job: str | None = None,
+        lock: str | None = None,
+    ) -> tuple[Any, ...] | None:
         """One statement in a transaction of its own (or in the batch's); its first row. One
-        round trip: the row is read after the commit went out with the statement."""
+        round trip: the row is read after the commit went out with the statement. With
+        ``job``, fenced as :meth:`_write` is. ``lock``: a statement taking a transaction-level
+        lock first, sent with it in the same round trip."""
         conn: psycopg.Connection[Any] | None = getattr(self._local, "conn", None)
         if conn is not None:
+            self._fence(conn, job)
+            if lock is not None:
+                conn.execute(lock)
             return conn.execute(sql, params).fetchone()
-        with self._pool.connection() as pooled:
+        with self._errors(), self._pool.connection() as pooled:
             with self._transaction(pooled, pipelined=True):
+                self._fence(pooled, job)
+                if lock is not None:
+                    pooled.execute(lock)
                 cur = pooled.execute(sql, params)
             return cur.fetchone()
 
@@ -399,6 +476,12 @@ class PgLedger:
         """A transaction on one connection, for tools that write in bulk (``ledger migrate``:
         COPY, which pipeline mode does not take)."""
         return self._write(pipelined=False)
+
+    @contextmanager
+    def granting(self) -> Iterator[bool]:
+        """Grants of processing slots are made inside (see the cluster's ledger, where other
+        hosts grant too). Yields False: this ledger is not shared between hosts."""
+        yield False
 
     @contextmanager
     def relaxed(self) -> Iterator[None]:
@@ -585,6 +668,15 @@ class PgLedger:
         )
         return rows[0] if rows else None
 
+    def active_at_path(self, inbox: str, rel_path: str) -> JobRow | None:
+        rows = self._rows(
+            JobRow,
+            f"SELECT {_JOB_COLS} FROM jobs WHERE inbox = %s AND rel_path = %s "
+            "AND state = ANY(%s) ORDER BY created_at DESC LIMIT 1",
+            (inbox, rel_path, _ACTIVE),
+        )
+        return rows[0] if rows else None
+
     def find_by_fingerprint(self, fingerprint: str, *, exclude: str | None = None) -> list[JobRow]:
         return self._rows(
             JobRow,
@@ -661,6 +753,7 @@ class PgLedger:
                 to.value,
                 json.dumps(detail, sort_keys=True) if detail is not None else None,
             ],
+            job=job_id,
         )
         if row is None:
             raise LedgerError(f"unknown job {job_id}")
@@ -670,12 +763,20 @@ class PgLedger:
                 raise LedgerError(f"job {job_id} is {src.value}, expected {expect.value}")
             check_transition(job_id, src, to)
             raise LedgerError(f"job {job_id}: {src.value} -> {to.value} was not applied")
-        return JobRow(*row[2:])
+        job = JobRow(*row[2:])
+        self._moved(job, Stage(row[0]), detail)
+        return job
+
+    def _moved(self, job: JobRow, src: Stage, detail: Any) -> None:
+        """Called after each transition (``src`` -> ``job.state``) is committed."""
 
     def update(self, job_id: str, **updates: Any) -> None:
         values = {**updates, "updated_at": self.clock.now()}
         _known_fields(values, _JOB_FIELDS, "job")
-        self._exec(f"UPDATE jobs SET {_sets(values)} WHERE id = %s", [*_job_params(values), job_id])
+        with self._write(job=job_id) as conn:
+            conn.execute(
+                f"UPDATE jobs SET {_sets(values)} WHERE id = %s", [*_job_params(values), job_id]
+            )
 
     def record_event(
         self, job_id: str, kind: str, detail: Any = None, *, actor: str = "daemon"
@@ -695,30 +796,42 @@ class PgLedger:
     # ---- operator commands -----------------------------------------------------------------
 
     def retry(self, job_id: str, *, actor: str = "cli") -> JobRow:
-        with self._write() as conn:
-            job = self._locked(conn, job_id)
-            if job.stage not in (Stage.FAILED, Stage.PARKED):
-                raise LedgerError(
-                    f"job {job_id} is {job.state}: only failed or parked jobs can be retried"
-                )
-            resume = Stage(job.resume_stage) if job.resume_stage else Stage.QUEUED
-            if resume not in RESUMABLE:
-                resume = Stage.QUEUED
-            return self.transition(
-                job_id,
-                resume,
-                actor=actor,
-                kind="retry",
-                attempts=0,
-                next_attempt_at=0,
-                error=None,
-                error_code=None,
-                park_reason=None,
-                finished_at=None,
-            )
+        """The SQLite ledger's retry (checked, then a transition to the recorded stage with the
+        counters, error, park reason and finish time cleared) as one statement: the target
+        stage is read from the locked row. Failed and parked jobs may move to any resumable
+        stage, so the stage table needs no check here. The job is taken from the node that held
+        it (a parked job's): a new fencing token, no lease; any node may claim it at once."""
+        now = self.clock.now()
+        row = self._write_one(
+            f"WITH old AS (SELECT {_JOB_COLS} FROM jobs WHERE id = %s FOR UPDATE), "
+            "new AS (UPDATE jobs SET state = CASE WHEN old.resume_stage = ANY(%s) "
+            "THEN old.resume_stage ELSE %s END, attempts = 0, next_attempt_at = 0, "
+            "error = NULL, error_code = NULL, park_reason = NULL, finished_at = NULL, "
+            "updated_at = %s, lease_token = nextval('lease_tokens'), lease_until = NULL "
+            "FROM old WHERE jobs.id = old.id AND old.state = ANY(%s) "
+            f"RETURNING {_JOB_COLS_OF_JOBS}), "
+            "event AS (INSERT INTO events "
+            "(job_id, at, actor, kind, from_state, to_state, detail) "
+            "SELECT new.id, %s, %s, 'retry', old.state, new.state, NULL FROM old, new) "
+            "SELECT old.*, new.* FROM old LEFT JOIN new ON true",
+            (job_id, _RESUMABLE, Stage.QUEUED.value, now, _RETRYABLE, now, actor),
+        )
+        if row is None:
+            raise LedgerError(f"unknown job {job_id}")
+        width = len(_columns(JobRow))
+        if row[width] is None:  # not moved: say why
+            _check_retryable(JobRow(*row[:width]))
+            raise LedgerError(f"job {job_id}: retry was not applied")
+        return JobRow(*row[width:])
+
+    def check_retryable(self, job: JobRow) -> None:
+        _check_retryable(job)
 
     def forget(self, job_id: str, *, actor: str = "cli") -> None:
+        """Two round trips: the event's detail (the file's identity, as the SQLite ledger
+        writes it) is made here from the row read first."""
         with self._write() as conn:
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (FORGET_LOCK,))
             job = self._locked(conn, job_id)
             if job.stage not in TERMINAL:
                 raise LedgerError(
@@ -726,14 +839,38 @@ class PgLedger:
                 )
             # Clips and exports go with the job (ON DELETE CASCADE).
             conn.execute("DELETE FROM jobs WHERE id = %s", (job_id,))
-            self._event(conn, job_id, "forgotten", actor=actor, src=job.state)
+            detail = _forgotten_detail(job)
+            self._event(conn, job_id, "forgotten", actor=actor, src=job.state, detail=detail)
+
+    def forgotten_since(self, after: int | None) -> tuple[int, list[tuple[str, str, int, int]]]:
+        """As the SQLite ledger's. Event ids are drawn from a sequence when a row is inserted,
+        not when it commits, so an id seen does not prove that every smaller one is visible.
+        Hence FORGET_LOCK: forgets hold it from before their event's id is drawn until their
+        commit, so the ``forgotten`` events commit in id order (the identity column caches no
+        values per session), and the first call (``after`` None) holds it shared while it
+        reads the largest id, so no forget is between drawing a smaller id and committing."""
+        if after is None:
+            unsynced = self._unsynced
+            row = self._write_one(
+                "SELECT MAX(id) FROM events",
+                (),
+                lock=f"SELECT pg_advisory_xact_lock_shared({FORGET_LOCK})",
+            )
+            self._unsynced = unsynced  # a read commits nothing: earlier relaxed writes stay so
+            return int(row[0] or 0) if row else 0, []
+        with self._connection() as conn:
+            rows = conn.execute(
+                "SELECT id, detail FROM events WHERE id > %s AND kind = 'forgotten' ORDER BY id",
+                (after,),
+            ).fetchall()
+        return _forgotten_files(after, rows)
 
     # ---- clips and exports -----------------------------------------------------------------
 
     def put_clips(self, job_id: str, clips: Sequence[dict[str, Any]]) -> None:
         """Insert or refresh the clips: a clip already recorded keeps the columns not given."""
         now = self.clock.now()
-        with self._write() as conn:
+        with self._write(job=job_id) as conn:
             for c in clips:
                 row = {**c, "job_id": job_id, "updated_at": now}
                 _known_fields(row, _CLIP_FIELDS, "clip")
@@ -772,10 +909,11 @@ class PgLedger:
         values = {k: v for k, v in updates.items() if k not in ("job_id", "clip_id")}
         values["updated_at"] = self.clock.now()
         _known_fields(values, _CLIP_FIELDS, "clip")
-        self._exec(
-            f"UPDATE clips SET {_sets(values)} WHERE job_id = %s AND clip_id = %s",
-            [*(_value(v) for v in values.values()), job_id, clip_id],
-        )
+        with self._write(job=job_id) as conn:
+            conn.execute(
+                f"UPDATE clips SET {_sets(values)} WHERE job_id = %s AND clip_id = %s",
+                [*(_value(v) for v in values.values()), job_id, clip_id],
+            )
 
     def put_export(self, job_id: str, clip_id: str, fmt: str, **values: Any) -> None:
         _known_fields(values, _EXPORT_FIELDS, "export")
@@ -786,7 +924,7 @@ class PgLedger:
             "format": fmt,
             "updated_at": self.clock.now(),
         }
-        with self._write() as conn:
+        with self._write(job=job_id) as conn:
             self._upsert(
                 conn,
                 "exports",
@@ -846,6 +984,15 @@ class PgLedger:
         )
         assert row is not None
         return int(row[0]), int(row[1])
+
+    def wait_counts(self, *, parked: bool = True) -> dict[str, int]:
+        with self._connection() as conn:
+            rows = conn.execute(
+                "SELECT wait, COUNT(*) FROM jobs WHERE state = ANY(%s) AND wait IS NOT NULL "
+                "GROUP BY wait",
+                (_ACTIVE if parked else _ACTIVE_NOT_PARKED,),
+            ).fetchall()
+        return _waits_by_cause(rows)
 
     def counts_by_state(self) -> dict[str, int]:
         with self._connection() as conn:

@@ -39,6 +39,11 @@ class LedgerAPI(Protocol):
         """The writes made inside share one transaction: all or none."""
         ...
 
+    def granting(self) -> AbstractContextManager[bool]:
+        """Grants of processing slots are made inside; yields True when the ledger is shared
+        by several hosts (the grants are then serialised with theirs)."""
+        ...
+
     def relaxed(self) -> AbstractContextManager[None]:
         """Writes made inside may be lost to a power cut (never to a crash of the process)."""
         ...
@@ -86,6 +91,10 @@ class LedgerAPI(Protocol):
         self, inbox: str, rel_path: str, size: int, mtime_ns: int
     ) -> JobRow | None: ...
 
+    def active_at_path(self, inbox: str, rel_path: str) -> JobRow | None:
+        """The newest unfinished job for this source path, if any."""
+        ...
+
     def find_by_fingerprint(
         self, fingerprint: str, *, exclude: str | None = None
     ) -> list[JobRow]: ...
@@ -118,9 +127,26 @@ class LedgerAPI(Protocol):
 
     # ---- operator commands -----------------------------------------------------------------
 
-    def retry(self, job_id: str, *, actor: str = "cli") -> JobRow: ...
+    def retry(self, job_id: str, *, actor: str = "cli") -> JobRow:
+        """A failed or parked job back in the queue at the stage it stopped at (else queued),
+        its attempts, next attempt, error, park reason and finish time cleared; LedgerError for
+        any other job (:meth:`check_retryable`)."""
+        ...
 
-    def forget(self, job_id: str, *, actor: str = "cli") -> None: ...
+    def check_retryable(self, job: JobRow) -> None:
+        """LedgerError unless ``job`` is failed or parked (what :meth:`retry` refuses)."""
+        ...
+
+    def forget(self, job_id: str, *, actor: str = "cli") -> None:
+        """Drop a delivered or failed job with its clips and exports; its ``forgotten`` event
+        keeps the file's identity for :meth:`forgotten_since`."""
+        ...
+
+    def forgotten_since(self, after: int | None) -> tuple[int, list[tuple[str, str, int, int]]]:
+        """Files whose jobs were forgotten after event ``after``, as ``(inbox, rel_path, size,
+        mtime_ns)`` in the order forgotten, and the event id to ask after next time; with
+        ``after`` None, only that id (a forget committed later is never missed)."""
+        ...
 
     # ---- clips and exports -----------------------------------------------------------------
 
@@ -153,6 +179,11 @@ class LedgerAPI(Protocol):
     def last_heartbeat(self) -> dict[str, Any] | None: ...
 
     def upload_totals(self) -> tuple[int, int]: ...
+
+    def wait_counts(self, *, parked: bool = True) -> dict[str, int]:
+        """Unfinished jobs with a wait, by its cause (the text before the first colon); the
+        parked ones left out unless ``parked``."""
+        ...
 
     def counts_by_state(self) -> dict[str, int]: ...
 

@@ -25,6 +25,7 @@ from typing import Any
 
 from watchd.config import ConfigError, InboxConfig, resolve_preset
 from watchd.ledger.db import JobRow, Ledger
+from watchd.ledger.protocol import LedgerAPI
 from watchd.ledger.states import Stage
 from watchd.outbox.delivery import DONE_DIR, FAILED_DIR
 from watchd.outbox.manifest import MANIFEST_NAME
@@ -216,7 +217,7 @@ def _preset(inbox: InboxConfig, rel: str, recorded: Any = None) -> dict[str, Any
     return preset_record(inbox, preset)
 
 
-def rebuilt_without_source(ledger: Ledger, size: int) -> list[JobRow]:
+def rebuilt_without_source(ledger: LedgerAPI, size: int) -> list[JobRow]:
     """Finished jobs read back from a manifest whose source was gone, of this size: a file of
     the same size must be hashed in full to tell whether it is one of them."""
     # A range of the fingerprint index: a look-up per queued file, no scan of every job.

@@ -175,6 +175,8 @@ async def handle_delivering(p: Pipeline, job: JobRow) -> None:
             preset=manifest_preset(preset),
         )
         written: list[str] = []
+        if p.lease_gate is not None:
+            await p.lease_gate()  # with several hosts: the job must still be ours to publish
         try:
             problems = await asyncio.to_thread(_write_and_verify, folder, doc, captions, written)
         finally:  # captions written before a failure are recorded like the clips' files
@@ -189,6 +191,8 @@ async def handle_delivering(p: Pipeline, job: JobRow) -> None:
             raise RetryLater("delivery did not verify: " + "; ".join(problems[:3]))
         # The source's new path goes into the transition's write: a stop between the move and
         # that write finds the moved file again by its inode (see _dispose).
+        if p.lease_gate is not None:
+            await p.lease_gate()
         disposed = _dispose(p, job, t, kind="done", record=False)
     except BaseException:
         _record_clips(p, job, records)

@@ -30,7 +30,10 @@ from watchd.carmic.errors import (
 )
 from watchd.carmic.retry import RetryPolicy
 from watchd.clock import Clock, SystemClock
-from watchd.ledger.db import JobRow, Ledger
+from watchd.cluster.context import CURRENT_JOB
+from watchd.cluster.errors import DatabaseUnavailable, LeaseLost
+from watchd.ledger.db import JobRow
+from watchd.ledger.protocol import LedgerAPI
 from watchd.ledger.states import HOLDS_PROCESSING_SLOT, TERMINAL, Stage
 from watchd.pipeline import waits
 from watchd.pipeline.outcomes import Fail, Park, RetryLater, SourceMissing, Wait
@@ -80,7 +83,7 @@ class PipelineSettings:
 class Pipeline:
     def __init__(
         self,
-        ledger: Ledger,
+        ledger: LedgerAPI,
         client: CarmicClient,
         *,
         settings: PipelineSettings | None = None,
@@ -118,6 +121,10 @@ class Pipeline:
         self.workspace_styles: frozenset[str] | None = None
         self._stopping = False
         self._unexpected: dict[str, int] = {}
+        # With several hosts: awaited before each stage of a job (watchd/cluster/lease.py), and
+        # this host's path of each inbox name (a job's paths are the host that took it's).
+        self.lease_gate: Callable[[], Awaitable[None]] | None = None
+        self.inbox_paths: dict[str, Path] = {}
         from watchd.pipeline import deliver, ingest, render
 
         self.handlers: dict[Stage, Handler] = {
@@ -166,17 +173,31 @@ class Pipeline:
                     self._start(job.id)
                     started.append(job.id)
         if waiting_create and (capacity is None or capacity > 0):
-            waiting = self.ledger.get_many(waiting_create)
-            for job in self.picker.pick(waiting, capacity):
-                # Recording the intent is what claims the slot: the count is derived from the
-                # ledger, so a restart sees exactly the same number of slots in use.
-                self.ledger.transition(
-                    job.id, Stage.CREATING, expect=Stage.PROBED, kind="create_intent"
-                )
-                self.fresh_intents.add(job.id)
-                self._start(job.id)
-                started.append(job.id)
+            with self.ledger.granting() as shared:
+                if shared and capacity is not None and limit is not None:
+                    # Read again under the grants' lock: the slots the other hosts took since
+                    # are counted too.
+                    capacity = min(capacity, limit - self.in_flight())
+                granted = self._grant(waiting_create, capacity)
+            for job_id in granted:
+                self.fresh_intents.add(job_id)
+                self._start(job_id)
+                started.append(job_id)
         return started
+
+    def _grant(self, waiting_create: list[str], capacity: int | None) -> list[str]:
+        if capacity is not None and capacity <= 0:
+            return []
+        granted: list[str] = []
+        waiting = self.ledger.get_many(waiting_create)
+        for job in self.picker.pick(waiting, capacity):
+            # Recording the intent is what claims the slot: the count is derived from the
+            # ledger, so a restart sees exactly the same number of slots in use.
+            self.ledger.transition(
+                job.id, Stage.CREATING, expect=Stage.PROBED, kind="create_intent"
+            )
+            granted.append(job.id)
+        return granted
 
     def in_flight(self) -> int:
         return sum(
@@ -287,6 +308,25 @@ class Pipeline:
     # ---- one job ---------------------------------------------------------------------------
 
     async def run_job(self, job_id: str) -> None:
+        CURRENT_JOB.set(job_id)  # this task's own context: the lease gate knows whose it is
+        try:
+            await self._run_job(job_id)
+        except LeaseLost as e:
+            log.info(
+                "job %s: %s; this node stops working on it", job_id, e, extra={"job_id": job_id}
+            )
+        except DatabaseUnavailable as e:
+            log.warning("job %s: paused: %s", job_id, e, extra={"job_id": job_id})
+
+    def lease_lost(self, job_id: str) -> None:
+        """Another node carries ``job_id`` on: cancel this process's task for it."""
+        task = self.tasks.get(job_id)
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+        self.tier_waits.pop(job_id, None)
+        self.upload_urls.pop(job_id, None)
+
+    async def _run_job(self, job_id: str) -> None:
         handed: JobRow | None = None  # the job as the last handler was given it
         while not self._stopping:
             job = self.ledger.get(job_id)
@@ -301,6 +341,8 @@ class Pipeline:
             if stage is Stage.PROBED:
                 return  # creation waits for a slot from schedule()
             handler = self.handlers[stage]
+            if self.lease_gate is not None:
+                await self.lease_gate()
             try:
                 if job == handed:
                     # The last handler returned and changed nothing: it would spin for ever.
@@ -308,7 +350,7 @@ class Pipeline:
                 handed = job
                 await handler(self, job)
                 self._unexpected.pop(job_id, None)
-            except asyncio.CancelledError:
+            except (asyncio.CancelledError, LeaseLost, DatabaseUnavailable):
                 raise
             except Exception as exc:
                 handed = None
@@ -500,7 +542,13 @@ class Pipeline:
         return new
 
     def source_path(self, job: JobRow) -> Path:
-        return Path(job.path)
+        root = self.inbox_paths.get(job.inbox)
+        if root is None:
+            return Path(job.path)
+        recorded = Path(job.path)
+        if recorded.is_relative_to(root):
+            return recorded  # the same mount path on every host: the name exactly as found
+        return root / job.rel_path
 
 
 def _resume_after_billing(stage: Stage) -> Stage:

@@ -20,11 +20,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from watchd.ledger.db import EntryRow, Ledger
 from watchd.watching.ignore import nfc
 from watchd.watching.regular import printable
+
+if TYPE_CHECKING:
+    from watchd.cluster.ledger import ClusterLedger
 
 log = logging.getLogger("watchd.daemon")
 
@@ -203,7 +206,7 @@ class EntryBook:
         passed since the last sync."""
         return self._urgent or now >= self._next_sync
 
-    def sync(self, ledger: Ledger, now: float, *, force: bool = False) -> bool:
+    def sync(self, ledger: Ledger | ClusterLedger, now: float, *, force: bool = False) -> bool:
         """Write what changed since the last sync (one relaxed transaction); at most every
         ``min_interval`` seconds unless ``force``. Returns whether it wrote."""
         if not force and not self.due(now):

@@ -1,0 +1,1 @@
+"""Several hosts sharing one PostgreSQL ledger (docs/cluster.md)."""

@@ -1,0 +1,539 @@
+"""The ledger of a daemon in a cluster: the shared PostgreSQL ledger, with claims, leases and
+fencing, beside the host's own SQLite ledger for what only this host sees.
+
+Jobs, clips, exports and events are the cluster's (PostgreSQL, :class:`PgLedger`). A node works
+on a job only while it holds the job's lease:
+
+* **Claim.** A settled file is inserted under its identity (inbox name, path in the inbox,
+  size, mtime, fingerprint) with ``ON CONFLICT DO NOTHING``: of several nodes that see it, one
+  inserts it and holds it from then on; the others are told :class:`TakenElsewhere`. A job whose
+  lease lapsed (its node died, froze, or lost the database) is claimed by the next node whose
+  scheduler finds it due: ``FOR UPDATE SKIP LOCKED``, so two nodes never claim one job.
+* **Lease.** ``jobs.lease_until`` on the database's clock; :meth:`renew` pushes it out for every
+  job this process holds in one statement, every ``lease_seconds / 3`` (watchd/cluster/lease.py).
+* **Fencing.** Each claim draws a fresh token from the ``lease_tokens`` sequence. Every write of
+  a job starts with ``watchd_fence(job, token)``, which aborts the transaction unless the job
+  still carries this process's token: a node frozen past its lease writes nothing for the jobs
+  another node took over, whatever it was doing when it froze (:class:`LeaseLost`).
+
+The rows of the jobs this process holds are cached: no other node writes them while the lease
+holds (an operator's ``watchd retry`` draws a new token, which the fence then refuses).
+
+Host-local, in the SQLite ledger in ``state_dir``: inbox entries that are not jobs, the inboxes'
+pause rows, this daemon's heartbeat, and the notification queue (fed from the job changes this
+node makes, so that each event is sent by the one node that made it).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import socket
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any
+
+from watchd.cluster.errors import LeaseLost
+from watchd.ledger.db import (
+    _JOB_COLS,
+    _JOB_FIELDS,
+    EntryRow,
+    InboxRow,
+    JobRow,
+    Ledger,
+    LedgerError,
+    _known_fields,
+    new_job_id,
+)
+from watchd.ledger.pg import PgLedger, _job_params, _sets
+from watchd.ledger.states import HOLDS_PROCESSING_SLOT, TERMINAL, Stage
+
+log = logging.getLogger("watchd.cluster")
+
+# The channel of wake-ups between nodes (watchd/cluster/wakeup.py): a slot freed, a job let go.
+CHANNEL = "watchd_jobs"
+# One advisory lock per workspace serialises the grants of processing slots between nodes.
+SLOTS_LOCK = 0x77_64_73_6C_6F_74
+_ACTIVE = [s.value for s in Stage if s not in TERMINAL]
+_SLOT_STATES = frozenset(s.value for s in HOLDS_PROCESSING_SLOT)
+# At most this many jobs are claimed at one look (the others stay for the other nodes).
+CLAIM_BATCH = 16
+
+
+class TakenElsewhere(LedgerError):
+    """Another node recorded this file first: it is that node's job."""
+
+
+class ClusterLedger(PgLedger):
+    """The daemon's ledger with ``[cluster]``. ``local`` is this host's SQLite ledger;
+    ``inboxes`` the names of the inboxes this node watches (it claims only their jobs)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        local: Ledger,
+        node: str,
+        lease_seconds: float,
+        inboxes: Iterable[str],
+        password: str | None = None,
+        connect_timeout: float = 10.0,
+    ) -> None:
+        super().__init__(url, clock=local.clock, password=password, connect_timeout=connect_timeout)
+        self.local = local
+        self.node = node
+        self.lease_seconds = float(lease_seconds)
+        self.instance = secrets.token_hex(8)
+        self.host = socket.gethostname()
+        self.inbox_names: list[str] = list(inboxes)
+        self.held: dict[str, int] = {}  # job id -> the fencing token of our claim
+        self._cache: dict[str, JobRow] = {}
+        self._held_lock = threading.Lock()
+        self._operator = 0
+        # Monotonic time of the last renewal's start: the leases hold until at least then +
+        # lease_seconds (the database set them from its own clock, after that moment).
+        self.renewed_at = self.clock.monotonic()
+        self.on_change: Callable[[str], None] | None = None
+        self.on_lost: Callable[[str], None] = lambda job_id: None
+
+    # ---- this node ---------------------------------------------------------------------------
+
+    def register(self, version: str) -> None:
+        """Record this node as live. Refused (LedgerError) when another live daemon on another
+        host uses the same node name. The jobs a previous run of this node held (it died: we
+        hold this host's state_dir lock) are let go, to be claimed again at once."""
+        with self._write() as conn:
+            row = conn.execute(
+                "SELECT host, pid, EXTRACT(EPOCH FROM now() - heartbeat_at)::float8, "
+                "stopped_at IS NULL AND heartbeat_at > now() - make_interval(secs => "
+                "lease_seconds) FROM nodes WHERE name = %s FOR UPDATE",
+                (self.node,),
+            ).fetchone()
+            if row is not None and row[3] and row[0] != self.host:
+                raise LedgerError(
+                    f'node name "{self.node}" is in use by a live daemon on host {row[0]} '
+                    f"(pid {row[1]}, last heartbeat {row[2]:.0f} s ago): give this host another "
+                    "[cluster] node"
+                )
+            conn.execute(
+                "INSERT INTO nodes (name, instance, host, pid, version, inboxes, lease_seconds, "
+                "started_at, heartbeat_at, stopped_at) VALUES "
+                "(%s, %s, %s, %s, %s, %s, %s, now(), now(), NULL) ON CONFLICT (name) DO UPDATE "
+                "SET instance = EXCLUDED.instance, host = EXCLUDED.host, pid = EXCLUDED.pid, "
+                "version = EXCLUDED.version, inboxes = EXCLUDED.inboxes, "
+                "lease_seconds = EXCLUDED.lease_seconds, started_at = now(), "
+                "heartbeat_at = now(), stopped_at = NULL",
+                (
+                    self.node,
+                    self.instance,
+                    self.host,
+                    os.getpid(),
+                    version,
+                    json.dumps(sorted(self.inbox_names)),
+                    self.lease_seconds,
+                ),
+            )
+            released = len(
+                conn.execute(
+                    "UPDATE jobs SET lease_until = NULL WHERE node = %s "
+                    "AND lease_until IS NOT NULL AND state = ANY(%s) RETURNING id",
+                    (self.node, _ACTIVE),
+                ).fetchall()
+            )
+        if released:
+            log.info("took back %d job(s) this node held before it stopped", released)
+
+    def renew(self) -> list[str]:
+        """Push out the leases of every job this process holds and this node's heartbeat, in
+        one transaction; returns the jobs lost (another node took them over: the database no
+        longer carries our token). Raises DatabaseUnavailable."""
+        started = self.clock.monotonic()
+        with self._held_lock:
+            tokens = dict(self.held)
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE nodes SET heartbeat_at = now(), stopped_at = NULL WHERE name = %s",
+                (self.node,),
+            )
+            cur = conn.execute(
+                "UPDATE jobs SET lease_until = now() + make_interval(secs => %s) "
+                "WHERE id = ANY(%s) AND lease_token = ANY(%s) RETURNING id, lease_token",
+                (self.lease_seconds, list(tokens), list(tokens.values())),
+            )
+            kept = {(r[0], int(r[1])) for r in cur.fetchall()}
+        self.renewed_at = started
+        lost = [j for j, t in tokens.items() if (j, t) not in kept]
+        for job_id in lost:
+            self._forget_claim(job_id, tokens[job_id])
+        return lost
+
+    def lease_left(self) -> float:
+        """Seconds the leases of this process are sure to hold (by this host's monotonic
+        clock: a process frozen for longer finds this negative when it wakes)."""
+        return self.renewed_at + self.lease_seconds - self.clock.monotonic()
+
+    def stop(self) -> None:
+        """A clean stop: let every held job go (any node may claim it at once), say so."""
+        with self._held_lock:
+            tokens = dict(self.held)
+            self.held.clear()
+            self._cache.clear()
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE jobs SET lease_until = NULL WHERE id = ANY(%s) AND lease_token = ANY(%s)",
+                (list(tokens), list(tokens.values())),
+            )
+            conn.execute(
+                "UPDATE nodes SET stopped_at = now() WHERE name = %s AND instance = %s",
+                (self.node, self.instance),
+            )
+            conn.execute("SELECT pg_notify(%s, 'released')", (CHANNEL,))
+
+    def holds(self, job_id: str) -> bool:
+        return job_id in self.held
+
+    def _take(self, job: JobRow, token: int) -> None:
+        with self._held_lock:
+            self.held[job.id] = token
+            self._cache[job.id] = job
+
+    def _forget_claim(self, job_id: str, token: int | None = None) -> None:
+        with self._held_lock:
+            if token is None or self.held.get(job_id) == token:
+                self.held.pop(job_id, None)
+            self._cache.pop(job_id, None)
+        self.on_lost(job_id)
+
+    # ---- fencing -----------------------------------------------------------------------------
+
+    def _fence_token(self, job_id: str) -> int | None:
+        if self._operator:
+            return None
+        token = self.held.get(job_id)
+        if token is None:
+            raise LeaseLost(f"job {job_id} is not held by node {self.node}")
+        return token
+
+    @contextmanager
+    def _fenced(self, job_id: str) -> Iterator[None]:
+        """Translate a refused fence into this process letting the job go."""
+        try:
+            yield
+        except LeaseLost:
+            self._forget_claim(job_id)
+            raise
+
+    @contextmanager
+    def _as_operator(self) -> Iterator[None]:
+        self._operator += 1
+        try:
+            yield
+        finally:
+            self._operator -= 1
+
+    # ---- jobs --------------------------------------------------------------------------------
+
+    def add_job(
+        self,
+        *,
+        inbox: str,
+        rel_path: str,
+        path: str,
+        rule: str,
+        preset: dict[str, Any],
+        size: int,
+        mtime_ns: int,
+        inode: int,
+        dev: int,
+        fingerprint: str,
+        actor: str = "watcher",
+    ) -> JobRow:
+        """Record a settled file as a job this node holds, unless another node recorded the
+        same file first (then :class:`TakenElsewhere`)."""
+        job_id = new_job_id()
+        now = self.clock.now()
+        row = self._write_one(
+            "WITH job AS (INSERT INTO jobs (id, inbox, rel_path, path, rule, preset, state, "
+            "size, mtime_ns, inode, dev, fingerprint, marker, created_at, updated_at, node, "
+            "lease_token, lease_until) VALUES ("
+            + ", ".join(["%s"] * 16)
+            + ", nextval('lease_tokens'), now() + make_interval(secs => %s)) "
+            "ON CONFLICT (inbox, rel_path, size, mtime_ns, fingerprint) "
+            "WHERE state <> 'delivered' AND state <> 'failed' DO NOTHING "
+            f"RETURNING lease_token, {_JOB_COLS}), "
+            "event AS (INSERT INTO events (job_id, at, actor, kind, from_state, to_state, detail) "
+            "SELECT id, %s, %s, 'discovered', NULL, %s, %s FROM job) "
+            "SELECT * FROM job",
+            (
+                job_id,
+                inbox,
+                rel_path,
+                path,
+                rule,
+                json.dumps(preset, sort_keys=True),
+                Stage.QUEUED.value,
+                size,
+                mtime_ns,
+                inode,
+                dev,
+                fingerprint,
+                f"wd-{job_id[1:]}",
+                now,
+                now,
+                self.node,
+                self.lease_seconds,
+                now,
+                actor,
+                Stage.QUEUED.value,
+                json.dumps(
+                    {"path": path, "rule": rule, "size": size, "node": self.node},
+                    sort_keys=True,
+                ),
+            ),
+        )
+        if row is None:
+            other = self._one(
+                "SELECT id, node FROM jobs WHERE inbox = %s AND rel_path = %s AND size = %s "
+                "AND mtime_ns = %s AND fingerprint = %s AND state = ANY(%s)",
+                (inbox, rel_path, size, mtime_ns, fingerprint, _ACTIVE),
+            )
+            who = f"job {other[0]} of node {other[1]}" if other else "another node"
+            raise TakenElsewhere(f"{rel_path} was taken by {who}")
+        job = JobRow(*row[1:])
+        self._take(job, int(row[0]))
+        self._observe_added(job)
+        return job
+
+    def get(self, job_id: str) -> JobRow | None:
+        cached = self._cache.get(job_id)
+        if cached is not None and job_id in self.held:
+            return cached
+        return super().get(job_id)
+
+    def due_ids(self, now: float, *, idle_only: bool = False) -> list[tuple[str, str, str]]:
+        """The due jobs of this node's inboxes that it holds, after claiming (at most
+        :data:`CLAIM_BATCH` at a time) those whose lease is free or lapsed."""
+        with self._connection() as conn:
+            rows = conn.execute(
+                "SELECT id, state, inbox, lease_token, node = %s AND lease_until > now(), "
+                "lease_until IS NULL OR lease_until <= now() FROM jobs "
+                "WHERE state = ANY(%s) AND inbox = ANY(%s) AND next_attempt_at <= %s "
+                "ORDER BY next_attempt_at, created_at, id",
+                (self.node, _ACTIVE, self.inbox_names, now),
+            ).fetchall()
+        free = [r[0] for r in rows if r[5] and r[0] not in self.held]
+        if free:
+            self.claim(free[:CLAIM_BATCH])
+        busy = self._busy if idle_only else set()
+        return [(r[0], r[1], r[2]) for r in rows if r[0] in self.held and r[0] not in busy]
+
+    def claim(self, job_ids: Sequence[str]) -> list[JobRow]:
+        """Claim those of ``job_ids`` whose lease is free or lapsed and that no other node is
+        claiming this instant (SKIP LOCKED): a new token each, the lease from now."""
+        row_cols = ", ".join(f"jobs.{c}" for c in _JOB_COLS.split(", "))
+        with self._connection() as conn:
+            rows = conn.execute(
+                "WITH free AS (SELECT id FROM jobs WHERE id = ANY(%s) AND state = ANY(%s) "
+                "AND (lease_until IS NULL OR lease_until <= now()) "
+                "FOR UPDATE SKIP LOCKED) "
+                "UPDATE jobs SET node = %s, lease_token = nextval('lease_tokens'), "
+                "lease_until = now() + make_interval(secs => %s) FROM free "
+                f"WHERE jobs.id = free.id RETURNING jobs.lease_token, {row_cols}",
+                (list(job_ids), _ACTIVE, self.node, self.lease_seconds),
+            ).fetchall()
+        claimed = []
+        for r in rows:
+            job = JobRow(*r[1:])
+            self._take(job, int(r[0]))
+            claimed.append(job)
+            log.info(
+                "claimed job %s (%s, %s) for node %s",
+                job.id,
+                job.rel_path,
+                job.state,
+                self.node,
+                extra={"job_id": job.id, "state": job.state},
+            )
+        return claimed
+
+    def transition(
+        self,
+        job_id: str,
+        to: Stage,
+        *,
+        expect: Stage | None = None,
+        actor: str = "daemon",
+        kind: str = "transition",
+        detail: Any = None,
+        **updates: Any,
+    ) -> JobRow:
+        with self._fenced(job_id):
+            if to in TERMINAL and not self._operator:
+                # A finished job is let go with its last write: a `watchd retry` later makes
+                # it claimable at once.
+                with self._write(job=job_id) as conn:
+                    job = super().transition(
+                        job_id,
+                        to,
+                        expect=expect,
+                        actor=actor,
+                        kind=kind,
+                        detail=detail,
+                        **updates,
+                    )
+                    conn.execute("UPDATE jobs SET lease_until = NULL WHERE id = %s", (job_id,))
+                self._forget_claim_quietly(job_id)
+                return job
+            job = super().transition(
+                job_id, to, expect=expect, actor=actor, kind=kind, detail=detail, **updates
+            )
+        if job_id in self.held:
+            self._cache[job_id] = job
+        return job
+
+    def _forget_claim_quietly(self, job_id: str) -> None:
+        with self._held_lock:
+            self.held.pop(job_id, None)
+            self._cache.pop(job_id, None)
+
+    def update(self, job_id: str, **updates: Any) -> None:
+        """Fenced, and the new row kept for the next :meth:`get` (one round trip)."""
+        values = {**updates, "updated_at": self.clock.now()}
+        _known_fields(values, _JOB_FIELDS, "job")
+        with self._fenced(job_id):
+            row = self._write_one(
+                f"UPDATE jobs SET {_sets(values)} WHERE id = %s RETURNING {_JOB_COLS}",
+                [*_job_params(values), job_id],
+                job=job_id,
+            )
+        if row is None:
+            raise LedgerError(f"unknown job {job_id}")
+        if job_id in self.held:
+            self._cache[job_id] = JobRow(*row)
+        self._changed(job_id)
+
+    def put_clips(self, job_id: str, clips: Sequence[dict[str, Any]]) -> None:
+        with self._fenced(job_id):
+            super().put_clips(job_id, clips)
+        self._changed(job_id)
+
+    def update_clip(self, job_id: str, clip_id: str, **updates: Any) -> None:
+        with self._fenced(job_id):
+            super().update_clip(job_id, clip_id, **updates)
+        self._changed(job_id)
+
+    def put_export(self, job_id: str, clip_id: str, fmt: str, **values: Any) -> None:
+        with self._fenced(job_id):
+            super().put_export(job_id, clip_id, fmt, **values)
+        self._changed(job_id)
+
+    def retry(self, job_id: str, *, actor: str = "cli") -> JobRow:
+        with self._as_operator():
+            job = super().retry(job_id, actor=actor)
+        self._forget_claim_quietly(job_id)
+        self._changed(job_id)
+        return job
+
+    def forget(self, job_id: str, *, actor: str = "cli") -> None:
+        with self._as_operator():
+            super().forget(job_id, actor=actor)
+        self._forget_claim_quietly(job_id)
+        self._changed(job_id)
+
+    # ---- processing slots shared by the nodes ------------------------------------------------
+
+    @contextmanager
+    def granting(self) -> Iterator[bool]:
+        """The grants of processing slots made inside are serialised with every other node's:
+        the count of slots in use read inside is the cluster's, and stays true until the
+        grants are committed. Yields True: the ledger is shared."""
+        with self._write() as conn:
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (SLOTS_LOCK,))
+            yield True
+
+    # ---- hooks ---------------------------------------------------------------------------------
+
+    def _moved(self, job: JobRow, src: Stage, detail: Any) -> None:
+        if src.value in _SLOT_STATES and job.state not in _SLOT_STATES:
+            self._wake_others("slot")
+        obs = self.local.observer
+        if obs is not None and job.stage in obs.stages:
+            try:
+                with self.local.transaction() as conn:
+                    obs.job_moved(conn, job, src, detail)
+            except Exception:  # a notification must never undo a committed transition
+                log.exception("job %s: recording its notification failed", job.id)
+        self._changed(job.id)
+
+    def _observe_added(self, job: JobRow) -> None:
+        obs = self.local.observer
+        if obs is not None:
+            try:
+                with self.local.transaction() as conn:
+                    obs.job_added(conn, job)
+            except Exception:
+                log.exception("job %s: recording its notification failed", job.id)
+        self._changed(job.id)
+
+    def _wake_others(self, why: str) -> None:
+        try:
+            with self._connection() as conn:
+                conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, why))
+        except LedgerError:
+            pass  # the others look again within their polling interval anyway
+
+    def _changed(self, job_id: str) -> None:
+        if self.on_change is not None:
+            self.on_change(job_id)
+
+    # ---- this host's own ledger ----------------------------------------------------------------
+
+    def set_inbox(
+        self,
+        path: str,
+        *,
+        paused: bool,
+        reason: str | None,
+        entries: int,
+        last_scan_at: float | None,
+    ) -> None:
+        self.local.set_inbox(
+            path, paused=paused, reason=reason, entries=entries, last_scan_at=last_scan_at
+        )
+
+    def inboxes(self) -> list[InboxRow]:
+        return self.local.inboxes()
+
+    def sync_entries(self, put: Iterable[EntryRow], drop: Iterable[tuple[str, str]]) -> None:
+        self.local.sync_entries(put, drop)
+
+    def entries(self) -> list[EntryRow]:
+        return self.local.entries()
+
+    def heartbeat(self, pid: int) -> None:
+        self.local.heartbeat(pid)
+
+    def last_heartbeat(self) -> dict[str, Any] | None:
+        return self.local.last_heartbeat()
+
+    def transaction(self) -> AbstractContextManager[sqlite3.Connection]:  # type: ignore[override]
+        return self.local.transaction()
+
+    @property
+    def in_transaction(self) -> bool:
+        return self.local.in_transaction
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Read-only SQL written for SQLite (the dashboard's): the notification tables and
+        PRAGMAs are this host's; the rest is the cluster's, with ``?`` marks as ``%s``."""
+        if "notify_" in sql or sql.lstrip().upper().startswith("PRAGMA"):
+            return self.local.query(sql, params)
+        with self._connection() as conn:
+            return [tuple(r) for r in conn.execute(sql.replace("?", "%s"), list(params))]
+
+    def close(self) -> None:
+        super().close()
