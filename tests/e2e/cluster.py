@@ -43,7 +43,7 @@ class Cluster:
     emu: Emulator
     database: str | None
     names: Sequence[str] = ("n1", "n2", "n3")
-    lease_seconds: float = 6.0
+    lease_seconds: float = 10.0
     inbox_name: str = INBOX_NAME
     nodes: dict[str, Env] = field(init=False)
     inbox: Path = field(init=False)
