@@ -53,15 +53,15 @@ def emulator(**overrides: Any) -> Iterator[Emulator]:
 
 
 @contextmanager
-def pg_server() -> Iterator[PgServer]:
-    """A throwaway PostgreSQL server (the tests' own, tests/pg.py). Without PostgreSQL
-    installed: RuntimeError saying so."""
+def pg_server(extra_options: str = "") -> Iterator[PgServer]:
+    """A throwaway PostgreSQL server (the tests' own, tests/pg.py) with these further ``-c``
+    settings. Without PostgreSQL installed: RuntimeError saying so."""
     import pytest
 
     from tests.pg import running_server
 
     try:
-        with running_server() as server:
+        with running_server(extra_options) as server:
             yield server
     except pytest.skip.Exception as e:
         raise RuntimeError(f"no PostgreSQL: {e}") from None

@@ -99,7 +99,9 @@ def _unavailable(reason: str) -> None:
 
 
 @contextlib.contextmanager
-def running_server() -> Iterator[PgServer]:
+def running_server(extra_options: str = "") -> Iterator[PgServer]:
+    """A server for as long as the context lasts; ``extra_options`` are more ``-c name=value``
+    settings (a benchmark loads pg_stat_statements)."""
     pytest.importorskip("psycopg", reason="psycopg is not installed (pip install '.[cluster]')")
     bindir = find_bindir()
     if bindir is None:
@@ -133,8 +135,8 @@ def running_server() -> Iterator[PgServer]:
     port = free_port()
     options = (
         f"-h 127.0.0.1 -p {port} -k {folder} -c fsync=off -c synchronous_commit=off "
-        "-c full_page_writes=off -c max_connections=200"
-    )
+        f"-c full_page_writes=off -c max_connections=200 {extra_options}"
+    ).strip()
     pg_ctl = str(bindir / "pg_ctl")
     log = folder / "server.log"
     start = _as_server_user(
