@@ -96,7 +96,14 @@ def backlog_once(
         if q["path"].endswith("/projects/create") and q["status"] == 200:
             node = node_of(q) if cluster else hosts[0]  # one host: named after the machine
             by_node[str(node)] = by_node.get(str(node), 0) + 1
+    refused = [
+        f"{node_of(q) if cluster else hosts[0]} {q['method']} {q['path']} "
+        f"at {q['t'] - first_create:.1f} s"
+        for q in snap["requests"]
+        if q["status"] == 429
+    ]
     return {
+        "refused": refused,
         "wall": wall,
         "limits_part": last_ready - first_create,
         "projects": len(projects),
@@ -139,6 +146,8 @@ def run(opts: Options) -> Report:
                 f"{label} host(s): ratio to the minimum", "not run", f"<= {TARGET}x", False
             )
             continue
+        if r["refused"]:
+            report.notes.append(f"{label} host(s): 429 answers: {'; '.join(r['refused'])}")
         ratio = r["wall"] / best
         table.add(
             label,
