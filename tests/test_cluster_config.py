@@ -1,5 +1,5 @@
 """``[cluster]`` and ``[[inbox]] name``: parsed with the precision of the rest of the config, the
-database password never shown."""
+database password never shown; ``check`` checks the database (tests/cluster/test_ops.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 from tests.test_config import base_doc, load, problems, write
 from watchd.cli import main
-from watchd.cluster_config import NOT_YET, default_node
+from watchd.cluster_config import default_node
 from watchd.redact import redact
 
 URL = "postgresql://watchd@db.example.com:5432/watchd"
@@ -150,24 +150,25 @@ def test_the_password_file_contents_are_never_shown(site: Path) -> None:
     assert "log_level" in text and "Db-s3cret-pw" not in text
 
 
-# ---- check refuses [cluster] (run does not: tests/e2e/test_cluster.py) ---------------------------
+# ---- check takes [cluster] (run too: tests/e2e/test_cluster_basic.py) ---------------------------
 
 
-@pytest.mark.parametrize("command", [["check"], ["check", "--offline"]])
-def test_check_refuses_cluster_with_one_line(
-    site: Path, command: list[str], capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize("with_cluster", [False, True])
+def test_check_is_not_refused(
+    site: Path, with_cluster: bool, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    path = write(site, cluster_doc(site))
-    assert main([*command, "-c", str(path)]) == 2
-    captured = capsys.readouterr()
-    assert captured.err == NOT_YET + "\n"
-    assert captured.out == ""
-    assert not (site / "state").exists()  # nothing started: no ledger created
-
-
-def test_check_without_cluster_is_not_refused(
-    site: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    path = write(site, base_doc(site))
+    path = write(site, cluster_doc(site) if with_cluster else base_doc(site))
     assert main(["check", "--offline", "-c", str(path)]) == 0
-    assert NOT_YET not in capsys.readouterr().err
+    captured = capsys.readouterr()
+    assert "not supported" not in captured.err
+    assert ("cluster  node " in captured.out) is with_cluster
+
+
+def test_a_reload_names_a_changed_cluster_table_only_when_it_changed(site: Path) -> None:
+    from watchd.daemon import restart_only_changes
+
+    same = cluster_doc(site, password_file=str(site / "db-password"), node="suite-3")
+    # Read twice: two password objects with the same password are no change.
+    assert restart_only_changes(load(site, same), load(site, same)) == []
+    moved = cluster_doc(site, password_file=str(site / "db-password"), node="suite-4")
+    assert restart_only_changes(load(site, same), load(site, moved)) == ["[cluster]"]

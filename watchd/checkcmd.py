@@ -4,8 +4,10 @@ Offline it validates the config and shows, for each inbox, where results go and 
 each folder gets, so a typo in a rule's folder shows up before a file lands in the wrong place.
 Online it also logs in, resolves the workspace and checks that every caption style in use is
 built in or a template of the workspace (one that is neither is a config error: the API would
-refuse it only after the processing was billed). Offline it says what it could not verify.
-Exit codes (docs/cli.md): 0 ok, 2 bad config, 3 cannot log in or reach the API.
+refuse it only after the processing was billed); with ``[cluster]`` it first checks the
+database (watchd/cluster/check.py). Offline it says what it could not verify.
+Exit codes (docs/cli.md): 0 ok, 2 bad config, 3 cannot log in or reach the API (or the
+cluster's database).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ EXIT_OK = 0
 EXIT_CONFIG = 2
 EXIT_API = 3
 ONLINE_TIMEOUT = 60.0
+DATABASE_TIMEOUT = 5.0  # to connect to a [cluster] database: a person waits for the answer
 
 # (carmic config, password) -> an object with CarmicClient's resolve_workspace(),
 # caption_templates(), templates() and aclose().
@@ -52,13 +55,15 @@ def check(
     env: Mapping[str, str] | None = None,
     client_factory: ClientFactory | None = None,
     timeout: float = ONLINE_TIMEOUT,
+    database_timeout: float = DATABASE_TIMEOUT,
 ) -> int:
     """Validate ``config_path`` and print what it means; online, also log in.
 
     The report goes to ``out`` (stdout by default, looked up at call time). Returns 0 when all
     is well, 2 for a bad config (problems go to ``err``, stderr by default), 3 when the API
     refuses the login or cannot be reached. ``client_factory`` builds the API client (tests
-    inject one over a mock transport); ``timeout`` bounds the whole online part.
+    inject one over a mock transport); ``timeout`` bounds the whole online part, and
+    ``database_timeout`` the connection to a ``[cluster]`` database.
     """
     out = sys.stdout if out is None else out
     errors = sys.stderr if err is None else err
@@ -72,14 +77,23 @@ def check(
         return EXIT_CONFIG
     describe(cfg, out)
     if offline:
+        database = ", nor the cluster's database" if cfg.cluster is not None else ""
         out.write(
             "\noffline: the login and the workspace were not checked, nor were caption "
-            "styles that are not built in (the workspace's templates)\n"
+            f"styles that are not built in (the workspace's templates){database}\n"
         )
         _write_notes(list(_offline_notes(cfg)), out)
         out.write("config OK\n")
         return EXIT_OK
     assert password is not None
+    if cfg.cluster is not None:
+        from watchd.cluster.check import check_database
+
+        db = check_database(cfg.cluster, connect_timeout=database_timeout)
+        if db.code != EXIT_OK:
+            errors.write(db.text + "\n")
+            return db.code
+        out.write(f"\n{db.text}\n")
     factory = client_factory or build_client
     try:
         code, notes = asyncio.run(_online(cfg, password, factory, out, errors, timeout))
@@ -114,6 +128,10 @@ def describe(cfg: Config, out: TextIO) -> None:
     )
     if c.ca_file:
         out.write(f"         extra CA bundle: {c.ca_file}\n")
+    if cfg.cluster is not None:
+        from watchd.cluster.check import describe_cluster
+
+        out.write(describe_cluster(cfg.cluster) + "\n")
     polling = f", poll every {d.poll_interval:g} s" if d.scan == "poll" else ""
     out.write(
         f"daemon   state {d.state_dir}; scan {d.scan} (settle {d.settle_seconds:g} s, rescan "
@@ -124,7 +142,7 @@ def describe(cfg: Config, out: TextIO) -> None:
     for warning in cfg.warnings:
         out.write(f"warning: {warning}\n")
     for inbox in cfg.inboxes:
-        _describe_inbox(inbox, cfg.daemon.scan, out)
+        _describe_inbox(inbox, cfg.daemon.scan, out, named=cfg.cluster is not None)
     from watchd.notify.config import summary
 
     for n in cfg.notify:
@@ -135,8 +153,10 @@ def describe(cfg: Config, out: TextIO) -> None:
         out.write(f"web      {describe(cfg.web)}\n")
 
 
-def _describe_inbox(inbox: InboxConfig, scan: str, out: TextIO) -> None:
+def _describe_inbox(inbox: InboxConfig, scan: str, out: TextIO, *, named: bool = False) -> None:
     out.write(f"\ninbox[{inbox.index}] {inbox.path}{_filesystem(inbox.path, scan)}\n")
+    if named:  # [cluster]: jobs are recorded under the name
+        out.write(f"  name    {inbox.name} (its identity, the same on every host)\n")
     made = missing_folders(inbox)
     outbox_note = f" ({CREATED_AT_START})" if inbox.outbox in made else ""
     if not inbox.outbox.exists() and not outbox_note:

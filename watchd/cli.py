@@ -7,15 +7,23 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from watchd import __version__
+
+if TYPE_CHECKING:
+    from watchd.cluster_config import ClusterConfig
+    from watchd.config import Config
+    from watchd.ledger.db import Ledger
+    from watchd.ledger.pg import PgLedger
+    from watchd.ledger.protocol import LedgerAPI
 
 DEFAULT_CONFIG = "/etc/carmic-watchd/config.toml"
 
 EPILOG = f"""\
 CONFIG defaults to $WATCHD_CONFIG, else {DEFAULT_CONFIG}.
 Exit codes: 0 ok; 1 unknown job id (retry/forget); 2 bad config; 3 cannot log in or reach the API
-(or, for `ledger migrate`, the database).
+(or, with [cluster] or for `ledger migrate`, the database).
 """
 
 
@@ -238,29 +246,31 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     from watchd.checkcmd import check
-    from watchd.cluster_config import refuse_cluster
 
-    if refuse_cluster(_path(args)):
-        return 2
     return check(_path(args), offline=args.offline)
 
 
-def _open_ledger(args: argparse.Namespace, *, readonly: bool = False) -> tuple[object, int]:
-    """The ledger named by the config (paths need not exist: a paused NAS must not stop
-    `status`). Returns (ledger or None, exit code)."""
+def _config(args: argparse.Namespace) -> Config | None:
+    """The config (paths need not exist: a paused NAS must not stop `status`), or None after
+    saying why it is bad."""
+    from watchd.config import ConfigError, load_config
+
+    path = _path(args)
+    try:
+        return load_config(path, check_paths=False, log_warnings=False)
+    except ConfigError as e:
+        print(f"watchd: bad config {path}: {e}", file=sys.stderr)
+        return None
+
+
+def _open_ledger(cfg: Config, *, readonly: bool = False) -> tuple[Ledger | None, int]:
+    """This host's SQLite ledger in ``state_dir``. Returns (ledger or None, exit code)."""
     import sqlite3
 
-    from watchd.config import ConfigError, load_config
     from watchd.ledger.db import DB_NAME, MIGRATIONS, Ledger
     from watchd.ledger.files import private_umask
     from watchd.ledger.health import translate
 
-    path = _path(args)
-    try:
-        cfg = load_config(path, check_paths=False, log_warnings=False)
-    except ConfigError as e:
-        print(f"watchd: bad config {path}: {e}", file=sys.stderr)
-        return None, 2
     db = cfg.daemon.state_dir / DB_NAME
     if not db.exists():
         return None, 0
@@ -278,44 +288,110 @@ def _open_ledger(args: argparse.Namespace, *, readonly: bool = False) -> tuple[o
     return ledger, 0
 
 
-def cmd_status(args: argparse.Namespace) -> int:
-    from watchd.ledger.db import Ledger
-    from watchd.status_view import show
+def _open_shared(cluster: ClusterConfig, action: str) -> tuple[PgLedger | None, int]:
+    """The cluster's shared ledger for an operator command, or (None, 0) when no daemon has
+    created its tables yet; (None, 3) when it cannot be reached, (None, 2) for a schema this
+    watchd cannot use, after one line on stderr."""
+    from watchd.cluster.open import DatabaseUnreachable, open_jobs
+    from watchd.ledger.db import LedgerError
 
-    ledger, code = _open_ledger(args, readonly=True)
+    try:
+        return open_jobs(cluster), 0
+    except DatabaseUnreachable as e:
+        print(f"watchd {action}: {e}", file=sys.stderr)
+        return None, 3
+    except LedgerError as e:
+        print(f"watchd {action}: {e}", file=sys.stderr)
+        return None, 2
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from watchd.status_view import StatusSource, show
+
+    cfg = _config(args)
+    if cfg is None:
+        return 2
+    local, code = _open_ledger(cfg, readonly=True)
     if code:
         return code
-    if ledger is None:
+    shared: PgLedger | None = None
+    if cfg.cluster is not None:
+        shared, code = _open_shared(cfg.cluster, "status")
+        if code:
+            if local is not None:
+                local.close()
+            return code
+    if (local if cfg.cluster is None else shared) is None:
         if args.json:
             print("[]")
-        else:
+        elif cfg.cluster is None:
             print("no ledger yet: the daemon has not run with this config")
+        else:
+            print(f"no ledger yet: no daemon has started on {cfg.cluster.shown}")
+        if local is not None:
+            local.close()
         return 0
-    assert isinstance(ledger, Ledger)
+    if shared is not None:
+        from watchd.cluster.nodes import nodes
+
+        pg = shared
+        source = StatusSource(pg, local, nodes=lambda: nodes(pg))
+    else:
+        assert local is not None
+        source = StatusSource.one_host(local)
     try:
-        return show(ledger, sys.stdout, as_json=args.json, watch=args.watch, interval=args.interval)
+        return show(source, sys.stdout, as_json=args.json, watch=args.watch, interval=args.interval)
     except KeyboardInterrupt:
         return 0
+    except Exception as e:
+        if shared is None or not _database_error(e):
+            raise
+        _lost(cfg, "status", e)
+        return 3
     finally:
-        ledger.close()
+        if local is not None:
+            local.close()
+        if shared is not None:
+            shared.close()
+
+
+def _database_error(e: Exception) -> bool:
+    """A PostgreSQL error (psycopg's, the pool's), once the shared ledger was opened."""
+    import psycopg
+
+    return isinstance(e, psycopg.Error)
+
+
+def _lost(cfg: Config, action: str, e: Exception) -> None:
+    from watchd.cluster.open import scrub
+
+    assert cfg.cluster is not None
+    text = scrub(cfg.cluster, " ".join(str(e).split()))
+    print(f"watchd {action}: lost the ledger database {cfg.cluster.shown}: {text}", file=sys.stderr)
 
 
 def _each_job(args: argparse.Namespace, action: str) -> int:
-    from watchd.config import ConfigError, load_config
-    from watchd.ledger.db import Ledger, LedgerError
+    from watchd.config import ConfigError
+    from watchd.ledger.db import LedgerError
     from watchd.represet import retry_job
 
-    ledger, code = _open_ledger(args)
+    config = _config(args)
+    if config is None:
+        return 2
+    ledger: LedgerAPI | None
+    if config.cluster is None:
+        ledger, code = _open_ledger(config)
+    else:
+        ledger, code = _open_shared(config.cluster, action)
     if code:
         return code
     if ledger is None:
         for jid in args.ids:
             print(f"watchd {action}: unknown job {jid}", file=sys.stderr)
         return 1
-    assert isinstance(ledger, Ledger)
     rc = 0
     keep = action != "retry" or args.keep_preset
-    cfg = None if keep else load_config(_path(args), check_paths=False, log_warnings=False)
+    cfg = None if keep else config
     try:
         for jid in args.ids:
             try:
@@ -334,6 +410,11 @@ def _each_job(args: argparse.Namespace, action: str) -> int:
                     file=sys.stderr,
                 )
                 rc = 1
+    except Exception as e:
+        if config.cluster is None or not _database_error(e):
+            raise
+        _lost(config, action, e)
+        return 3
     finally:
         ledger.close()
     return rc

@@ -5,17 +5,14 @@ Parsed and validated here, with the precision of the rest of the config (did-you
 unknown keys, every problem named by its key path); the database password is never shown,
 and a URL that carries one is shown with ``***`` in its place.
 
-The daemon does not run with ``[cluster]`` yet: claims, leases and fencing are not built, and
-two hosts without them would each take every file (two billed projects). ``watchd run`` and
-``watchd check`` refuse such a config with :data:`NOT_YET` (exit 2); ``watchd ledger migrate``
-is the part that works now.
+How the daemons share the ledger (claims, leases, fencing) is watchd/cluster/; the user's
+guide is docs/cluster.md.
 """
 
 from __future__ import annotations
 
 import re
 import socket
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +28,6 @@ if TYPE_CHECKING:
 CLUSTER_KEYS: Final = ("database", "password_file", "node", "lease_seconds")
 CREDENTIAL_NAME = "database-password"
 DEFAULT_LEASE_SECONDS = 60.0
-NOT_YET = "[cluster] is not supported yet in this version: remove it to run on one host"
 
 # A node's name: what the other hosts and the database see.
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
@@ -153,19 +149,3 @@ def check_inbox_names(
             report.error(where, f'"{inbox.name}" is already the name of inbox[{seen[inbox.name]}]')
         else:
             seen[inbox.name] = inbox.index
-
-
-def refuse_cluster(config_path: Path) -> bool:
-    """True (after printing :data:`NOT_YET` to stderr) when the config has a ``[cluster]``
-    table: ``run`` and ``check`` stop there with exit 2. A config that cannot be read is left
-    to the command's own checks."""
-    from watchd.config import ConfigError, read_toml
-
-    try:
-        data = read_toml(Path(config_path).expanduser())
-    except (ConfigError, OSError):
-        return False
-    if "cluster" not in data:
-        return False
-    print(NOT_YET, file=sys.stderr)
-    return True

@@ -257,7 +257,16 @@ class Daemon:
             from watchd.carmic.http import set_node
 
             set_node(cfg.cluster.node)
-        client = self._client or _build_client(cfg, self.clock, self.metrics)
+        factory = None
+        if self.keeper is not None:
+            from watchd.cluster.pace import shared_buckets
+
+            # The workspace's pace is the cluster's: every host's creates and exports count.
+            ledger = self.keeper.ledger
+            factory = shared_buckets(ledger, owner=f"{ledger.node}:{ledger.instance}")
+        client = self._client or _build_client(
+            cfg, self.clock, self.metrics, bucket_factory=factory
+        )
         self._client = client
         self.notifier.status(f"logging in to Carmic at {cfg.carmic.api_url}")
         # One login attempt may itself take a minute (the client retries and paces logins),
@@ -274,8 +283,16 @@ class Daemon:
             )
         finally:
             extender.cancel()
+        shared_limit = None
+        if self.keeper is not None:
+            from watchd.cluster.pace import SharedProcessingLimit
+
+            # A limit learned from a refusal holds for every host on the workspace.
+            shared_limit = SharedProcessingLimit(self.keeper.ledger, workspace.id, clock=self.clock)
         limit = ProcessingLimit(
-            configured=cfg.carmic.max_processing, tier=tier_limit(workspace.tier)
+            configured=cfg.carmic.max_processing,
+            tier=tier_limit(workspace.tier),
+            shared=shared_limit,
         )
         settings = PipelineSettings(
             realtime=cfg.carmic.realtime,
@@ -309,6 +326,7 @@ class Daemon:
         self.notifier.status("scanning the inboxes")
         self._setup_inboxes(cfg)
         if self.keeper is not None:
+            self.keeper.ledger.paused = self.pipeline.paused_inboxes
             self._start_cluster(client)
         try:
             await self.rescan(self.clock.now())
@@ -388,7 +406,12 @@ class Daemon:
             asyncio.create_task(self.keeper.run(), name="watchd-lease-keeper")
         )
         password = cluster.password.reveal() if cluster.password is not None else None
-        self.wakeups = Wakeups(cluster.database, self._wake_threadsafe, password=password)
+
+        def woken() -> None:  # another node freed a slot or let jobs go: look at once
+            ledger.look_again()
+            self._wake_threadsafe()
+
+        self.wakeups = Wakeups(cluster.database, woken, password=password)
         self.wakeups.start()
 
     def _wake_threadsafe(self) -> None:
@@ -471,8 +494,11 @@ class Daemon:
             log.info("watching %s (%s) -> %s", inbox.path, rt.observer.effective_mode, inbox.outbox)
         if cluster and self.pipeline is not None:
             self.pipeline.inbox_paths = {k: rt.config.path for k, rt in self.inboxes.items()}
+            self.pipeline.outbox_paths = {k: rt.config.outbox for k, rt in self.inboxes.items()}
         if isinstance(self.ledger, ClusterLedger):
             self.ledger.inbox_names = list(self.inboxes)
+            if self.pipeline is not None:
+                self.ledger.paused = self.pipeline.paused_inboxes  # the same set, kept current
 
     async def stop(self) -> None:
         """Stop taking work, cancel the pipeline's steps (the ledger has their checkpoints),
@@ -1117,6 +1143,8 @@ def restart_only_changes(old: Config, new: Config) -> list[str]:
         for key in keys:
             if getattr(a, key) != getattr(b, key):
                 out.append(f"[{section}] {key}")
+    if _cluster_key(old) != _cluster_key(new):
+        out.append("[cluster]")
     a_pw, b_pw = old.carmic.password, new.carmic.password
     if (a_pw is None) != (b_pw is None) or (
         a_pw is not None and b_pw is not None and a_pw.reveal() != b_pw.reveal()
@@ -1139,6 +1167,14 @@ _DATABASE_FOR_GOOD = (
 
 def database_may_come_back(message: str) -> bool:
     return not any(m in message for m in _DATABASE_FOR_GOOD)
+
+
+def _cluster_key(cfg: Config) -> tuple[Any, ...] | None:
+    c = cfg.cluster
+    if c is None:
+        return None
+    password = c.password.reveal() if c.password is not None else None
+    return (c.database, c.node, c.lease_seconds, password)
 
 
 def cfg_path(cfg: Config) -> str:
@@ -1220,7 +1256,9 @@ async def _login_with_retry(
             raise
 
 
-def _build_client(cfg: Config, clock: Clock, metrics: Any = None) -> Any:
+def _build_client(
+    cfg: Config, clock: Clock, metrics: Any = None, *, bucket_factory: Any = None
+) -> Any:
     from watchd.carmic.client import CarmicClient
 
     c = cfg.carmic
@@ -1240,6 +1278,7 @@ def _build_client(cfg: Config, clock: Clock, metrics: Any = None) -> Any:
         creates_per_minute=c.creates_per_minute,
         exports_per_minute=c.exports_per_minute,
         ca_file=c.ca_file,
+        bucket_factory=bucket_factory,
         **hooks,
     )
 

@@ -19,7 +19,8 @@ from typing import Any
 
 from watchd.carmic.models import ClipSummary
 from watchd.config import Config, ConfigError, Preset, resolve_preset, sidecar_for
-from watchd.ledger.db import ClipRow, JobRow, Ledger
+from watchd.ledger.db import ClipRow, JobRow
+from watchd.ledger.protocol import LedgerAPI
 from watchd.pipeline.selection import choose_clips, render_choice
 
 # Sent with the create: they cannot change once the project exists.
@@ -55,8 +56,12 @@ def has_rendered(clips: Sequence[ClipRow]) -> bool:
 def current_preset(cfg: Config, job: JobRow) -> dict[str, Any]:
     """The preset the job's file gets from ``cfg`` now (its rule, then its sidecar beside the
     source where it is now), with the job's delivery settings kept. ConfigError when the inbox
-    is gone from the config or the sidecar is bad."""
-    inbox = next((i for i in cfg.inboxes if str(i.path) == job.inbox), None)
+    is gone from the config or the sidecar is bad. With ``[cluster]`` a job names its inbox by
+    its ``name``, else by its path."""
+    if cfg.cluster is not None:
+        inbox = next((i for i in cfg.inboxes if i.name == job.inbox), None)
+    else:
+        inbox = next((i for i in cfg.inboxes if str(i.path) == job.inbox), None)
     if inbox is None:
         raise ConfigError(f"the inbox {job.inbox} is no longer in the config")
     sidecar = sidecar_for(Path(job.path))
@@ -76,7 +81,7 @@ def _shown(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
 
 
-def _reselect(ledger: Ledger, job: JobRow, clips: Sequence[ClipRow], render: Any) -> None:
+def _reselect(ledger: LedgerAPI, job: JobRow, clips: Sequence[ClipRow], render: Any) -> None:
     """The clips' choice again, under the new ``render`` key (ranks stay as they were)."""
     summaries = [
         ClipSummary(
@@ -92,7 +97,7 @@ def _reselect(ledger: Ledger, job: JobRow, clips: Sequence[ClipRow], render: Any
         ledger.update_clip(job.id, clip.id, selected=int(picked))
 
 
-def apply_current_preset(ledger: Ledger, cfg: Config, job: JobRow) -> Represet:
+def apply_current_preset(ledger: LedgerAPI, cfg: Config, job: JobRow) -> Represet:
     """Give ``job`` (failed or parked, about to be retried) the rule's current preset when it
     has not rendered yet. Writes nothing when the preset is unchanged."""
     clips = ledger.clips(job.id)
@@ -132,7 +137,7 @@ def apply_current_preset(ledger: Ledger, cfg: Config, job: JobRow) -> Represet:
     return Represet(changed, "; ".join(notes))
 
 
-def retry_job(ledger: Ledger, cfg: Config | None, job_id: str, *, actor: str = "cli") -> str:
+def retry_job(ledger: LedgerAPI, cfg: Config | None, job_id: str, *, actor: str = "cli") -> str:
     """``watchd retry`` for one job: the current preset (unless ``cfg`` is None: the job keeps
     its own, ``--keep-preset``), then back in the queue. Returns the line to print; LedgerError
     for an unknown job or one that cannot be retried, ConfigError for a preset that cannot be

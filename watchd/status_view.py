@@ -4,6 +4,11 @@ The table starts with whether the daemon runs (from the heartbeat it writes into
 every few seconds) and a one-line summary, the same one the daemon sends systemd as
 ``STATUS=``; then one row per job, with a progress bar while it uploads, processes, renders or
 delivers, and its error or the reason it waits on a line of its own.
+
+With ``[cluster]`` the jobs are every host's, read from the shared PostgreSQL ledger, each with
+the node that holds or last held it, and a table of the cluster's daemons comes first; what is
+this host's own (its daemon's heartbeat, the inbox entries that are not jobs, paused inboxes,
+the notification queue) is still read from its SQLite ledger (:class:`StatusSource`).
 """
 
 from __future__ import annotations
@@ -17,12 +22,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TextIO
 
+from watchd.cluster_config import default_node
 from watchd.ledger.db import EntryRow, InboxRow, JobRow, Ledger
 from watchd.ledger.states import Stage
 from watchd.watching.entries import SETTLING, settling_text
 
 if TYPE_CHECKING:
-    from watchd.cluster.ledger import ClusterLedger
+    from watchd.cluster.nodes import NodeRow
+    from watchd.ledger.protocol import LedgerAPI
 
 BAR_STATES = frozenset({"uploading", "processing", "rendering", "exporting", "delivering"})
 HEARTBEAT_STALE = 20.0  # the daemon writes its heartbeat every 5 s: 4 missed = not responding
@@ -36,7 +43,39 @@ def iso(ts: float | None) -> str | None:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def job_json(job: JobRow) -> dict[str, Any]:
+@dataclass(frozen=True)
+class StatusSource:
+    """Where ``watchd status`` reads. On one host everything comes from its SQLite ledger. With
+    ``[cluster]``, ``jobs`` is the shared ledger (every host's jobs), ``local`` this host's
+    SQLite ledger (None before its daemon first ran) and ``nodes`` reads the cluster's
+    daemons."""
+
+    jobs: LedgerAPI
+    local: Ledger | None
+    nodes: Callable[[], list[NodeRow]] | None = None
+
+    @classmethod
+    def one_host(cls, ledger: Ledger) -> StatusSource:
+        return cls(ledger, ledger)
+
+    @property
+    def cluster(self) -> bool:
+        return self.nodes is not None
+
+
+def _source(what: Ledger | StatusSource) -> StatusSource:
+    return what if isinstance(what, StatusSource) else StatusSource.one_host(what)
+
+
+def job_node(job: JobRow, *, cluster: bool = False) -> str | None:
+    """The node a job is shown with: the one that holds or last held it (None: none has taken
+    it yet); on one host, where the column is always empty, this host's name."""
+    if cluster or job.node is not None:
+        return job.node
+    return default_node()
+
+
+def job_json(job: JobRow, *, cluster: bool = False) -> dict[str, Any]:
     """One element of ``watchd status --json`` (the documented keys first: docs/cli.md)."""
     return {
         "id": job.id,
@@ -64,6 +103,7 @@ def job_json(job: JobRow) -> dict[str, Any]:
         "wait": job.wait,
         "wait_until": iso(job.wait_until),
         "wait_since": iso(job.wait_since),
+        "node": job_node(job, cluster=cluster),
     }
 
 
@@ -88,6 +128,7 @@ def entry_json(entry: EntryRow, now: float) -> dict[str, Any]:
         "taken": False,
         "reason": reason,
         "name_escaped": bool(entry.escaped),
+        "node": None,
     }
 
 
@@ -97,19 +138,21 @@ def entry_reason(entry: EntryRow, now: float) -> str:
     return entry.reason or "not taken"
 
 
-def render_json(ledger: Ledger, *, now: float | None = None) -> str:
+def render_json(ledger: Ledger | StatusSource, *, now: float | None = None) -> str:
     """``watchd status --json``: a JSON array, one object per job, then one per inbox entry
-    that is not a job (files settling, entries not taken)."""
+    of this host that is not a job (files settling, entries not taken)."""
+    source = _source(ledger)
     at = time.time() if now is None else now
-    rows = [job_json(j) for j in ledger.jobs()]
-    rows += [entry_json(e, at) for e in ledger.entries()]
+    rows = [job_json(j, cluster=source.cluster) for j in source.jobs.jobs()]
+    if source.local is not None:
+        rows += [entry_json(e, at) for e in source.local.entries()]
     return json.dumps(rows, indent=2)
 
 
 # ---- the summary line (also systemd's STATUS=) -----------------------------------------------
 
 
-def summary_line(ledger: Ledger | ClusterLedger, *, paused_inboxes: int | None = None) -> str:
+def summary_line(ledger: LedgerAPI, *, paused_inboxes: int | None = None) -> str:
     """``3 queued, 1 uploading 42%, 2 processing, 0 rendering/delivering, 1 parked (billing),
     0 failed, 7 delivered`` (plus ``; 1 inbox(es) paused``). ``paused_inboxes`` defaults to what
     the ledger recorded at the last scan."""
@@ -244,12 +287,20 @@ def _progress(job: JobRow, bar_width: int) -> str:
     return bar(job.progress, bar_width)
 
 
-def _columns(width: int) -> list[_Column]:
-    """The columns that fit ``width``; the source column takes what is left."""
+NODE_WIDTH = 12
+
+
+def _columns(width: int, *, cluster: bool = False) -> list[_Column]:
+    """The columns that fit ``width``; the source column takes what is left. With
+    ``cluster``, each job's node after its state."""
     bar_width = 10 if width >= 90 else 5
     cols = [
         _Column("ID", 11, lambda j, now: j.id),
         _Column("STATE", 11, lambda j, now: j.state),
+    ]
+    if cluster:
+        cols.append(_Column("NODE", NODE_WIDTH, lambda j, now: j.node or "-"))
+    cols += [
         _Column("PROGRESS", bar_width + 7, lambda j, now: _progress(j, bar_width)),
         _Column("AGE", 6, lambda j, now: format_age(now - j.created_at), right=True),
     ]
@@ -311,6 +362,7 @@ def render_table(
     width: int,
     header: Iterable[str] = (),
     entries: Iterable[EntryRow] = (),
+    cluster: bool = False,
 ) -> str:
     """The table for a terminal ``width`` columns wide: ``header`` lines, paused inboxes, then
     one row per job and its detail (step, error or wait reason) on an indented line, then the
@@ -325,7 +377,7 @@ def render_table(
     if not rows:
         lines.append("no jobs yet")
         return _entries_text(lines, entries, now, width)
-    cols = _columns(width)
+    cols = _columns(width, cluster=cluster)
     fixed = sum(c.width + 2 for c in cols)
     source_width = max(10, width - fixed)
 
@@ -368,24 +420,52 @@ def _terminal_width(tty: bool) -> int:
         return UNCUT_WIDTH
 
 
-def render_screen(ledger: Ledger, *, now: float, width: int) -> str:
-    """Everything ``watchd status`` prints: the daemon's state, the summary, the table."""
-    state = daemon_state(ledger.last_heartbeat(), now=now)
+def node_lines(nodes: Iterable[NodeRow]) -> list[str]:
+    """The cluster's daemons: name, host, last heartbeat, jobs held, live/stale/stopped."""
+    rows = list(nodes)
+    if not rows:
+        return ["nodes: none has started on this database yet"]
+    name_w = max(4, *(len(n.name) for n in rows))
+    host_w = max(4, *(len(n.host) for n in rows))
+    lines = [f"{'NODE':<{name_w}}  {'HOST':<{host_w}}  {'HEARTBEAT':>9}  {'JOBS':>4}  STATE"]
+    for n in rows:
+        beat = f"{format_age(n.heartbeat_age)} ago"
+        lines.append(
+            f"{n.name:<{name_w}}  {n.host:<{host_w}}  {beat:>9}  {n.jobs_held:>4}  {n.state}"
+        )
+    return lines
+
+
+def render_screen(ledger: Ledger | StatusSource, *, now: float, width: int) -> str:
+    """Everything ``watchd status`` prints: the daemon's state, the summary, the cluster's
+    nodes (with ``[cluster]``), the table."""
+    source = _source(ledger)
+    local = source.local
     from watchd.notify.queue import status_lines
 
-    header = [state.text, summary_line(ledger), *status_lines(ledger), ""]
+    state = daemon_state(local.last_heartbeat() if local is not None else None, now=now)
+    inboxes = local.inboxes() if local is not None else []
+    paused = None if not source.cluster else sum(1 for i in inboxes if i.paused)
+    first = f"this host's {state.text}" if source.cluster else state.text
+    header = [first, summary_line(source.jobs, paused_inboxes=paused)]
+    if local is not None:
+        header += status_lines(local)
+    header.append("")
+    if source.nodes is not None:
+        header += [*node_lines(source.nodes()), ""]
     return render_table(
-        ledger.jobs(),
-        ledger.inboxes(),
+        source.jobs.jobs(),
+        inboxes,
         now=now,
         width=width,
         header=header,
-        entries=ledger.entries(),
+        entries=local.entries() if local is not None else (),
+        cluster=source.cluster,
     )
 
 
 def show(
-    ledger: Ledger,
+    ledger: Ledger | StatusSource,
     out: TextIO,
     *,
     as_json: bool = False,

@@ -18,7 +18,8 @@ from watchd.carmic.errors import (
     RateLimited,
     ServerError,
 )
-from watchd.clock import FakeClock
+from watchd.carmic.pacing import TokenBucket
+from watchd.clock import Clock, FakeClock
 
 # ---- workspaces ---------------------------------------------------------------------------
 
@@ -294,6 +295,47 @@ async def test_exports_are_paced_and_a_429_holds_the_bucket() -> None:
     assert clock.monotonic() - t == pytest.approx(30)
     assert (job.export_id, job.status) == ("e1", "PENDING")
     assert body_of(api.log[-1]) == {"target_format": "davinci", "include_proxy": True}
+
+
+async def test_a_bucket_factory_builds_the_pace_per_workspace_and_kind() -> None:
+    api = FakeApi()
+    _create_route(api)
+    built: list[tuple[str, str, float]] = []
+
+    def factory(workspace: str, kind: str, per_minute: float, clock: Clock) -> TokenBucket:
+        built.append((workspace, kind, per_minute))
+        return TokenBucket(1, clock=clock)
+
+    clock = FakeClock()
+    async with make_client(api, clock=clock, creates_per_minute=5, bucket_factory=factory) as c:
+        await c.create_project(filename="a.mp4", filesize=10)
+        t = clock.monotonic()
+        await c.create_project(filename="b.mp4", filesize=10)
+    assert built == [(WS_ID, "creates", 5)]  # built once, then reused
+    assert clock.monotonic() - t == pytest.approx(61)  # the factory's bucket, not 5 a minute
+
+
+async def test_before_send_runs_after_the_pace_wait_and_may_stop_the_call() -> None:
+    api = FakeApi()
+    bodies = _create_route(api)
+    clock = FakeClock()
+    seen: list[float] = []
+
+    def lease_left() -> None:
+        seen.append(clock.monotonic())
+        if len(seen) == 2:
+            raise RuntimeError("lease lost")
+
+    async with make_client(api, clock=clock, creates_per_minute=1) as client:
+        await client.create_project(filename="a.mp4", filesize=10, before_send=lease_left)
+        t = clock.monotonic()
+        with pytest.raises(RuntimeError, match="lease lost"):
+            await client.create_project(filename="b.mp4", filesize=10, before_send=lease_left)
+        assert seen[1] - t == pytest.approx(61)  # checked after the wait, not before it
+        # Nothing went, and the token came back: the next call does not wait.
+        await client.create_project(filename="c.mp4", filesize=10, before_send=lease_left)
+        assert clock.monotonic() == seen[1]
+    assert [b["filename"] for b in bodies] == ["a.mp4", "c.mp4"]
 
 
 async def test_unknown_export_format_is_refused_locally() -> None:

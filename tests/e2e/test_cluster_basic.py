@@ -3,7 +3,10 @@ taken once, billed once and delivered once; a stopped daemon's jobs are carried 
 
 from __future__ import annotations
 
+import json
+import re
 import tomllib
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +14,9 @@ import pytest
 import tomli_w
 
 from tests.e2e.harness import Env, billed_projects, iter_manifests, wait_for
+from tests.e2e.test_dashboard import start_with_dashboard
+from tests.pg import PgServer
+from tests.ports import free_port
 from watchd.emulator import Emulator
 
 
@@ -19,9 +25,19 @@ def db(pg_url: str) -> Iterator[str]:
     yield pg_url
 
 
-def node_env(root: Path, emu: Emulator, shared: Env | None, name: str, db: str) -> Env:
+def node_env(
+    root: Path, emu: Emulator, shared: Env | None, name: str, db: str, *, mount: bool = False
+) -> Env:
+    """A host's daemon; with ``shared``, on the same inbox and outbox (with ``mount``, reached
+    through paths of its own, as a host that mounts the share elsewhere)."""
     e = Env(root=root / name, emu=emu)
-    if shared is not None:
+    if shared is not None and mount:
+        here = root / name / "mnt"
+        here.mkdir()
+        (here / "inbox").symlink_to(shared.inbox)
+        (here / "outbox").symlink_to(shared.outbox)
+        e.inbox, e.outbox = here / "inbox", here / "outbox"
+    elif shared is not None:
         e.inbox, e.outbox = shared.inbox, shared.outbox
     e.write_config()
     cfg = tomllib.loads(e.config_path.read_text())
@@ -38,7 +54,7 @@ def test_two_daemons_take_each_file_once(
     b = node_env(tmp_path, emulator, a, "n2", db)
     try:
         a.start()
-        b.start()
+        url = start_with_dashboard(b)
         for i, src in enumerate(sample_videos[:4]):
             a.drop(src, f"ep{i}.mp4")
 
@@ -49,8 +65,21 @@ def test_two_daemons_take_each_file_once(
         wait_for(done, timeout=120, interval=0.2, what="4 files delivered and moved")
         manifests = list(iter_manifests(a.outbox))
         assert len(manifests) == 4
-        billed = billed_projects(emulator.snapshot())
+        rows = b.status()  # every host's jobs, from either host
+        assert len(rows) == 4 and {r["state"] for r in rows} == {"delivered"}
+        assert {r["node"] for r in rows} <= {"n1", "n2"}
+        assert "NODE" in b.cli("status").stdout
+        with urllib.request.urlopen(url + "api/jobs", timeout=10) as r:
+            served = json.loads(r.read())
+        assert sorted(j["node"] for j in served) == sorted(r["node"] for r in rows)
+        for page in ("", "jobs/" + rows[0]["id"]):  # the pages read the cluster's ledger too
+            with urllib.request.urlopen(url + page, timeout=10) as r:
+                assert r.status == 200 and rows[0]["source"] in r.read().decode()
+        snap = emulator.snapshot()
+        billed = billed_projects(snap)
         assert sorted(len(v) for v in billed.values()) == [1, 1, 1, 1]
+        agents = {r["user_agent"] for r in snap["requests"] if r["origin"] == "api"}
+        assert agents and all(re.fullmatch(r"carmic-watchd/\S+ \(node n[12]\)", a) for a in agents)
         assert sorted(p.name for p in (a.inbox / "_done").rglob("*.mp4")) == [
             f"ep{i}.mp4" for i in range(4)
         ]
@@ -67,8 +96,10 @@ def test_two_daemons_take_each_file_once(
 def test_a_killed_daemons_jobs_are_carried_on_by_the_other(
     tmp_path: Path, emulator: Emulator, sample_videos: list[Path], db: str
 ) -> None:
+    """The heir mounts the share at another path: it finds the sources and the delivery
+    folders under its own paths."""
     a = node_env(tmp_path, emulator, None, "n1", db)
-    b = node_env(tmp_path, emulator, a, "n2", db)
+    b = node_env(tmp_path, emulator, a, "n2", db, mount=True)
     try:
         a.start()
         wait_for(lambda: "joined the cluster" in a.log() or None, timeout=60, what="n1 up")
@@ -91,8 +122,28 @@ def test_a_killed_daemons_jobs_are_carried_on_by_the_other(
         billed = billed_projects(emulator.snapshot())
         assert sorted(len(v) for v in billed.values()) == [1, 1]
         assert "claimed job" in b.log()
+        assert len(list(iter_manifests(a.outbox))) == 2
+        assert not [p for p in a.outbox.rglob("*") if "(2)" in p.name]
         assert b.stop() == 0
     finally:
         for e in (a, b):
             if e.proc is not None and e.proc.poll() is None:
                 e.kill()
+
+
+def test_a_database_not_there_yet_is_waited_for_and_a_missing_one_refused(
+    tmp_path: Path, emulator: Emulator, pg_server: PgServer
+) -> None:
+    down = f"postgresql://watchd:Db-s3cret@127.0.0.1:{free_port()}/watchd"
+    a = node_env(tmp_path, emulator, None, "n1", down)
+    a.start()
+    wait_for(
+        lambda: "waiting for it" in a.log() or None, timeout=60, what="the wait for the database"
+    )
+    assert a.stop() == 0  # a stop while waiting is a clean stop
+    assert "Db-s3cret" not in a.log() and "Traceback" not in a.log()
+
+    missing = node_env(tmp_path, emulator, None, "n2", pg_server.url("no_such_db"))
+    missing.start()
+    assert missing.proc is not None and missing.proc.wait(timeout=60) == 2
+    assert 'database "no_such_db" does not exist' in missing.log()

@@ -203,6 +203,21 @@ def test_retry_refuses_active_and_unknown_jobs(ledger: LedgerAPI) -> None:
         ledger.retry("jnothing")
 
 
+def test_check_retryable_and_wait_counts(ledger: LedgerAPI) -> None:
+    a, b = add(ledger).id, add(ledger, "b.mp4", "fb").id
+    with pytest.raises(LedgerError, match="only failed or parked"):
+        ledger.check_retryable(ledger.require(a))
+    assert ledger.wait_counts() == {}
+    ledger.update(a, wait="duplicate: same content as job j1", wait_until=1.0, wait_since=0.0)
+    ledger.update(b, wait="billing: no minutes")
+    ledger.transition(b, Stage.PARKED, park_reason="billing: no minutes")
+    ledger.check_retryable(ledger.require(b))
+    assert ledger.wait_counts() == {"duplicate": 1, "billing": 1}
+    assert ledger.wait_counts(parked=False) == {"duplicate": 1}
+    ledger.transition(a, Stage.FAILED)
+    assert ledger.wait_counts() == {"billing": 1}
+
+
 def test_forget_only_finished_and_frees_the_identity(ledger: LedgerAPI) -> None:
     job = add(ledger)
     with pytest.raises(LedgerError, match="only delivered or failed"):

@@ -56,7 +56,7 @@ from watchd.carmic.models import (
     RenderProgress,
     Workspace,
 )
-from watchd.carmic.pacing import TokenBucket
+from watchd.carmic.pacing import BucketFactory, Pacer, local_bucket
 from watchd.carmic.retry import RetryPolicy
 from watchd.carmic.sse import StreamSettings, reconnecting_events
 from watchd.carmic.transfer import (
@@ -116,7 +116,10 @@ class CarmicClient:
     httpx.MockTransport(handler))``); injected clients are not closed by :meth:`aclose`. The
     storage client never carries our credentials. ``on_response(endpoint, status)`` sees every
     exchange (status ``"error"`` when no answer came), ``on_rate_limited(endpoint, retry_after)``
-    every 429, ``on_login()`` every password login.
+    every 429, ``on_login()`` every password login. ``bucket_factory(workspace id, kind,
+    per_minute, clock)`` builds the pace of project creations and exports per workspace: by
+    default a :class:`~watchd.carmic.pacing.TokenBucket` in this process; hosts sharing a
+    workspace pass one whose state is shared (``watchd.cluster.pace.shared_buckets``).
 
     ``before_request``, when set, is awaited before every request goes out: with several hosts
     (``[cluster]``) it holds a request back while this daemon's leases need renewing, and
@@ -146,6 +149,7 @@ class CarmicClient:
         rng: random.Random | None = None,
         stream_settings: StreamSettings | None = None,
         upload_chunk_size: int = CHUNK_SIZE,
+        bucket_factory: BucketFactory | None = None,
     ) -> None:
         self.api_url = api_url.rstrip("/")
         self.email = email
@@ -175,7 +179,8 @@ class CarmicClient:
         self._workspace_lock = asyncio.Lock()
         self._creates_per_minute = creates_per_minute
         self._exports_per_minute = exports_per_minute
-        self._buckets: dict[tuple[str, str], TokenBucket] = {}
+        self._bucket_factory: BucketFactory = bucket_factory or local_bucket
+        self._buckets: dict[tuple[str, str], Pacer] = {}
         self._api_gate = asyncio.Semaphore(API_CONCURRENCY)
         self._download_gate = asyncio.Semaphore(DOWNLOAD_CONCURRENCY)
         self.session = Session(
@@ -211,19 +216,20 @@ class CarmicClient:
         # IDs come from the server; quoting keeps a strange one from reaching another route.
         return route.format(**{k: quote(str(v), safe="") for k, v in ids.items()})
 
-    async def _bucket(self, kind: str) -> TokenBucket:
+    async def _bucket(self, kind: str) -> Pacer:
         # Limits are per workspace: resolve it before choosing the bucket.
-        key = (kind, (await self.resolve_workspace()).id)
+        workspace = (await self.resolve_workspace()).id
+        key = (kind, workspace)
         if key not in self._buckets:
             rate = self._creates_per_minute if kind == "creates" else self._exports_per_minute
-            self._buckets[key] = TokenBucket(rate, clock=self._clock)
+            self._buckets[key] = self._bucket_factory(workspace, kind, rate, self._clock)
         return self._buckets[key]
 
     async def pace_wait(self, kind: str) -> float:
         """Seconds until the next call paced as ``kind`` ("creates", "exports") may go."""
         return (await self._bucket(kind)).wait_time()
 
-    def _note_error(self, error: CarmicError, bucket: TokenBucket | None) -> None:
+    def _note_error(self, error: CarmicError, bucket: Pacer | None) -> None:
         if isinstance(error, RateLimited):
             log.info("rate-limited on %s (Retry-After %s)", error.endpoint, error.retry_after)
             if self._on_rate_limited is not None:
@@ -300,7 +306,7 @@ class CarmicClient:
         *,
         what: str,
         idempotent: bool = True,
-        bucket: TokenBucket | None = None,
+        bucket: Pacer | None = None,
     ) -> T:
         """Run ``attempt`` until it succeeds, retrying transient failures per the policy (only
         when ``idempotent``); every 429 is reported and holds the pacing ``bucket`` back."""
@@ -336,8 +342,11 @@ class CarmicClient:
         public: bool = False,
         idempotent: bool = True,
         pace: str | None = None,
+        before_send: Callable[[], None] | None = None,
     ) -> Envelope:
-        """A decoded call, retried per the policy when it is idempotent."""
+        """A decoded call, retried per the policy when it is idempotent. ``before_send`` runs
+        after the pace wait, just before the request goes; if it raises, nothing is sent and
+        the pace token is given back."""
         bucket = await self._bucket(pace) if pace else None
         if bucket is not None:
             waited = await bucket.acquire()
@@ -350,6 +359,13 @@ class CarmicClient:
                     waited,
                     bucket.per_minute,
                 )
+        if before_send is not None:
+            try:
+                before_send()
+            except BaseException:
+                if bucket is not None:
+                    bucket.give_back()
+                raise
 
         async def attempt() -> Envelope:
             response = await self._request(
@@ -427,9 +443,12 @@ class CarmicClient:
         custom_instructions: str | None = None,
         trim_start: float | None = None,
         trim_end: float | None = None,
+        before_send: Callable[[], None] | None = None,
     ) -> ProjectCreated:
         """``POST /v1/projects/create``: a project and its presigned upload URL. Paced; never
-        retried (a lost answer may hide a billed project: the pipeline searches for it)."""
+        retried (a lost answer may hide a billed project: the pipeline searches for it).
+        ``before_send`` runs after the pace wait, just before the request goes (a cluster
+        node checks there that it still holds the job's lease); raising, it stops the call."""
         fields: dict[str, Any] = {
             "filename": filename,
             "filesize": filesize,
@@ -446,7 +465,12 @@ class CarmicClient:
         }
         body = {k: v for k, v in fields.items() if v is not None}
         env = await self._call(
-            "POST", "/v1/projects/create", json=body, idempotent=False, pace="creates"
+            "POST",
+            "/v1/projects/create",
+            json=body,
+            idempotent=False,
+            pace="creates",
+            before_send=before_send,
         )
         created = ProjectCreated.from_api(_obj(env.data))
         if not created.project_id or not created.upload_url:
@@ -585,8 +609,16 @@ class CarmicClient:
 
     # ---- exports ---------------------------------------------------------------------------
 
-    async def create_export(self, cid: str, fmt: str, include_proxy: bool = False) -> ExportJob:
-        """``POST /v1/clips/{id}/exports``: an NLE bundle (paced; not retried)."""
+    async def create_export(
+        self,
+        cid: str,
+        fmt: str,
+        include_proxy: bool = False,
+        *,
+        before_send: Callable[[], None] | None = None,
+    ) -> ExportJob:
+        """``POST /v1/clips/{id}/exports``: an NLE bundle (paced; not retried). ``before_send``
+        as for :meth:`create_project`."""
         if fmt not in EXPORT_FORMATS:
             raise ValueError(f"unknown export format {fmt!r} (one of {sorted(EXPORT_FORMATS)})")
         env = await self._call(
@@ -596,6 +628,7 @@ class CarmicClient:
             json={"target_format": fmt, "include_proxy": include_proxy},
             idempotent=False,
             pace="exports",
+            before_send=before_send,
         )
         return ExportJob.from_api(_obj(env.data))
 

@@ -14,8 +14,58 @@ from __future__ import annotations
 import asyncio
 import math
 from collections import deque
+from collections.abc import Callable
+from typing import Protocol
 
 from watchd.clock import Clock
+
+
+class Pacer(Protocol):
+    """What the client needs of a pace: :class:`TokenBucket` in one process, or a bucket
+    several hosts share (``watchd.cluster.pace.SharedBucket``)."""
+
+    @property
+    def per_minute(self) -> float: ...
+
+    @property
+    def unlimited(self) -> bool: ...
+
+    def wait_time(self) -> float:
+        """Seconds until a call may go (0 now); cheap and synchronous."""
+        ...
+
+    def try_acquire(self) -> bool:
+        """Take a token if one is free now."""
+        ...
+
+    def give_back(self) -> None:
+        """The call the latest token was taken for never reached the server."""
+        ...
+
+    async def acquire(self) -> float:
+        """Wait for a token and take it; returns the seconds waited."""
+        ...
+
+    def block_for(self, seconds: float) -> None:
+        """The server said 429 with this Retry-After: hand out nothing for ``seconds``."""
+        ...
+
+
+# Builds the pace of one (workspace id, kind) at ``per_minute`` calls, kind being "creates" or
+# "exports"; the client calls it once per pair.
+BucketFactory = Callable[[str, str, float, Clock], Pacer]
+
+
+def bucket_shape(per_minute: float, window: float, margin: float) -> tuple[int, float]:
+    """(capacity, window): at most ``capacity`` calls in any ``window`` seconds, margin included,
+    for ``per_minute`` calls per ``window`` (a minute unless shrunk in tests); (0, 0) is
+    unlimited."""
+    if per_minute < 0:
+        raise ValueError(f"per_minute must be >= 0 (got {per_minute})")
+    if per_minute == 0:
+        return 0, 0.0
+    capacity = max(1, math.floor(per_minute))
+    return capacity, window * capacity / per_minute + margin
 
 
 class TokenBucket:
@@ -27,16 +77,9 @@ class TokenBucket:
     def __init__(
         self, per_minute: float, *, clock: Clock, window: float = 60.0, margin: float = 1.0
     ) -> None:
-        if per_minute < 0:
-            raise ValueError(f"per_minute must be >= 0 (got {per_minute})")
         self.per_minute = per_minute
         self._clock = clock
-        if per_minute == 0:
-            self.capacity = 0
-            self.window = 0.0
-        else:
-            self.capacity = max(1, math.floor(per_minute))
-            self.window = window * self.capacity / per_minute + margin
+        self.capacity, self.window = bucket_shape(per_minute, window, margin)
         self._spent: deque[float] = deque()
         self._blocked_until = 0.0
         # Held while waiting, so that waiters are served in arrival order.
@@ -85,3 +128,8 @@ class TokenBucket:
         for ``seconds``."""
         if seconds > 0:
             self._blocked_until = max(self._blocked_until, self._clock.monotonic() + seconds)
+
+
+def local_bucket(workspace: str, kind: str, per_minute: float, clock: Clock) -> TokenBucket:
+    """The single-host pace: a :class:`TokenBucket` in this process."""
+    return TokenBucket(per_minute, clock=clock)

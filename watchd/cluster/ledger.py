@@ -29,18 +29,22 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import secrets
 import socket
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, replace
 from typing import Any
 
 from watchd.cluster.errors import LeaseLost
 from watchd.ledger.db import (
+    _CLIP_FIELDS,
     _JOB_COLS,
     _JOB_FIELDS,
+    ClipRow,
     EntryRow,
     InboxRow,
     JobRow,
@@ -49,8 +53,9 @@ from watchd.ledger.db import (
     _known_fields,
     new_job_id,
 )
-from watchd.ledger.pg import PgLedger, _job_params, _sets
-from watchd.ledger.states import HOLDS_PROCESSING_SLOT, TERMINAL, Stage
+from watchd.ledger.pg import PgLedger, _job_params, _sets, _value
+from watchd.ledger.rebuild import SHA_PREFIX
+from watchd.ledger.states import TERMINAL, Stage
 
 log = logging.getLogger("watchd.cluster")
 
@@ -59,9 +64,32 @@ CHANNEL = "watchd_jobs"
 # One advisory lock per workspace serialises the grants of processing slots between nodes.
 SLOTS_LOCK = 0x77_64_73_6C_6F_74
 _ACTIVE = [s.value for s in Stage if s not in TERMINAL]
-_SLOT_STATES = frozenset(s.value for s in HOLDS_PROCESSING_SLOT)
+_ACTIVE_SET = frozenset(_ACTIVE)
+# The tables only this host's SQLite ledger has (the notification queue, inbox entries).
+_LOCAL_TABLES = re.compile(r"\b(notify_\w+|notifiers|inbox_entries)\b")
+# Progress alone (a percentage, a step, bytes sent) is written at most this often per job: it
+# is there to be shown, and every write is a round trip to the database. The cached row has it
+# at once; the next write of the job that is not progress drops what was not written yet.
+PROGRESS_EVERY = 5.0
+_PROGRESS_FIELDS = frozenset({"progress", "step", "bytes_uploaded"})
 # At most this many jobs are claimed at one look (the others stay for the other nodes).
 CLAIM_BATCH = 16
+
+
+# The cluster's counts (status line, metrics, the processing slots' first look) are read at
+# least this often; the due jobs of the other nodes' lapsed leases at least this often too.
+POLL_SECONDS = 5.0
+
+
+@dataclass
+class Snapshot:
+    """What one look at the cluster's jobs says, with our own changes since applied."""
+
+    at: float  # monotonic time of the look
+    counts: dict[str, int]
+    uploading: tuple[int, int]  # bytes sent, bytes to send, of the uploading jobs
+    waits: dict[str, dict[str, int]]  # state -> wait -> jobs
+    lapse_in: float | None  # seconds from the look until another node's lease here lapses
 
 
 class TakenElsewhere(LedgerError):
@@ -71,6 +99,8 @@ class TakenElsewhere(LedgerError):
 class ClusterLedger(PgLedger):
     """The daemon's ledger with ``[cluster]``. ``local`` is this host's SQLite ledger;
     ``inboxes`` the names of the inboxes this node watches (it claims only their jobs)."""
+
+    shared = True  # several hosts write this ledger
 
     def __init__(
         self,
@@ -90,8 +120,13 @@ class ClusterLedger(PgLedger):
         self.instance = secrets.token_hex(8)
         self.host = socket.gethostname()
         self.inbox_names: list[str] = list(inboxes)
+        # The inboxes this host cannot reach now (a share not mounted): their jobs are left to
+        # the hosts that can (the daemon's own set, kept current by its inbox checks).
+        self.paused: set[str] = set()
         self.held: dict[str, int] = {}  # job id -> the fencing token of our claim
         self._cache: dict[str, JobRow] = {}
+        self._clips: dict[str, list[ClipRow]] = {}  # every clip of a held job, in rank order
+        self._progress_at: dict[str, float] = {}  # job id -> monotonic time progress was written
         self._held_lock = threading.Lock()
         self._operator = 0
         # Monotonic time of the last renewal's start: the leases hold until at least then +
@@ -99,6 +134,17 @@ class ClusterLedger(PgLedger):
         self.renewed_at = self.clock.monotonic()
         self.on_change: Callable[[str], None] | None = None
         self.on_lost: Callable[[str], None] = lambda job_id: None
+        self._snapshot: Snapshot | None = None
+        # Answers read ahead, with the query a caller always makes first (one round trip for
+        # two): taken by the next call that asks exactly that, else dropped.
+        self._ahead: dict[tuple[Any, ...], Any] = {}
+        self._finished: dict[str, JobRow] = {}  # jobs finished here, until read once more
+        self._look_now = True  # the next due_ids looks at the database (see due_ids)
+
+    def look_again(self) -> None:
+        """Another node changed what this one may do (a slot freed, jobs let go): the next
+        :meth:`due_ids` reads the database. Safe from any thread."""
+        self._look_now = True
 
     # ---- this node ---------------------------------------------------------------------------
 
@@ -182,6 +228,7 @@ class ClusterLedger(PgLedger):
             tokens = dict(self.held)
             self.held.clear()
             self._cache.clear()
+            self._clips.clear()
         with self._write() as conn:
             conn.execute(
                 "UPDATE jobs SET lease_until = NULL WHERE id = ANY(%s) AND lease_token = ANY(%s)",
@@ -191,7 +238,6 @@ class ClusterLedger(PgLedger):
                 "UPDATE nodes SET stopped_at = now() WHERE name = %s AND instance = %s",
                 (self.node, self.instance),
             )
-            conn.execute("SELECT pg_notify(%s, 'released')", (CHANNEL,))
 
     def holds(self, job_id: str) -> bool:
         return job_id in self.held
@@ -205,8 +251,13 @@ class ClusterLedger(PgLedger):
         with self._held_lock:
             if token is None or self.held.get(job_id) == token:
                 self.held.pop(job_id, None)
-            self._cache.pop(job_id, None)
+            self._drop(job_id)
         self.on_lost(job_id)
+
+    def _drop(self, job_id: str) -> None:
+        self._cache.pop(job_id, None)
+        self._clips.pop(job_id, None)
+        self._progress_at.pop(job_id, None)
 
     # ---- fencing -----------------------------------------------------------------------------
 
@@ -312,24 +363,219 @@ class ClusterLedger(PgLedger):
         cached = self._cache.get(job_id)
         if cached is not None and job_id in self.held:
             return cached
-        return super().get(job_id)
+        if (done := self._finished.pop(job_id, None)) is not None:
+            return done  # the job's task looks once more after its last transition
+        job = super().get(job_id)
+        if job is not None and job_id in self.held:
+            self._cache[job_id] = job
+        return job
+
+    def find_by_identity(
+        self, inbox: str, rel_path: str, size: int, mtime_ns: int
+    ) -> JobRow | None:
+        """With :meth:`active_at_path` of the same file read ahead (a settled file that is not
+        known is asked both, in this order)."""
+        with self._connection() as conn, conn.pipeline():
+            known = conn.execute(
+                f"SELECT {_JOB_COLS} FROM jobs WHERE inbox = %s AND rel_path = %s AND size = %s "
+                "AND mtime_ns = %s ORDER BY created_at DESC LIMIT 1",
+                (inbox, rel_path, size, mtime_ns),
+            )
+            active = conn.execute(
+                f"SELECT {_JOB_COLS} FROM jobs WHERE inbox = %s AND rel_path = %s "
+                "AND state = ANY(%s) ORDER BY created_at DESC LIMIT 1",
+                (inbox, rel_path, _ACTIVE),
+            )
+            row = known.fetchone()
+            other = active.fetchone()
+        self._ahead = {("active_at_path", inbox, rel_path): JobRow(*other) if other else None}
+        return JobRow(*row) if row else None
+
+    def active_at_path(self, inbox: str, rel_path: str) -> JobRow | None:
+        key = ("active_at_path", inbox, rel_path)
+        if key in self._ahead:
+            found: JobRow | None = self._ahead.pop(key)
+            return found
+        return super().active_at_path(inbox, rel_path)
+
+    def find_by_fingerprint(self, fingerprint: str, *, exclude: str | None = None) -> list[JobRow]:
+        """With the jobs read back from manifests of the same size read ahead (a new job asks
+        both, in this order: watchd/pipeline/ingest.py)."""
+        size_row = self._cache.get(exclude or "")
+        if size_row is None:
+            return super().find_by_fingerprint(fingerprint, exclude=exclude)
+        low, high = SHA_PREFIX, SHA_PREFIX[:-1] + chr(ord(SHA_PREFIX[-1]) + 1)
+        with self._connection() as conn, conn.pipeline():
+            same = conn.execute(
+                f"SELECT {_JOB_COLS} FROM jobs WHERE fingerprint = %s AND id <> %s "
+                "ORDER BY created_at, id",
+                (fingerprint, exclude or ""),
+            )
+            rebuilt = conn.execute(
+                f'SELECT {_JOB_COLS} FROM jobs WHERE fingerprint COLLATE "C" > %s '
+                'AND fingerprint COLLATE "C" < %s AND size = %s ORDER BY created_at, id',
+                (low, high, size_row.size),
+            )
+            found = [JobRow(*r) for r in same.fetchall()]
+            ahead = [JobRow(*r) for r in rebuilt.fetchall()]
+        self._ahead = {("fingerprint_range", low, high, size_row.size): ahead}
+        return found
+
+    def fingerprint_range(self, low: str, high: str, *, size: int) -> list[JobRow]:
+        key = ("fingerprint_range", low, high, size)
+        if key in self._ahead:
+            found: list[JobRow] = self._ahead.pop(key)
+            return found
+        return super().fingerprint_range(low, high, size=size)
 
     def due_ids(self, now: float, *, idle_only: bool = False) -> list[tuple[str, str, str]]:
         """The due jobs of this node's inboxes that it holds, after claiming (at most
-        :data:`CLAIM_BATCH` at a time) those whose lease is free or lapsed."""
-        with self._connection() as conn:
-            rows = conn.execute(
+        :data:`CLAIM_BATCH` at a time) those whose lease is free or lapsed.
+
+        Called every tick of the main loop: it reads the database only when something may have
+        changed that this node does not know of (a wake-up from another node, a lease of
+        another node lapsing, every :data:`POLL_SECONDS` anyway); else the jobs it holds, whose
+        rows it keeps, say what is due."""
+        if not self._due_to_look():
+            busy = self._busy if idle_only else set()
+            held = [self._cache.get(j) for j in list(self.held)]
+            due = sorted(
+                (j for j in held if j is not None and j.next_attempt_at <= now),
+                key=lambda j: (j.next_attempt_at, j.created_at, j.id),
+            )
+            return [
+                (j.id, j.state, j.inbox)
+                for j in due
+                if j.state in _ACTIVE_SET and j.id not in busy and j.inbox not in self.paused
+            ]
+        self._look_now = False
+        started = self.clock.monotonic()
+        with self._connection() as conn, conn.pipeline():
+            due_cur = conn.execute(
                 "SELECT id, state, inbox, lease_token, node = %s AND lease_until > now(), "
                 "lease_until IS NULL OR lease_until <= now() FROM jobs "
                 "WHERE state = ANY(%s) AND inbox = ANY(%s) AND next_attempt_at <= %s "
                 "ORDER BY next_attempt_at, created_at, id",
                 (self.node, _ACTIVE, self.inbox_names, now),
-            ).fetchall()
-        free = [r[0] for r in rows if r[5] and r[0] not in self.held]
+            )
+            counts_cur = conn.execute(
+                "SELECT state, COUNT(*), COALESCE(SUM(bytes_uploaded), 0), "
+                "COALESCE(SUM(size), 0) FROM jobs GROUP BY state"
+            )
+            waits_cur = conn.execute(
+                "SELECT state, wait, COUNT(*) FROM jobs WHERE state = ANY(%s) "
+                "AND wait IS NOT NULL GROUP BY state, wait",
+                (_ACTIVE,),
+            )
+            lapse_cur = conn.execute(
+                "SELECT EXTRACT(EPOCH FROM MIN(lease_until) - now())::float8 FROM jobs "
+                "WHERE state = ANY(%s) AND inbox = ANY(%s) AND node <> %s "
+                "AND lease_until > now()",
+                (_ACTIVE, self.inbox_names, self.node),
+            )
+            rows = due_cur.fetchall()
+            by_state = counts_cur.fetchall()
+            counts = {str(s): int(n) for s, n, _, _ in by_state}
+            up = next(
+                ((int(b), int(t)) for s, _, b, t in by_state if s == Stage.UPLOADING.value), (0, 0)
+            )
+            waits: dict[str, dict[str, int]] = {}
+            for state, wait, n in waits_cur.fetchall():
+                waits.setdefault(str(state), {})[str(wait)] = int(n)
+            lapse = lapse_cur.fetchone()
+        self._snapshot = Snapshot(
+            started, counts, up, waits, float(lapse[0]) if lapse and lapse[0] is not None else None
+        )
+        paused = self.paused
+        free = [r[0] for r in rows if r[5] and r[0] not in self.held and r[2] not in paused]
         if free:
             self.claim(free[:CLAIM_BATCH])
+        # Held jobs of an inbox this host cannot reach: to the hosts that can.
+        let_go = [
+            r[0] for r in rows if r[2] in paused and r[0] in self.held and r[0] not in self._busy
+        ]
+        if let_go:
+            self.release(let_go)
         busy = self._busy if idle_only else set()
         return [(r[0], r[1], r[2]) for r in rows if r[0] in self.held and r[0] not in busy]
+
+    def _due_to_look(self) -> bool:
+        snap = self._snapshot
+        if self._look_now or snap is None:
+            return True
+        age = self.clock.monotonic() - snap.at
+        return age >= POLL_SECONDS or (snap.lapse_in is not None and age >= snap.lapse_in)
+
+    def _fresh_snapshot(self) -> Snapshot | None:
+        """The last look, unless stale or inside a transaction (where reads must be exact:
+        the grants of processing slots count them under their lock)."""
+        snap = self._snapshot
+        if snap is None or getattr(self._local, "conn", None) is not None:
+            return None
+        if self.clock.monotonic() - snap.at >= POLL_SECONDS:
+            return None
+        return snap
+
+    def counts_by_state(self) -> dict[str, int]:
+        snap = self._fresh_snapshot()
+        if snap is not None:
+            return dict(snap.counts)
+        counts = super().counts_by_state()
+        if self._snapshot is not None:
+            self._snapshot.counts = dict(counts)  # exact now: the next ticks need not look
+        return counts
+
+    def get_many(self, job_ids: Sequence[str]) -> list[JobRow]:
+        cached = [self._cache.get(j) if j in self.held else None for j in job_ids]
+        if all(j is not None for j in cached):
+            return [j for j in cached if j is not None]
+        return super().get_many(job_ids)
+
+    def upload_totals(self) -> tuple[int, int]:
+        snap = self._fresh_snapshot()
+        return snap.uploading if snap is not None else super().upload_totals()
+
+    def wait_counts(self, *, parked: bool = True) -> dict[str, int]:
+        snap = self._fresh_snapshot()
+        if snap is None:
+            return super().wait_counts(parked=parked)
+        out: dict[str, int] = {}
+        for state, waits in snap.waits.items():
+            if state == Stage.PARKED.value and not parked:
+                continue
+            for wait, n in waits.items():
+                cause = wait.split(":", 1)[0].strip()
+                out[cause] = out.get(cause, 0) + n
+        return out
+
+    def next_due_at(self) -> float | None:
+        """The earliest retry time of the jobs this node holds (the others' are theirs)."""
+        times = [j.next_attempt_at for j in list(self._cache.values()) if j.state in _ACTIVE_SET]
+        return min(times) if times else None
+
+    def _counted(self, src: str | None, job: JobRow) -> None:
+        """Our own change, applied to the last look (the others' come with the next one)."""
+        snap = self._snapshot
+        if snap is None or src == job.state:
+            return
+        if src is not None:
+            snap.counts[src] = max(0, snap.counts.get(src, 0) - 1)
+        snap.counts[job.state] = snap.counts.get(job.state, 0) + 1
+
+    def release(self, job_ids: Sequence[str]) -> None:
+        """Let these held jobs go now (any node may claim them at once)."""
+        with self._held_lock:
+            tokens = {j: self.held.pop(j) for j in job_ids if j in self.held}
+            for j in tokens:
+                self._drop(j)
+        if not tokens:
+            return
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE jobs SET lease_until = NULL WHERE id = ANY(%s) AND lease_token = ANY(%s)",
+                (list(tokens), list(tokens.values())),
+            )
+        log.info("let %d job(s) go to the other nodes: %s", len(tokens), ", ".join(tokens))
 
     def claim(self, job_ids: Sequence[str]) -> list[JobRow]:
         """Claim those of ``job_ids`` whose lease is free or lapsed and that no other node is
@@ -375,18 +621,20 @@ class ClusterLedger(PgLedger):
             if to in TERMINAL and not self._operator:
                 # A finished job is let go with its last write: a `watchd retry` later makes
                 # it claimable at once.
-                with self._write(job=job_id) as conn:
-                    job = super().transition(
-                        job_id,
-                        to,
-                        expect=expect,
-                        actor=actor,
-                        kind=kind,
-                        detail=detail,
-                        **updates,
-                    )
-                    conn.execute("UPDATE jobs SET lease_until = NULL WHERE id = %s", (job_id,))
+                job = super().transition(
+                    job_id,
+                    to,
+                    expect=expect,
+                    actor=actor,
+                    kind=kind,
+                    detail=detail,
+                    lease_until=None,
+                    **updates,
+                )
                 self._forget_claim_quietly(job_id)
+                if len(self._finished) > 256:
+                    self._finished.clear()
+                self._finished[job_id] = job
                 return job
             job = super().transition(
                 job_id, to, expect=expect, actor=actor, kind=kind, detail=detail, **updates
@@ -398,12 +646,18 @@ class ClusterLedger(PgLedger):
     def _forget_claim_quietly(self, job_id: str) -> None:
         with self._held_lock:
             self.held.pop(job_id, None)
-            self._cache.pop(job_id, None)
+            self._drop(job_id)
 
     def update(self, job_id: str, **updates: Any) -> None:
-        """Fenced, and the new row kept for the next :meth:`get` (one round trip)."""
+        """Fenced, and the new row kept for the next :meth:`get` (one round trip). Progress
+        alone, written relaxed, goes to the database at most every :data:`PROGRESS_EVERY`."""
         values = {**updates, "updated_at": self.clock.now()}
         _known_fields(values, _JOB_FIELDS, "job")
+        if self._progress_only(job_id, updates):
+            cached = self._cache[job_id]
+            self._cache[job_id] = replace(cached, **{k: _value(v) for k, v in values.items()})
+            self._changed(job_id)
+            return
         with self._fenced(job_id):
             row = self._write_one(
                 f"UPDATE jobs SET {_sets(values)} WHERE id = %s RETURNING {_JOB_COLS}",
@@ -416,15 +670,49 @@ class ClusterLedger(PgLedger):
             self._cache[job_id] = JobRow(*row)
         self._changed(job_id)
 
+    def _progress_only(self, job_id: str, updates: dict[str, Any]) -> bool:
+        """Whether this write is progress alone that may wait (see :data:`PROGRESS_EVERY`);
+        if not, it is written now and the clock of progress writes restarts."""
+        now = self.clock.monotonic()
+        if (
+            self._relaxed > 0
+            and updates
+            and updates.keys() <= _PROGRESS_FIELDS | {"job_id", "clip_id"}
+            and job_id in self.held
+            and job_id in self._cache
+            and now - self._progress_at.get(job_id, -PROGRESS_EVERY) < PROGRESS_EVERY
+        ):
+            return True
+        self._progress_at[job_id] = now
+        return False
+
     def put_clips(self, job_id: str, clips: Sequence[dict[str, Any]]) -> None:
         with self._fenced(job_id):
             super().put_clips(job_id, clips)
+        self._clips.pop(job_id, None)  # read again (once) at the next clips()
         self._changed(job_id)
 
     def update_clip(self, job_id: str, clip_id: str, **updates: Any) -> None:
-        with self._fenced(job_id):
-            super().update_clip(job_id, clip_id, **updates)
+        values = {k: v for k, v in updates.items() if k not in ("job_id", "clip_id")}
+        values["updated_at"] = self.clock.now()
+        _known_fields(values, _CLIP_FIELDS, "clip")
+        if not self._progress_only(job_id, updates):
+            with self._fenced(job_id):
+                super().update_clip(job_id, clip_id, **updates)
+        cached = self._clips.get(job_id)
+        if cached is not None:
+            new = {k: _value(v) for k, v in values.items()}
+            self._clips[job_id] = [replace(c, **new) if c.clip_id == clip_id else c for c in cached]
         self._changed(job_id)
+
+    def clips(self, job_id: str, *, selected_only: bool = False) -> list[ClipRow]:
+        """A held job's clips come from this node's copy (no other node writes them)."""
+        if job_id not in self.held:
+            return super().clips(job_id, selected_only=selected_only)
+        cached = self._clips.get(job_id)
+        if cached is None:
+            cached = self._clips[job_id] = super().clips(job_id)
+        return [c for c in cached if c.selected] if selected_only else list(cached)
 
     def put_export(self, job_id: str, clip_id: str, fmt: str, **values: Any) -> None:
         with self._fenced(job_id):
@@ -458,8 +746,7 @@ class ClusterLedger(PgLedger):
     # ---- hooks ---------------------------------------------------------------------------------
 
     def _moved(self, job: JobRow, src: Stage, detail: Any) -> None:
-        if src.value in _SLOT_STATES and job.state not in _SLOT_STATES:
-            self._wake_others("slot")
+        self._counted(src.value, job)
         obs = self.local.observer
         if obs is not None and job.stage in obs.stages:
             try:
@@ -470,6 +757,7 @@ class ClusterLedger(PgLedger):
         self._changed(job.id)
 
     def _observe_added(self, job: JobRow) -> None:
+        self._counted(None, job)
         obs = self.local.observer
         if obs is not None:
             try:
@@ -478,13 +766,6 @@ class ClusterLedger(PgLedger):
             except Exception:
                 log.exception("job %s: recording its notification failed", job.id)
         self._changed(job.id)
-
-    def _wake_others(self, why: str) -> None:
-        try:
-            with self._connection() as conn:
-                conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, why))
-        except LedgerError:
-            pass  # the others look again within their polling interval anyway
 
     def _changed(self, job_id: str) -> None:
         if self.on_change is not None:
@@ -530,10 +811,11 @@ class ClusterLedger(PgLedger):
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Read-only SQL written for SQLite (the dashboard's): the notification tables and
         PRAGMAs are this host's; the rest is the cluster's, with ``?`` marks as ``%s``."""
-        if "notify_" in sql or sql.lstrip().upper().startswith("PRAGMA"):
+        if _LOCAL_TABLES.search(sql) or sql.lstrip().upper().startswith("PRAGMA"):
             return self.local.query(sql, params)
         with self._connection() as conn:
-            return [tuple(r) for r in conn.execute(sql.replace("?", "%s"), list(params))]
+            marked = sql.replace("%", "%%").replace("?", "%s")
+            return [tuple(r) for r in conn.execute(marked, list(params))]
 
     def close(self) -> None:
         super().close()

@@ -95,6 +95,7 @@ class Inspection:
                 # Which daemon sent it: ours say "carmic-watchd/<version> (node <name>)".
                 "user_agent": headers.get("User-Agent"),
                 "workspace": headers.get("X-Workspace-ID"),
+                "user_agent": headers.get("User-Agent"),
                 "content_type": headers.get("Content-Type"),
                 "content_length": int(length) if length and length.isdigit() else None,
                 "transfer_encoding": headers.get("Transfer-Encoding"),

@@ -217,10 +217,53 @@ PG_MIGRATIONS: Sequence[Sequence[str]] = (
                     USING ERRCODE = '{LEASE_LOST_STATE}';
             END IF;
         END $$""",
+        # Wake-ups for the other nodes (watchd/cluster/wakeup.py), sent by the database with
+        # the commit of the change, at no cost to the node that made it: a processing slot
+        # freed, and an unfinished job let go (a clean stop, an inbox this host cannot reach).
+        """CREATE FUNCTION watchd_wake() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            PERFORM pg_notify('watchd_jobs', TG_ARGV[0]);
+            RETURN NULL;
+        END $$""",
+        "CREATE TRIGGER jobs_slot_freed AFTER UPDATE OF state ON jobs FOR EACH ROW "
+        "WHEN (OLD.state IN ('creating', 'uploading', 'uploaded', 'processing') "
+        "AND NEW.state NOT IN ('creating', 'uploading', 'uploaded', 'processing')) "
+        "EXECUTE FUNCTION watchd_wake('slot')",
+        "CREATE TRIGGER jobs_let_go AFTER UPDATE OF lease_until ON jobs FOR EACH ROW "
+        "WHEN (OLD.lease_until IS NOT NULL AND NEW.lease_until IS NULL "
+        "AND NEW.state NOT IN ('delivered', 'failed')) EXECUTE FUNCTION watchd_wake('released')",
+    ),
+    (
+        # Shared pacing (watchd/cluster/pace.py): one row per workspace and operation, locked
+        # by each host deciding whether a call may go; its calls, on the database's clock,
+        # each with the process that made it (to give the latest one back); the hold a 429's
+        # Retry-After puts on every host.
+        """CREATE TABLE pace (
+            workspace TEXT NOT NULL,
+            operation TEXT NOT NULL,
+            blocked_until TIMESTAMPTZ NOT NULL DEFAULT '-infinity',
+            PRIMARY KEY (workspace, operation)
+        )""",
+        """CREATE TABLE pace_calls (
+            id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            workspace TEXT NOT NULL,
+            operation TEXT NOT NULL,
+            at TIMESTAMPTZ NOT NULL,
+            owner TEXT NOT NULL
+        )""",
+        "CREATE INDEX pace_calls_at ON pace_calls (workspace, operation, at)",
+        # The tier's processing limit as any host learned it from a refusal.
+        """CREATE TABLE learned_limits (
+            workspace TEXT PRIMARY KEY,
+            processing INTEGER NOT NULL,
+            learned_at TIMESTAMPTZ NOT NULL
+        )""",
     ),
 )
 
 _ACTIVE = [s.value for s in Stage if s not in TERMINAL]
+# Columns a transition may set besides a job's own: a node lets its lease go with its last write.
+_LEASE_FIELDS = frozenset({"lease_until"})
 _ACTIVE_NOT_PARKED = [s for s in _ACTIVE if s != Stage.PARKED.value]
 _RESUMABLE = sorted(s.value for s in RESUMABLE)
 _RETRYABLE = [Stage.FAILED.value, Stage.PARKED.value]
@@ -454,11 +497,12 @@ class PgLedger:
                     # Not waiting for the WAL flush: a crash of the server may lose it, as a
                     # power cut may lose a relaxed SQLite commit.
                     conn.execute("SET LOCAL synchronous_commit = off")
+                outer = getattr(self._local, "conn", None)
                 self._local.conn = conn
                 try:
                     yield
                 finally:
-                    self._local.conn = None
+                    self._local.conn = outer
                 conn.execute("COMMIT")
         except BaseException:
             if conn.info.transaction_status != TransactionStatus.IDLE:
@@ -466,6 +510,16 @@ class PgLedger:
                     conn.execute("ROLLBACK")
             raise
         self._unsynced = self._unsynced + 1 if relaxed else 0
+
+    def run_alone(self, statements: Sequence[tuple[str, Any]]) -> list[tuple[Any, ...]]:
+        """``(sql, params)`` statements in a transaction of their own, pipelined (one round
+        trip); the rows of the last one. Never part of this thread's open transaction: a caller
+        that waits between two calls (shared pacing) holds no lock while it waits."""
+        with self._pool.connection() as conn:
+            with self._transaction(conn, pipelined=True):
+                cursors = [conn.execute(sql, params) for sql, params in statements]
+            last = cursors[-1] if cursors else None
+            return last.fetchall() if last is not None and last.description else []
 
     @contextmanager
     def batch(self) -> Iterator[None]:
@@ -494,6 +548,12 @@ class PgLedger:
     @property
     def unsynced_writes(self) -> int:
         return self._unsynced
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Rows of a read, as tuples (in this thread's transaction when inside one), for
+        tables the ledger does not model itself (``nodes``: watchd/cluster/nodes.py)."""
+        with self._connection() as conn:
+            return conn.execute(sql, params).fetchall()
 
     def _rows(self, cls: type[Row], sql: str, params: Sequence[Any] = ()) -> list[Row]:
         with self._connection() as conn:
@@ -726,7 +786,7 @@ class PgLedger:
         is written and the reason is raised as the SQLite ledger raises it."""
         now = self.clock.now()
         values = {**updates, "state": to.value, "updated_at": now}
-        _known_fields(values, _JOB_FIELDS, "job")
+        _known_fields(values, _JOB_FIELDS | _LEASE_FIELDS, "job")
         if to in TERMINAL:
             values.setdefault("finished_at", now)
         if expect is None:

@@ -40,21 +40,38 @@ class Target:
     on_failure: str
 
 
-def target_of(job: JobRow) -> Target:
+def target_of(job: JobRow, p: Pipeline | None = None) -> Target:
+    """Where the job's results and source go. With several hosts (``p`` given), the inbox and
+    outbox are this host's mounts of the job's inbox (the paths recorded are those of the host
+    that took the file)."""
     d = job.preset_dict.get("_delivery") or {}
     inbox = Path(d.get("inbox") or job.inbox)
+    outbox = Path(d.get("outbox") or inbox.parent / "outbox")
+    if p is not None and job.inbox in p.inbox_paths:
+        inbox = p.inbox_paths[job.inbox]
+        outbox = p.outbox_paths.get(job.inbox, outbox)
     return Target(
         inbox=inbox,
-        outbox=Path(d.get("outbox") or inbox.parent / "outbox"),
+        outbox=outbox,
         on_success=str(d.get("on_success", "move")),
         on_failure=str(d.get("on_failure", "move")),
     )
 
 
+def outbox_dir_here(p: Pipeline, job: JobRow, recorded: str) -> Path:
+    """A delivery folder recorded by whichever host: here, under this host's outbox (its last
+    parts, the rule's folders and its own name, are the same on every host)."""
+    root = p.outbox_paths.get(job.inbox)
+    if root is None:
+        return Path(recorded)
+    depth = len(PurePosixPath(job.rel_path).parent.parts) + 1
+    return root.joinpath(*Path(recorded).parts[-depth:])
+
+
 def _folder(p: Pipeline, job: JobRow, t: Target) -> Path:
     """The job's outbox folder: chosen (and reserved by mkdir) once, then remembered."""
     if job.outbox_dir:
-        folder = Path(job.outbox_dir)
+        folder = outbox_dir_here(p, job, job.outbox_dir)
         folder.mkdir(parents=True, exist_ok=True)
         return folder
     rel = PurePosixPath(job.rel_path)
@@ -74,11 +91,11 @@ def _now_iso(p: Pipeline) -> str:
     return datetime.fromtimestamp(p.clock.now(), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-async def _source_sha256(job: JobRow) -> str | None:
+async def _source_sha256(job: JobRow, path: Path | None = None) -> str | None:
     if job.sha256:
         return job.sha256
     try:
-        return await asyncio.to_thread(sha256_file, Path(job.path))
+        return await asyncio.to_thread(sha256_file, path or Path(job.path))
     except (FileNotFoundError, NotRegularFile):
         return None  # gone, or a link put in its place: never read through it
 
@@ -113,12 +130,12 @@ def _file_ok(folder: Path, rel: str | None, size: int | None) -> bool:
 
 
 async def handle_delivering(p: Pipeline, job: JobRow) -> None:
-    t = target_of(job)
+    t = target_of(job, p)
     resumed = bool(job.outbox_dir)
     folder = _folder(p, job, t)
     if resumed:  # a folder reserved just now has nothing in it to sweep
         await asyncio.to_thread(atomic.clean_stale_temps, folder)
-    for stale in (folder / delivery.FAILED_TXT, delivery.failed_txt_beside(Path(job.path))):
+    for stale in (folder / delivery.FAILED_TXT, delivery.failed_txt_beside(p.source_path(job))):
         with contextlib.suppress(FileNotFoundError):
             stale.unlink()  # from a failure before a `watchd retry`
     preset = job.preset_dict
@@ -164,7 +181,11 @@ async def handle_delivering(p: Pipeline, job: JobRow) -> None:
         status = "partial" if failed_renders else "delivered"
         doc = manifest.build_manifest(
             status=status,
-            source={"name": job.name, "size": job.size, "sha256": await _source_sha256(job)},
+            source={
+                "name": job.name,
+                "size": job.size,
+                "sha256": await _source_sha256(job, p.source_path(job)),
+            },
             rule=job.rule,
             project_id=job.project_id,
             clips=entries,
@@ -384,7 +405,7 @@ async def _deliver_export(
 def _dispose(p: Pipeline, job: JobRow, t: Target, *, kind: str, record: bool = True) -> str | None:
     """Move/delete/keep the source per the inbox's policy (never before verification); its new
     path is written to the ledger unless ``record`` is false (the caller's next write has it)."""
-    src = Path(job.path)
+    src = p.source_path(job)
     mode = t.on_success if kind == "done" else t.on_failure
     if not src.exists():
         moved = None
@@ -430,7 +451,7 @@ async def fail_job(p: Pipeline, job: JobRow, f: Fail) -> None:
     jl = p.job_log(job)
     hint = f.hint or failures.hint(f.code, job.id)
     jl.error("%s failed [%s]: %s — %s", job.name, f.code, f.message, hint)
-    t = target_of(job)
+    t = target_of(job, p)
     folder_str = job.outbox_dir
     disposed = job.disposed_to
     if f.code != "source_missing":
@@ -531,9 +552,9 @@ async def handle_duplicate(p: Pipeline, job: JobRow) -> None:
             f"same content as job {orig.id} ({orig.state}); delivered when it is",
             delay=max(2.0, p.settings.poll_seconds / 2),
         )
-    t = target_of(job)
+    t = target_of(job, p)
     folder = _folder(p, job, t)
-    first = Path(orig.outbox_dir) if orig.outbox_dir else None
+    first = outbox_dir_here(p, orig, orig.outbox_dir) if orig.outbox_dir else None
     where = os.path.relpath(first, t.outbox) if first else "(unknown)"
     doc = manifest.build_manifest(
         status="delivered",

@@ -125,6 +125,7 @@ class Pipeline:
         # this host's path of each inbox name (a job's paths are the host that took it's).
         self.lease_gate: Callable[[], Awaitable[None]] | None = None
         self.inbox_paths: dict[str, Path] = {}
+        self.outbox_paths: dict[str, Path] = {}
         from watchd.pipeline import deliver, ingest, render
 
         self.handlers: dict[Stage, Handler] = {

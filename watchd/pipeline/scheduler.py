@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from watchd.ledger.db import JobRow
 from watchd.ledger.states import Stage
@@ -32,15 +33,32 @@ def tier_limit(tier: str | None) -> int | None:
     return TIER_LIMITS.get(tier.strip().upper())
 
 
+class LearnedLimit(Protocol):
+    """Where hosts sharing a workspace keep what any of them learned of its processing limit
+    (``watchd.cluster.pace.SharedProcessingLimit``)."""
+
+    def get(self) -> int | None:
+        """The limit learned so far, None if none."""
+        ...
+
+    def lower(self, limit: int) -> bool:
+        """Record that the limit is at most ``limit``; returns whether that lowered it."""
+        ...
+
+
 @dataclass
 class ProcessingLimit:
     configured: int = 0  # [carmic] max_processing; 0 = not set
     tier: int | None = None
     learned: int | None = None
+    # Several hosts on one workspace: the learned limit is theirs, read from and written there.
+    shared: LearnedLimit | None = None
 
     def effective(self) -> int | None:
         if self.configured > 0:
             return self.configured
+        if self.shared is not None:
+            self.learned = self.shared.get()
         limits = [x for x in (self.tier, self.learned) if x is not None]
         return min(limits) if limits else None
 
@@ -48,7 +66,13 @@ class ProcessingLimit:
         """A concurrency-limit answer arrived while ``in_flight_others`` of our projects were
         processing: the limit cannot be more than that (unless it was someone else's project).
         Returns whether that lowered what was learned before."""
-        if in_flight_others <= 0 or (self.learned is not None and self.learned <= in_flight_others):
+        if in_flight_others <= 0:
+            return False
+        if self.shared is not None:
+            lowered = self.shared.lower(in_flight_others)
+            self.learned = self.shared.get()
+            return lowered
+        if self.learned is not None and self.learned <= in_flight_others:
             return False
         self.learned = in_flight_others
         return True

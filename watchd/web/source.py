@@ -17,8 +17,10 @@ class DaemonSource:
 
     @property
     def ledger(self) -> Ledger | None:
-        ledger = self._daemon.ledger
-        return ledger if isinstance(ledger, Ledger) else None
+        """The daemon's ledger once open: this host's, or with [cluster] the cluster's (the
+        same reads; see watchd/cluster/ledger.py), else None."""
+        ledger: Ledger | None = self._daemon.ledger
+        return ledger
 
     @property
     def config(self) -> Any:

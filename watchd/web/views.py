@@ -399,4 +399,5 @@ def job_json_list(ledger: Ledger) -> list[dict[str, Any]]:
     """``GET /api/jobs``: the same array as ``watchd status --json``."""
     from watchd.status_view import job_json
 
-    return [job_json(j) for j in ledger.jobs()]
+    shared = getattr(ledger, "shared", False)  # several hosts: each job's node as recorded
+    return [job_json(j, cluster=shared) for j in ledger.jobs()]
