@@ -92,9 +92,8 @@ class Inspection:
                 "query_keys": sorted({q.split("=", 1)[0] for q in query.split("&") if q}),
                 "status": status,
                 "has_auth": "Authorization" in headers,
-                # Which daemon sent it: ours say "carmic-watchd/<version> (node <name>)".
-                "user_agent": headers.get("User-Agent"),
                 "workspace": headers.get("X-Workspace-ID"),
+                # Which daemon sent it: ours say "carmic-watchd/<version> (node <name>)".
                 "user_agent": headers.get("User-Agent"),
                 "content_type": headers.get("Content-Type"),
                 "content_length": int(length) if length and length.isdigit() else None,
