@@ -172,3 +172,17 @@ def test_a_reload_names_a_changed_cluster_table_only_when_it_changed(site: Path)
     assert restart_only_changes(load(site, same), load(site, same)) == []
     moved = cluster_doc(site, password_file=str(site / "db-password"), node="suite-4")
     assert restart_only_changes(load(site, same), load(site, moved)) == ["[cluster]"]
+
+
+def test_one_host_needs_no_postgresql_driver() -> None:
+    """Without [cluster] nothing imports psycopg (the cluster extra may be missing)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['psycopg'] = None; sys.modules['psycopg_pool'] = None\n"
+        "import watchd.cli, watchd.daemon, watchd.pipeline.runner, watchd.status_view\n"
+        "import watchd.web.app, watchd.notify.service\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr

@@ -21,20 +21,22 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from watchd import presetcheck
 from watchd.carmic.errors import AuthError, CarmicError, TransientError
 from watchd.carmic.retry import RetryPolicy
 from watchd.clock import Clock, SystemClock
-from watchd.cluster.errors import DatabaseUnavailable
-from watchd.cluster.lease import LeaseKeeper
-from watchd.cluster.ledger import ClusterLedger, TakenElsewhere
+from watchd.cluster.errors import DatabaseUnavailable, TakenElsewhere
 from watchd.config import Config, ConfigError, InboxConfig, load_config, resolve_preset
 from watchd.ledger.db import Ledger, LedgerError
 from watchd.ledger.health import check_or_raise
 from watchd.ledger.opening import OpenedLedger, open_for_daemon
 from watchd.ledger.protocol import LedgerAPI
+
+if TYPE_CHECKING:
+    from watchd.cluster.lease import LeaseKeeper
+    from watchd.cluster.ledger import ClusterLedger
 from watchd.ledger.rebuild import any_manifest, rebuild
 from watchd.ledger.states import NEEDS_SOURCE, Stage
 from watchd.pipeline.identity import fingerprint
@@ -344,6 +346,10 @@ class Daemon:
         node as live (refused when another live host uses its name)."""
         from watchd import __version__
 
+        # psycopg is imported only here: one host needs no PostgreSQL driver installed.
+        from watchd.cluster.lease import LeaseKeeper
+        from watchd.cluster.ledger import ClusterLedger
+
         cluster = cfg.cluster
         assert cluster is not None
         self.notifier.status(f"opening the cluster's ledger at {cluster.shown}")
@@ -495,10 +501,11 @@ class Daemon:
         if cluster and self.pipeline is not None:
             self.pipeline.inbox_paths = {k: rt.config.path for k, rt in self.inboxes.items()}
             self.pipeline.outbox_paths = {k: rt.config.outbox for k, rt in self.inboxes.items()}
-        if isinstance(self.ledger, ClusterLedger):
-            self.ledger.inbox_names = list(self.inboxes)
+        if self.keeper is not None:
+            shared = self.keeper.ledger
+            shared.inbox_names = list(self.inboxes)
             if self.pipeline is not None:
-                self.ledger.paused = self.pipeline.paused_inboxes  # the same set, kept current
+                shared.paused = self.pipeline.paused_inboxes  # the same set, kept current
 
     async def stop(self) -> None:
         """Stop taking work, cancel the pipeline's steps (the ledger has their checkpoints),

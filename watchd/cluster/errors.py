@@ -11,3 +11,7 @@ class DatabaseUnavailable(LedgerError):
 
 class LeaseLost(LedgerError):
     """This process no longer holds the job's lease: another node carries it on."""
+
+
+class TakenElsewhere(LedgerError):
+    """Another node recorded this file first: it is that node's job."""

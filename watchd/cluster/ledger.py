@@ -39,7 +39,7 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
-from watchd.cluster.errors import LeaseLost
+from watchd.cluster.errors import LeaseLost, TakenElsewhere
 from watchd.ledger.db import (
     _CLIP_FIELDS,
     _JOB_COLS,
@@ -92,8 +92,14 @@ class Snapshot:
     lapse_in: float | None  # seconds from the look until another node's lease here lapses
 
 
-class TakenElsewhere(LedgerError):
-    """Another node recorded this file first: it is that node's job."""
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return pid > 0
 
 
 class ClusterLedger(PgLedger):
@@ -159,7 +165,13 @@ class ClusterLedger(PgLedger):
                 "lease_seconds) FROM nodes WHERE name = %s FOR UPDATE",
                 (self.node,),
             ).fetchone()
-            if row is not None and row[3] and row[0] != self.host:
+            if (
+                row is not None
+                and row[3]
+                and (row[0] != self.host or (row[1] != os.getpid() and _pid_alive(int(row[1]))))
+            ):
+                # Live elsewhere, or on this host in another process that runs (the same node
+                # name under two state_dirs): not a previous run of this daemon.
                 raise LedgerError(
                     f'node name "{self.node}" is in use by a live daemon on host {row[0]} '
                     f"(pid {row[1]}, last heartbeat {row[2]:.0f} s ago): give this host another "
@@ -486,6 +498,14 @@ class ClusterLedger(PgLedger):
         self._snapshot = Snapshot(
             started, counts, up, waits, float(lapse[0]) if lapse and lapse[0] is not None else None
         )
+        # Held here, but with another token now: another node claimed it (this one's lease
+        # lapsed) or an operator retried it. Not ours: no task for it (the fence would refuse
+        # its writes), and free again after a retry.
+        for r in rows:
+            token = self.held.get(r[0])
+            if token is not None and r[3] != token:
+                log.info("job %s: no longer held by node %s", r[0], self.node)
+                self._forget_claim(r[0], token)
         paused = self.paused
         free = [r[0] for r in rows if r[5] and r[0] not in self.held and r[2] not in paused]
         if free:
@@ -631,17 +651,54 @@ class ClusterLedger(PgLedger):
                     lease_until=None,
                     **updates,
                 )
-                self._forget_claim_quietly(job_id)
-                if len(self._finished) > 256:
-                    self._finished.clear()
-                self._finished[job_id] = job
+                self._after_commit(lambda: self._finished_here(job))
                 return job
             job = super().transition(
                 job_id, to, expect=expect, actor=actor, kind=kind, detail=detail, **updates
             )
-        if job_id in self.held:
-            self._cache[job_id] = job
+        self._keep(job)
         return job
+
+    def _keep(self, job: JobRow) -> None:
+        """The row a write of a held job returned, for the next :meth:`get`. Written inside a
+        transaction not committed yet (a batch, the grants of slots), it may still roll back:
+        it is kept only once the transaction commits (see :meth:`_transaction`)."""
+        pending: list[Callable[[], None]] | None = getattr(self._local, "pending", None)
+        with self._held_lock:
+            if pending is not None:
+                self._cache.pop(job.id, None)
+                pending.append(lambda: self._keep(job))
+            elif job.id in self.held:
+                self._cache[job.id] = job
+
+    def _after_commit(self, action: Callable[[], None]) -> None:
+        """``action`` now, or once the transaction this thread is in commits (never if it
+        rolls back)."""
+        pending: list[Callable[[], None]] | None = getattr(self._local, "pending", None)
+        if pending is None:
+            action()
+        else:
+            pending.append(action)
+
+    @contextmanager
+    def _transaction(self, conn: Any, *, pipelined: bool) -> Iterator[None]:
+        outer = getattr(self._local, "pending", None)
+        pending: list[Callable[[], None]] = []
+        self._local.pending = pending
+        try:
+            with super()._transaction(conn, pipelined=pipelined):
+                yield
+        finally:
+            self._local.pending = outer
+        # Committed: the rows its writes returned are true now, and what it did may be told.
+        for action in pending:
+            action()
+
+    def _finished_here(self, job: JobRow) -> None:
+        self._forget_claim_quietly(job.id)
+        if len(self._finished) > 256:
+            self._finished.clear()
+        self._finished[job.id] = job
 
     def _forget_claim_quietly(self, job_id: str) -> None:
         with self._held_lock:
@@ -666,8 +723,7 @@ class ClusterLedger(PgLedger):
             )
         if row is None:
             raise LedgerError(f"unknown job {job_id}")
-        if job_id in self.held:
-            self._cache[job_id] = JobRow(*row)
+        self._keep(JobRow(*row))
         self._changed(job_id)
 
     def _progress_only(self, job_id: str, updates: dict[str, Any]) -> bool:
@@ -746,6 +802,9 @@ class ClusterLedger(PgLedger):
     # ---- hooks ---------------------------------------------------------------------------------
 
     def _moved(self, job: JobRow, src: Stage, detail: Any) -> None:
+        self._after_commit(lambda: self._told(job, src, detail))
+
+    def _told(self, job: JobRow, src: Stage, detail: Any) -> None:
         self._counted(src.value, job)
         obs = self.local.observer
         if obs is not None and job.stage in obs.stages:

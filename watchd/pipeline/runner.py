@@ -174,12 +174,18 @@ class Pipeline:
                     self._start(job.id)
                     started.append(job.id)
         if waiting_create and (capacity is None or capacity > 0):
-            with self.ledger.granting() as shared:
-                if shared and capacity is not None and limit is not None:
-                    # Read again under the grants' lock: the slots the other hosts took since
-                    # are counted too.
-                    capacity = min(capacity, limit - self.in_flight())
-                granted = self._grant(waiting_create, capacity)
+            try:
+                with self.ledger.granting() as shared:
+                    if shared and capacity is not None and limit is not None:
+                        # Read again under the grants' lock: the slots the other hosts took
+                        # since are counted too.
+                        capacity = min(capacity, limit - self.in_flight())
+                    granted = self._grant(waiting_create, capacity)
+            except LeaseLost as e:
+                # Taken over since this tick's look (then none of the grants is made): the
+                # next tick grants from what this node still holds.
+                log.info("grants of processing slots deferred: %s", e)
+                granted = []
             for job_id in granted:
                 self.fresh_intents.add(job_id)
                 self._start(job_id)
