@@ -33,6 +33,9 @@ BENCHMARKS = (
     "soak",
     "notify",
     "dashboard",
+    "pipeline",
+    "ledgercost",
+    "takeover",
 )
 
 

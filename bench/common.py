@@ -122,6 +122,13 @@ def fmt(value: object) -> str:
     return f"{value:.3f}"
 
 
+def brief(error: BaseException) -> str:
+    """An error on one line: its first line and its last three (a daemon's last log lines,
+    when the error quotes its log), for a note in a report."""
+    lines = [line for line in str(error).splitlines() if line.strip()]
+    return " / ".join(lines[:1] + lines[-3:])
+
+
 def median(values: Iterable[float]) -> float:
     data = list(values)
     return statistics.median(data) if data else float("nan")

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import struct
 import subprocess
 import sys
 import time
 import tomllib
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,9 @@ import tomli_w
 
 from bench.common import wait_until
 from tests.e2e.harness import Env
+from tests.e2e.harness import padded_video as padded_video  # inputs, shared with the tests
+from tests.e2e.harness import unique_copy as unique_copy
+from tests.pg import PgServer
 from watchd.emulator import Emulator, EmulatorSettings, Timings
 from watchd.media import make_sample_video
 
@@ -50,6 +52,28 @@ def emulator(**overrides: Any) -> Iterator[Emulator]:
         yield emu
 
 
+@contextmanager
+def pg_server(extra_options: str = "") -> Iterator[PgServer]:
+    """A throwaway PostgreSQL server (the tests' own, tests/pg.py) with these further ``-c``
+    settings. Without PostgreSQL installed: RuntimeError saying so."""
+    import pytest
+
+    from tests.pg import running_server
+
+    try:
+        with running_server(extra_options) as server:
+            yield server
+    except pytest.skip.Exception as e:
+        raise RuntimeError(f"no PostgreSQL: {e}") from None
+
+
+def pg_database(server: PgServer) -> AbstractContextManager[str]:
+    """A fresh database on ``server`` (its URL), dropped afterwards."""
+    from tests.pg import fresh_database
+
+    return contextmanager(fresh_database)(server)
+
+
 # ---- inputs -----------------------------------------------------------------------------------
 
 
@@ -59,25 +83,6 @@ def sample_video(folder: Path, seconds: float = 6.0) -> Path:
     if not path.exists():
         make_sample_video(path, seconds=seconds, width=160, height=90, fps=10)
     return path
-
-
-def unique_copy(sample: Path, dest: Path, tag: str) -> Path:
-    """``sample`` with a trailing ``free`` box holding ``tag``: the same video, another file."""
-    payload = tag.encode()
-    data = sample.read_bytes() + struct.pack(">I4s", 8 + len(payload), b"free") + payload
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    dest.write_bytes(data)
-    return dest
-
-
-def padded_video(sample: Path, dest: Path, size: int) -> Path:
-    """``sample`` padded to exactly ``size`` bytes with a sparse 64-bit ``free`` box."""
-    data = sample.read_bytes()
-    with open(dest, "wb") as f:
-        f.write(data)
-        f.write(struct.pack(">I4sQ", 1, b"free", size - len(data)))
-        f.truncate(size)
-    return dest
 
 
 # ---- the daemon -------------------------------------------------------------------------------

@@ -37,9 +37,42 @@ class PgServer:
     port: int
     user: str
     folder: Path
+    # How to stop and start it again (tests that restart the database under running daemons).
+    bindir: Path | None = None
+    options: str = ""
 
     def url(self, dbname: str = "postgres") -> str:
         return f"postgresql://{self.user}@{self.host}:{self.port}/{dbname}"
+
+    def _pg_ctl(self, *args: str) -> None:
+        assert self.bindir is not None, "this server was not started by running_server()"
+        data = self.folder / "data"
+        argv = [str(self.bindir / "pg_ctl"), "-D", str(data), *args]
+        done = subprocess.run(
+            _as_server_user(argv), capture_output=True, timeout=START_TIMEOUT + 5, check=False
+        )
+        if done.returncode != 0:
+            raise RuntimeError(
+                f"pg_ctl {' '.join(args)} failed: {done.stderr.decode(errors='replace')}"
+            )
+
+    def stop(self) -> None:
+        """Stop the server, cutting every client's connection (``-m fast``). Not
+        ``immediate``, a crash: this server commits without waiting for its WAL
+        (``synchronous_commit = off``), so a crash would lose the last commits, which a real
+        server (``synchronous_commit = on``) keeps."""
+        self._pg_ctl("-m", "fast", "-w", "stop")
+
+    def start(self) -> None:
+        """Start it again on the same port, with the same data; returns once it accepts
+        connections."""
+        log = str(self.folder / "server.log")
+        self._pg_ctl("-l", log, "-o", self.options, "-w", "-t", str(START_TIMEOUT), "start")
+
+    def restart(self) -> None:
+        """A restart: every client loses its connections and must reconnect."""
+        self.stop()
+        self.start()
 
 
 def find_bindir() -> Path | None:
@@ -66,7 +99,9 @@ def _unavailable(reason: str) -> None:
 
 
 @contextlib.contextmanager
-def running_server() -> Iterator[PgServer]:
+def running_server(extra_options: str = "") -> Iterator[PgServer]:
+    """A server for as long as the context lasts; ``extra_options`` are more ``-c name=value``
+    settings (a benchmark loads pg_stat_statements)."""
     pytest.importorskip("psycopg", reason="psycopg is not installed (pip install '.[cluster]')")
     bindir = find_bindir()
     if bindir is None:
@@ -100,8 +135,8 @@ def running_server() -> Iterator[PgServer]:
     port = free_port()
     options = (
         f"-h 127.0.0.1 -p {port} -k {folder} -c fsync=off -c synchronous_commit=off "
-        "-c full_page_writes=off -c max_connections=200"
-    )
+        f"-c full_page_writes=off -c max_connections=200 {extra_options}"
+    ).strip()
     pg_ctl = str(bindir / "pg_ctl")
     log = folder / "server.log"
     start = _as_server_user(
@@ -125,14 +160,14 @@ def running_server() -> Iterator[PgServer]:
         subprocess.run(initdb, check=True, capture_output=True, timeout=START_TIMEOUT)
         subprocess.run(start, check=True, capture_output=True, timeout=START_TIMEOUT + 5)
         started = True
-        yield PgServer("127.0.0.1", port, "postgres", folder)
+        yield PgServer("127.0.0.1", port, "postgres", folder, bindir, options)
     except subprocess.CalledProcessError as e:
         tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
         raise RuntimeError(
             f"{' '.join(e.cmd)} failed: {e.stderr.decode(errors='replace')}\n{tail}"
         ) from None
     finally:
-        if started:
+        if started:  # a test may have stopped it already: then this fails, harmlessly
             subprocess.run(stop, capture_output=True, timeout=START_TIMEOUT)
         shutil.rmtree(folder, ignore_errors=True)
 

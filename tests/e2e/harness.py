@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -250,6 +251,30 @@ class Env:
     def manifest(self, rel_folder: str) -> dict[str, Any]:
         path = self.outbox / rel_folder / "manifest.json"
         return check_manifest(json.loads(path.read_text()), path)
+
+
+# ---- inputs (also the benchmarks') --------------------------------------------------------------
+# One short real MP4 made unique cheaply: a trailing MP4 ``free`` box, which players and the
+# daemon's probe skip, changes the content fingerprint; a sparse one pads it to any size.
+
+
+def unique_copy(sample: Path, dest: Path, tag: str) -> Path:
+    """``sample`` with a trailing ``free`` box holding ``tag``: the same video, another file."""
+    payload = tag.encode()
+    data = sample.read_bytes() + struct.pack(">I4s", 8 + len(payload), b"free") + payload
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_bytes(data)
+    return dest
+
+
+def padded_video(sample: Path, dest: Path, size: int) -> Path:
+    """``sample`` padded to exactly ``size`` bytes with a sparse 64-bit ``free`` box."""
+    data = sample.read_bytes()
+    with open(dest, "wb") as f:
+        f.write(data)
+        f.write(struct.pack(">I4sQ", 1, b"free", size - len(data)))
+        f.truncate(size)
+    return dest
 
 
 def iter_manifests(outbox: Path) -> Iterator[tuple[Path, dict[str, Any]]]:

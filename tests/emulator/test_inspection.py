@@ -66,3 +66,12 @@ def test_no_secrets_in_the_request_log(emu: Emulator, api: Api, sample_video: Pa
     log = json.dumps(emu.snapshot()["requests"])
     for secret in (signature, ticket, api.token, emu.seed_password):
         assert secret not in log
+
+
+def test_the_request_log_names_each_client_by_its_user_agent(emu: Emulator) -> None:
+    """Cluster tests tell the daemons' requests apart by their ``(node <name>)``."""
+    ua = "carmic-watchd/0 (node n2)"
+    httpx.get(f"{emu.api_url}/v1/health", headers={"User-Agent": ua})
+    httpx.get(f"{emu.api_url}/v1/health", headers={"User-Agent": ""})
+    agents = [q["user_agent"] for q in emu.snapshot()["requests"]]
+    assert agents[-2:] == [ua, ""]

@@ -27,6 +27,8 @@ def test_storage_put_records_start_and_first_byte(make_emu: MakeEmu, sample_vide
     assert puts[1]["started"] == 1_005.0 and puts[1]["first_byte"] is None
     api_calls = [q for q in emu.snapshot()["requests"] if q["origin"] == "api"]
     assert all(q["first_byte"] is None for q in api_calls)
+    # An SSE stream is recorded when it ends: ``started`` says when it was asked for.
+    assert all(q["started"] == 1_000.0 for q in api_calls)
 
 
 def test_project_records_process_ready_and_completed_times(

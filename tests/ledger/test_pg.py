@@ -177,3 +177,17 @@ def test_forgets_commit_in_the_order_of_their_event_ids(
     later.join(30)
     told += daemon.forgotten_since(after)[1]
     assert sorted(told) == [("/in", "a.mp4", 1, 1), ("/in", "b.mp4", 1, 1)]
+
+
+def test_the_fixture_restarts_its_server_on_the_same_port() -> None:
+    """The end-to-end tests restart the database under running daemons with this."""
+    from tests.pg import running_server
+
+    with running_server() as server:
+        conn = psycopg.connect(server.url(), autocommit=True)
+        conn.execute("CREATE TABLE kept (x int)")
+        server.restart()
+        with pytest.raises(psycopg.OperationalError):
+            conn.execute("SELECT 1")  # the old connection died with the server
+        with psycopg.connect(server.url()) as again:
+            assert again.execute("SELECT count(*) FROM kept").fetchone() == (0,)

@@ -127,6 +127,7 @@ async def _dispatch(request: web.Request) -> web.StreamResponse:
 async def _handle(request: web.Request) -> web.StreamResponse:
     core = request.app[_CORE]
     status = 0
+    started = core.now()  # an SSE stream is recorded when it ends: tests need when it began
     try:
         response = await _dispatch(request)
         status = response.status
@@ -141,7 +142,9 @@ async def _handle(request: web.Request) -> web.StreamResponse:
         status = 500
         return error_response(500, "Internal server error")
     finally:
-        core.inspection.record_request(request, origin="api", status=status, t=core.now())
+        core.inspection.record_request(
+            request, origin="api", status=status, t=core.now(), started=started
+        )
 
 
 def build_api_app(core: Core, engine: Engine) -> web.Application:

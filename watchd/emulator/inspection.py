@@ -76,8 +76,9 @@ class Inspection:
     ) -> None:
         """One request (its path without the query string; 0 for a dropped connection).
 
-        ``t`` is when it ended; ``started`` when its handler began and ``first_byte`` when the
-        first byte of its body arrived, where the origin tracks them (storage PUTs do): latency
+        ``t`` is when it ended; ``started`` when its handler began (an SSE stream ends long
+        after) and ``first_byte`` when the first byte of its body arrived, where the origin
+        tracks them (storage PUTs do): latency
         benchmarks measure from a file's close to its first uploaded byte."""
         headers = request.headers
         path, _, query = request.raw_path.partition("?")
@@ -92,6 +93,7 @@ class Inspection:
                 "status": status,
                 "has_auth": "Authorization" in headers,
                 "workspace": headers.get("X-Workspace-ID"),
+                # Which daemon sent it: ours say "carmic-watchd/<version> (node <name>)".
                 "user_agent": headers.get("User-Agent"),
                 "content_type": headers.get("Content-Type"),
                 "content_length": int(length) if length and length.isdigit() else None,
