@@ -384,6 +384,7 @@ class Daemon:
             extender.cancel()
         try:
             ledger.register(__version__)
+            ledger.adopt_paths({str(i.path): inbox_key(i, True) for i in cfg.inboxes})
         except BaseException:
             ledger.close()
             raise

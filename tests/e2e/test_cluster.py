@@ -331,9 +331,13 @@ def test_the_database_restarted_mid_run_loses_and_doubles_nothing(
 # ---- (e) from one host on SQLite to a cluster ---------------------------------------------------
 
 
+@pytest.mark.parametrize("config_first", [True, False], ids=["cluster-config", "single-config"])
 def test_after_ledger_migrate_a_cluster_takes_nothing_twice(
-    tmp_path: Path, emu: Emulator, pg_url: str, sample: Path
+    tmp_path: Path, emu: Emulator, pg_url: str, sample: Path, config_first: bool
 ) -> None:
+    """Either order: [cluster] and the names into the config, then migrate (as docs/cluster.md
+    says); or migrate with the single host's config (jobs named by path), then [cluster]: the
+    first cluster start renames them."""
     old = make_files(sample, tmp_path / "staging", 4, prefix="old")
     new = make_files(sample, tmp_path / "staging", 1, prefix="new")
     rig = Cluster(tmp_path / "rig", emu, pg_url, names=("n1", "n2"), lease_seconds=LEASE)
@@ -349,9 +353,12 @@ def test_after_ledger_migrate_a_cluster_takes_nothing_twice(
         before = len(emu.snapshot()["projects"])
         # As docs/cluster.md says: [cluster] and the inbox names into the config, then migrate
         # (the names are what the cluster knows its inboxes by).
-        rig.join("n1")
+        if config_first:
+            rig.join("n1")
         migrated = single.cli("ledger", "migrate", "--to", pg_url, "-c", str(single.config_path))
         assert migrated.returncode == 0, migrated.stdout + migrated.stderr
+        if not config_first:
+            rig.join("n1")
         rig.start("n1", "n2")
         rig.drop_all(new)
         # Once the new file is delivered, both daemons have scanned (and settled) the old ones.

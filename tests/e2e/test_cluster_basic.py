@@ -121,7 +121,7 @@ def test_a_killed_daemons_jobs_are_carried_on_by_the_other(
         wait_for(done, timeout=90, interval=0.2, what="both files delivered by n2")
         billed = billed_projects(emulator.snapshot())
         assert sorted(len(v) for v in billed.values()) == [1, 1]
-        assert "claimed job" in b.log()
+        assert "claimed by node n2, carried on from" in b.log()
         assert len(list(iter_manifests(a.outbox))) == 2
         assert not [p for p in a.outbox.rglob("*") if "(2)" in p.name]
         assert b.stop() == 0

@@ -89,9 +89,7 @@ class LeaseKeeper:
                 self.on_database(True)
             for job_id in lost:
                 log.warning(
-                    "job %s: its lease lapsed and another node took it over; this node stops "
-                    "working on it",
-                    job_id,
+                    "its lease lapsed and another node took it over; this node stops working on it",
                     extra={"job_id": job_id},
                 )
                 self.on_lost(job_id)

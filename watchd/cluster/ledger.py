@@ -58,6 +58,9 @@ from watchd.ledger.rebuild import SHA_PREFIX
 from watchd.ledger.states import TERMINAL, Stage
 
 log = logging.getLogger("watchd.cluster")
+# The pool's own line for every failed reconnect (about one a second while the database is
+# down) would bury the daemon's one line about the wait: only its errors are shown.
+logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
 
 # The channel of wake-ups between nodes (watchd/cluster/wakeup.py): a slot freed, a job let go.
 CHANNEL = "watchd_jobs"
@@ -204,6 +207,28 @@ class ClusterLedger(PgLedger):
             )
         if released:
             log.info("took back %d job(s) this node held before it stopped", released)
+
+    def adopt_paths(self, paths: dict[str, str]) -> None:
+        """Jobs recorded under one of this host's inbox paths (``path -> name``) go by the
+        inbox's name from now on: a ledger copied by ``watchd ledger migrate`` from a config
+        without ``[cluster]`` names inboxes by path. A file another host has taken meanwhile
+        under the name keeps that job."""
+        adopted = 0
+        with self._write() as conn:
+            for path, name in paths.items():
+                cur = conn.execute(
+                    "UPDATE jobs AS j SET inbox = %s WHERE j.inbox = %s AND NOT ("
+                    "j.state = ANY(%s) AND EXISTS (SELECT 1 FROM jobs AS k WHERE k.inbox = %s "
+                    "AND k.rel_path = j.rel_path AND k.size = j.size AND k.mtime_ns = j.mtime_ns "
+                    "AND k.fingerprint = j.fingerprint AND k.state = ANY(%s))) RETURNING j.id",
+                    (name, path, _ACTIVE, name, _ACTIVE),
+                )
+                adopted += len(cur.fetchall())
+        if adopted:
+            log.info(
+                "%d job(s) recorded under this host's inbox paths now go by the inboxes' names",
+                adopted,
+            )
 
     def renew(self) -> list[str]:
         """Push out the leases of every job this process holds and this node's heartbeat, in
@@ -504,7 +529,7 @@ class ClusterLedger(PgLedger):
         for r in rows:
             token = self.held.get(r[0])
             if token is not None and r[3] != token:
-                log.info("job %s: no longer held by node %s", r[0], self.node)
+                log.info("no longer held by node %s", self.node, extra={"job_id": r[0]})
                 self._forget_claim(r[0], token)
         paused = self.paused
         free = [r[0] for r in rows if r[5] and r[0] not in self.held and r[2] not in paused]
@@ -617,12 +642,10 @@ class ClusterLedger(PgLedger):
             self._take(job, int(r[0]))
             claimed.append(job)
             log.info(
-                "claimed job %s (%s, %s) for node %s",
-                job.id,
-                job.rel_path,
-                job.state,
+                "claimed by node %s, carried on from %s",
                 self.node,
-                extra={"job_id": job.id, "state": job.state},
+                job.state,
+                extra={"job_id": job.id, "state": job.state, "source_path": job.path},
             )
         return claimed
 

@@ -319,11 +319,9 @@ class Pipeline:
         try:
             await self._run_job(job_id)
         except LeaseLost as e:
-            log.info(
-                "job %s: %s; this node stops working on it", job_id, e, extra={"job_id": job_id}
-            )
+            log.info("%s; this node stops working on it", e, extra={"job_id": job_id})
         except DatabaseUnavailable as e:
-            log.warning("job %s: paused: %s", job_id, e, extra={"job_id": job_id})
+            log.warning("paused: %s", e, extra={"job_id": job_id})
 
     def lease_lost(self, job_id: str) -> None:
         """Another node carries ``job_id`` on: cancel this process's task for it."""
