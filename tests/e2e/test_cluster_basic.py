@@ -5,16 +5,21 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import tomllib
 import urllib.request
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import tomli_w
 
 from tests.e2e.harness import Env, billed_projects, iter_manifests, wait_for
 from tests.e2e.test_dashboard import start_with_dashboard
+from tests.e2e.test_notify import SECRET, secret_file, types_by_job
+from tests.notify.receiver import Receiver, verify
 from tests.pg import PgServer
 from tests.ports import free_port
 from watchd.emulator import Emulator
@@ -26,7 +31,14 @@ def db(pg_url: str) -> Iterator[str]:
 
 
 def node_env(
-    root: Path, emu: Emulator, shared: Env | None, name: str, db: str, *, mount: bool = False
+    root: Path,
+    emu: Emulator,
+    shared: Env | None,
+    name: str,
+    db: str,
+    *,
+    mount: bool = False,
+    notify: list[dict[str, Any]] | None = None,
 ) -> Env:
     """A host's daemon; with ``shared``, on the same inbox and outbox (with ``mount``, reached
     through paths of its own, as a host that mounts the share elsewhere)."""
@@ -39,7 +51,7 @@ def node_env(
         e.inbox, e.outbox = here / "inbox", here / "outbox"
     elif shared is not None:
         e.inbox, e.outbox = shared.inbox, shared.outbox
-    e.write_config()
+    e.write_config(notify=notify)
     cfg = tomllib.loads(e.config_path.read_text())
     cfg["cluster"] = {"database": db, "node": name, "lease_seconds": 10}
     cfg["inbox"][0]["name"] = "studio"
@@ -147,3 +159,36 @@ def test_a_database_not_there_yet_is_waited_for_and_a_missing_one_refused(
     missing.start()
     assert missing.proc is not None and missing.proc.wait(timeout=60) == 2
     assert 'database "no_such_db" does not exist' in missing.log()
+
+
+def test_each_event_is_sent_once_by_the_node_that_made_it(
+    tmp_path: Path, emulator: Emulator, sample_videos: list[Path], db: str
+) -> None:
+    """Both nodes notify the same webhook: one job.queued and one job.delivered per file, sent
+    by whichever node made the change."""
+    with Receiver() as rx:
+        hook = [{"url": rx.url, "secret_file": secret_file(Env(root=tmp_path, emu=emulator))}]
+        a = node_env(tmp_path, emulator, None, "n1", db, notify=hook)
+        b = node_env(tmp_path, emulator, a, "n2", db, notify=hook)
+        try:
+            a.start()
+            b.start()
+            for i, src in enumerate(sample_videos[:3]):
+                a.drop(src, f"ep{i}.mp4")
+            wait_for(
+                lambda: len(rx.events("job.delivered")) >= 3 or None,
+                timeout=120,
+                what="three job.delivered events",
+            )
+            time.sleep(0.5)  # a duplicate would arrive now
+            counts = types_by_job(rx.events())
+            assert counts == Counter(
+                {(t, f"ep{i}.mp4"): 1 for t in ("job.queued", "job.delivered") for i in range(3)}
+            ), counts
+            for req in rx.received():
+                verify(SECRET, req)
+            assert a.stop() == 0 and b.stop() == 0
+        finally:
+            for e in (a, b):
+                if e.proc is not None and e.proc.poll() is None:
+                    e.kill()
