@@ -536,6 +536,10 @@ def test_query_reads_this_hosts_tables_locally_and_the_jobs_from_the_cluster(
     ]
     assert a.query("SELECT count(*) FROM notify_queue") == [(0,)]
     assert a.query("SELECT rel_path FROM jobs WHERE rel_path LIKE 'b%'") == [("b.mov",)]
+    # The dashboard's change check sees the other node's writes too.
+    before = a.query("PRAGMA data_version")
+    b.transition(add(b, "c.mov").id, Stage.PROBED)
+    assert a.query("PRAGMA data_version") != before
 
 
 def test_a_row_written_in_a_transaction_rolled_back_is_not_served(

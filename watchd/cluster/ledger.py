@@ -893,6 +893,12 @@ class ClusterLedger(PgLedger):
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Read-only SQL written for SQLite (the dashboard's): the notification tables and
         PRAGMAs are this host's; the rest is the cluster's, with ``?`` marks as ``%s``."""
+        if sql.strip().lower() == "pragma data_version":
+            # Whether anything changed, for an open dashboard: this host's ledger, and the jobs
+            # of every node (another node's progress shows on this host's pages too).
+            local = self.local.query(sql, params)[0][0]
+            row = self._one("SELECT MAX(updated_at), COUNT(*) FROM jobs")
+            return [(f"{local}:{row[0] if row else None}:{row[1] if row else 0}",)]
         if _LOCAL_TABLES.search(sql) or sql.lstrip().upper().startswith("PRAGMA"):
             return self.local.query(sql, params)
         with self._connection() as conn:
