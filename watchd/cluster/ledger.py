@@ -75,6 +75,10 @@ _LOCAL_TABLES = re.compile(r"\b(notify_\w+|notifiers|inbox_entries)\b")
 # at once; the next write of the job that is not progress drops what was not written yet.
 PROGRESS_EVERY = 5.0
 _PROGRESS_FIELDS = frozenset({"progress", "step", "bytes_uploaded"})
+# How long a ledger call waits for a connection: the daemon calls the ledger on its event loop,
+# so while the database is away each call holds the loop (uploads, progress) this long at most
+# before the daemon knows to wait (watchd/daemon.py backs off between tries).
+DAEMON_CONNECT_TIMEOUT = 3.0
 # At most this many jobs are claimed at one look (the others stay for the other nodes).
 CLAIM_BATCH = 16
 
@@ -120,7 +124,7 @@ class ClusterLedger(PgLedger):
         lease_seconds: float,
         inboxes: Iterable[str],
         password: str | None = None,
-        connect_timeout: float = 10.0,
+        connect_timeout: float = DAEMON_CONNECT_TIMEOUT,
     ) -> None:
         super().__init__(url, clock=local.clock, password=password, connect_timeout=connect_timeout)
         self.local = local
