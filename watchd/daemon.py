@@ -192,6 +192,9 @@ class Daemon:
         self._last_status = ""
         self.ready = False
         self.workspace_styles: frozenset[str] | None = None  # template names; None: unknown
+        # `watchd run` (a process of its own) holds SIGTERM/SIGINT back once stopped; a
+        # Daemon run inside another program (the tests) leaves its signals alone.
+        self.hold_signals_when_stopped = False
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -626,6 +629,11 @@ class Daemon:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                     loop.remove_signal_handler(sig)
+                if self.hold_signals_when_stopped and sig != signal.SIGHUP:
+                    # Stopped: the process only exits now. Without the loop's handler a second
+                    # SIGTERM (a supervisor, an impatient operator) would kill it by the
+                    # signal, not a clean stop: ignored from here on.
+                    signal.signal(sig, signal.SIG_IGN)
         log.info("stopped")
         return EXIT_OK
 
@@ -1313,6 +1321,7 @@ def run_daemon(config_path: Path, *, debug: bool = False) -> int:
     log.info("password from %s; event loop %s", config.carmic.password_source, loop.name)
     daemon = Daemon(config)
     daemon.debug = daemon.debug or debug
+    daemon.hold_signals_when_stopped = True
     started = time.monotonic()
     code = eventloop.run(daemon.run(), loop)
     log.debug("ran for %.1fs (pid %d)", time.monotonic() - started, os.getpid())

@@ -15,6 +15,7 @@ import json
 import os
 import re
 import signal
+import subprocess
 import tomllib
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
@@ -148,7 +149,10 @@ class Cluster:
             self.nodes[name].proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
         for name, env in self.nodes.items():
             if env.proc is not None and name not in codes:
-                codes[name] = env.stop(timeout=timeout)
+                try:  # one SIGTERM each: a second may come during the shutdown's last steps
+                    codes[name] = env.proc.wait(timeout=timeout)
+                except subprocess.TimeoutExpired:
+                    codes[name] = env.stop(timeout=timeout)
         return codes
 
     def kill_all(self) -> None:

@@ -103,3 +103,19 @@ def test_sigkill_at_random_moments_never_double_bills(env: Env, sample_videos: l
     assert kills >= 5
     busy = [s for s in in_flight if any(x not in ("delivered", "failed") for x in s)]
     assert len(busy) >= 4, in_flight
+
+
+def test_sigterm_repeated_through_the_whole_shutdown_is_still_a_clean_stop(env: Env) -> None:
+    """systemd, a supervisor or an impatient operator may send SIGTERM again while the daemon
+    stops: at any moment of the shutdown it stays a clean stop (exit 0), never a death by the
+    signal (the loop's handlers are gone for the last steps)."""
+    env.write_config(RULES)
+    env.start()
+    wait_for(lambda: "ready:" in env.log() or None, timeout=60, what="the daemon ready")
+    proc = env.proc
+    assert proc is not None
+    deadline = time.monotonic() + 15
+    while proc.poll() is None and time.monotonic() < deadline:
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.005)
+    assert proc.wait(timeout=5) == 0, env.log()[-2000:]
