@@ -51,11 +51,21 @@ from watchd.ledger.db import (
     Ledger,
     LedgerError,
     _known_fields,
-    new_job_id,
+    _waits_by_cause,
 )
-from watchd.ledger.pg import PgLedger, _job_params, _sets, _value
+from watchd.ledger.pg import (
+    ACTIVE_AT_PATH,
+    BY_FINGERPRINT,
+    BY_IDENTITY,
+    FINGERPRINT_RANGE,
+    PgLedger,
+    _job_params,
+    _sets,
+    _value,
+)
 from watchd.ledger.rebuild import SHA_PREFIX
 from watchd.ledger.states import TERMINAL, Stage
+from watchd.status_view import pid_alive
 
 log = logging.getLogger("watchd.cluster")
 # The pool's own line for every failed reconnect (about one a second while the database is
@@ -97,16 +107,6 @@ class Snapshot:
     uploading: tuple[int, int]  # bytes sent, bytes to send, of the uploading jobs
     waits: dict[str, dict[str, int]]  # state -> wait -> jobs
     lapse_in: float | None  # seconds from the look until another node's lease here lapses
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return pid > 0
 
 
 class ClusterLedger(PgLedger):
@@ -175,7 +175,7 @@ class ClusterLedger(PgLedger):
             if (
                 row is not None
                 and row[3]
-                and (row[0] != self.host or (row[1] != os.getpid() and _pid_alive(int(row[1]))))
+                and (row[0] != self.host or (row[1] != os.getpid() and pid_alive(int(row[1]))))
             ):
                 # Live elsewhere, or on this host in another process that runs (the same node
                 # name under two state_dirs): not a previous run of this daemon.
@@ -329,76 +329,29 @@ class ClusterLedger(PgLedger):
 
     # ---- jobs --------------------------------------------------------------------------------
 
-    def add_job(
-        self,
-        *,
-        inbox: str,
-        rel_path: str,
-        path: str,
-        rule: str,
-        preset: dict[str, Any],
-        size: int,
-        mtime_ns: int,
-        inode: int,
-        dev: int,
-        fingerprint: str,
-        actor: str = "watcher",
-    ) -> JobRow:
-        """Record a settled file as a job this node holds, unless another node recorded the
+    def _record_new(self, job: dict[str, Any], *, actor: str) -> JobRow:
+        """A settled file recorded as a job this node holds, unless another node recorded the
         same file first (then :class:`TakenElsewhere`)."""
-        job_id = new_job_id()
-        now = self.clock.now()
-        row = self._write_one(
-            "WITH job AS (INSERT INTO jobs (id, inbox, rel_path, path, rule, preset, state, "
-            "size, mtime_ns, inode, dev, fingerprint, marker, created_at, updated_at, node, "
-            "lease_token, lease_until) VALUES ("
-            + ", ".join(["%s"] * 16)
-            + ", nextval('lease_tokens'), now() + make_interval(secs => %s)) "
-            "ON CONFLICT (inbox, rel_path, size, mtime_ns, fingerprint) "
-            "WHERE state <> 'delivered' AND state <> 'failed' DO NOTHING "
-            f"RETURNING lease_token, {_JOB_COLS}), "
-            "event AS (INSERT INTO events (job_id, at, actor, kind, from_state, to_state, detail) "
-            "SELECT id, %s, %s, 'discovered', NULL, %s, %s FROM job) "
-            "SELECT * FROM job",
-            (
-                job_id,
-                inbox,
-                rel_path,
-                path,
-                rule,
-                json.dumps(preset, sort_keys=True),
-                Stage.QUEUED.value,
-                size,
-                mtime_ns,
-                inode,
-                dev,
-                fingerprint,
-                f"wd-{job_id[1:]}",
-                now,
-                now,
-                self.node,
-                self.lease_seconds,
-                now,
-                actor,
-                Stage.QUEUED.value,
-                json.dumps(
-                    {"path": path, "rule": rule, "size": size, "node": self.node},
-                    sort_keys=True,
-                ),
-            ),
-        )
+        row = self._insert_job(job, actor=actor, lease=(self.node, self.lease_seconds))
         if row is None:
             other = self._one(
                 "SELECT id, node FROM jobs WHERE inbox = %s AND rel_path = %s AND size = %s "
                 "AND mtime_ns = %s AND fingerprint = %s AND state = ANY(%s)",
-                (inbox, rel_path, size, mtime_ns, fingerprint, _ACTIVE),
+                (
+                    job["inbox"],
+                    job["rel_path"],
+                    job["size"],
+                    job["mtime_ns"],
+                    job["fingerprint"],
+                    _ACTIVE,
+                ),
             )
             who = f"job {other[0]} of node {other[1]}" if other else "another node"
-            raise TakenElsewhere(f"{rel_path} was taken by {who}")
-        job = JobRow(*row[1:])
-        self._take(job, int(row[0]))
-        self._observe_added(job)
-        return job
+            raise TakenElsewhere(f"{job['rel_path']} was taken by {who}")
+        new = JobRow(*row[1:])
+        self._take(new, int(row[0]))
+        self._observe_added(new)
+        return new
 
     def get(self, job_id: str) -> JobRow | None:
         cached = self._cache.get(job_id)
@@ -417,16 +370,8 @@ class ClusterLedger(PgLedger):
         """With :meth:`active_at_path` of the same file read ahead (a settled file that is not
         known is asked both, in this order)."""
         with self._connection() as conn, conn.pipeline():
-            known = conn.execute(
-                f"SELECT {_JOB_COLS} FROM jobs WHERE inbox = %s AND rel_path = %s AND size = %s "
-                "AND mtime_ns = %s ORDER BY created_at DESC LIMIT 1",
-                (inbox, rel_path, size, mtime_ns),
-            )
-            active = conn.execute(
-                f"SELECT {_JOB_COLS} FROM jobs WHERE inbox = %s AND rel_path = %s "
-                "AND state = ANY(%s) ORDER BY created_at DESC LIMIT 1",
-                (inbox, rel_path, _ACTIVE),
-            )
+            known = conn.execute(BY_IDENTITY, (inbox, rel_path, size, mtime_ns))
+            active = conn.execute(ACTIVE_AT_PATH, (inbox, rel_path, _ACTIVE))
             row = known.fetchone()
             other = active.fetchone()
         self._ahead = {("active_at_path", inbox, rel_path): JobRow(*other) if other else None}
@@ -447,16 +392,8 @@ class ClusterLedger(PgLedger):
             return super().find_by_fingerprint(fingerprint, exclude=exclude)
         low, high = SHA_PREFIX, SHA_PREFIX[:-1] + chr(ord(SHA_PREFIX[-1]) + 1)
         with self._connection() as conn, conn.pipeline():
-            same = conn.execute(
-                f"SELECT {_JOB_COLS} FROM jobs WHERE fingerprint = %s AND id <> %s "
-                "ORDER BY created_at, id",
-                (fingerprint, exclude or ""),
-            )
-            rebuilt = conn.execute(
-                f'SELECT {_JOB_COLS} FROM jobs WHERE fingerprint COLLATE "C" > %s '
-                'AND fingerprint COLLATE "C" < %s AND size = %s ORDER BY created_at, id',
-                (low, high, size_row.size),
-            )
+            same = conn.execute(BY_FINGERPRINT, (fingerprint, exclude or ""))
+            rebuilt = conn.execute(FINGERPRINT_RANGE, (low, high, size_row.size))
             found = [JobRow(*r) for r in same.fetchall()]
             ahead = [JobRow(*r) for r in rebuilt.fetchall()]
         self._ahead = {("fingerprint_range", low, high, size_row.size): ahead}
@@ -588,14 +525,12 @@ class ClusterLedger(PgLedger):
         snap = self._fresh_snapshot()
         if snap is None:
             return super().wait_counts(parked=parked)
-        out: dict[str, int] = {}
-        for state, waits in snap.waits.items():
-            if state == Stage.PARKED.value and not parked:
-                continue
-            for wait, n in waits.items():
-                cause = wait.split(":", 1)[0].strip()
-                out[cause] = out.get(cause, 0) + n
-        return out
+        return _waits_by_cause(
+            item
+            for state, waits in snap.waits.items()
+            if parked or state != Stage.PARKED.value
+            for item in waits.items()
+        )
 
     def next_due_at(self) -> float | None:
         """The earliest retry time of the jobs this node holds (the others' are theirs)."""

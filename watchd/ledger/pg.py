@@ -271,6 +271,24 @@ _RETRYABLE = [Stage.FAILED.value, Stage.PARKED.value]
 _SOURCES = {to: [s.value for s in Stage if s is to or to in ALLOWED[s]] for to in Stage}
 _JOB_COLS_OF_JOBS = ", ".join(f"jobs.{c}" for c in _columns(JobRow))
 
+# The look-ups of a job by what its file is (the cluster's ledger sends two of them at once).
+BY_IDENTITY = (
+    f"SELECT {_JOB_COLS} FROM jobs WHERE inbox = %s AND rel_path = %s AND size = %s "
+    "AND mtime_ns = %s ORDER BY created_at DESC LIMIT 1"
+)
+ACTIVE_AT_PATH = (
+    f"SELECT {_JOB_COLS} FROM jobs WHERE inbox = %s AND rel_path = %s "
+    "AND state = ANY(%s) ORDER BY created_at DESC LIMIT 1"
+)
+BY_FINGERPRINT = (
+    f"SELECT {_JOB_COLS} FROM jobs WHERE fingerprint = %s AND id <> %s ORDER BY created_at, id"
+)
+# Byte order, as SQLite compares: the database's collation may sort ":" elsewhere.
+FINGERPRINT_RANGE = (
+    f'SELECT {_JOB_COLS} FROM jobs WHERE fingerprint COLLATE "C" > %s '
+    'AND fingerprint COLLATE "C" < %s AND size = %s ORDER BY created_at, id'
+)
+
 Row = TypeVar("Row")
 
 
@@ -611,41 +629,67 @@ class PgLedger:
         actor: str = "watcher",
     ) -> JobRow:
         """Record a newly settled source file in state ``queued``."""
+        return self._record_new(
+            {
+                "inbox": inbox,
+                "rel_path": rel_path,
+                "path": path,
+                "rule": rule,
+                "preset": preset,
+                "size": size,
+                "mtime_ns": mtime_ns,
+                "inode": inode,
+                "dev": dev,
+                "fingerprint": fingerprint,
+            },
+            actor=actor,
+        )
+
+    def _record_new(self, job: dict[str, Any], *, actor: str) -> JobRow:
+        """The new job's insert (see :meth:`add_job`); the cluster's ledger claims it too."""
+        row = self._insert_job(job, actor=actor)
+        assert row is not None
+        return JobRow(*row[1:])
+
+    def _insert_job(
+        self, job: dict[str, Any], *, actor: str, lease: tuple[str, float] | None = None
+    ) -> tuple[Any, ...] | None:
+        """One statement, one round trip: a new job in state ``queued`` and its ``discovered``
+        event; the job's lease token, then its row. With ``lease`` (node, seconds) the job is
+        claimed by that node, and a file that is an unfinished job already inserts nothing
+        (None: the unique index ``jobs_claim``)."""
         job_id = new_job_id()
         now = self.clock.now()
-        row = self._write_one(
-            "WITH job AS (INSERT INTO jobs (id, inbox, rel_path, path, rule, preset, state, "
-            "size, mtime_ns, inode, dev, fingerprint, marker, created_at, updated_at) VALUES ("
-            + ", ".join(["%s"] * 15)
-            + f") RETURNING {_JOB_COLS}), "
+        values = {
+            "id": job_id,
+            **job,
+            "preset": json.dumps(job["preset"], sort_keys=True),
+            "state": Stage.QUEUED.value,
+            "marker": f"wd-{job_id[1:]}",
+            "created_at": now,
+            "updated_at": now,
+        }
+        detail = {"path": job["path"], "rule": job["rule"], "size": job["size"]}
+        cols, marks, params = list(values), ["%s"] * len(values), list(values.values())
+        conflict = ""
+        if lease is not None:
+            node, seconds = lease
+            detail["node"] = node
+            cols += ["node", "lease_token", "lease_until"]
+            marks += ["%s", "nextval('lease_tokens')", "now() + make_interval(secs => %s)"]
+            params += [node, seconds]
+            conflict = (
+                " ON CONFLICT (inbox, rel_path, size, mtime_ns, fingerprint) "
+                "WHERE state <> 'delivered' AND state <> 'failed' DO NOTHING"
+            )
+        return self._write_one(
+            f"WITH job AS (INSERT INTO jobs ({', '.join(cols)}) VALUES ({', '.join(marks)})"
+            f"{conflict} RETURNING lease_token, {_JOB_COLS}), "
             "event AS (INSERT INTO events (job_id, at, actor, kind, from_state, to_state, detail) "
-            "VALUES (%s, %s, %s, 'discovered', NULL, %s, %s)) "
+            "SELECT id, %s, %s, 'discovered', NULL, %s, %s FROM job) "
             "SELECT * FROM job",
-            (
-                job_id,
-                inbox,
-                rel_path,
-                path,
-                rule,
-                json.dumps(preset, sort_keys=True),
-                Stage.QUEUED.value,
-                size,
-                mtime_ns,
-                inode,
-                dev,
-                fingerprint,
-                f"wd-{job_id[1:]}",
-                now,
-                now,
-                job_id,
-                now,
-                actor,
-                Stage.QUEUED.value,
-                json.dumps({"path": path, "rule": rule, "size": size}, sort_keys=True),
-            ),
+            [*params, now, actor, Stage.QUEUED.value, json.dumps(detail, sort_keys=True)],
         )
-        assert row is not None
-        return JobRow(*row)
 
     def get(self, job_id: str) -> JobRow | None:
         rows = self._rows(JobRow, f"SELECT {_JOB_COLS} FROM jobs WHERE id = %s", (job_id,))
@@ -720,39 +764,18 @@ class PgLedger:
     def find_by_identity(
         self, inbox: str, rel_path: str, size: int, mtime_ns: int
     ) -> JobRow | None:
-        rows = self._rows(
-            JobRow,
-            f"SELECT {_JOB_COLS} FROM jobs WHERE inbox = %s AND rel_path = %s AND size = %s "
-            "AND mtime_ns = %s ORDER BY created_at DESC LIMIT 1",
-            (inbox, rel_path, size, mtime_ns),
-        )
+        rows = self._rows(JobRow, BY_IDENTITY, (inbox, rel_path, size, mtime_ns))
         return rows[0] if rows else None
 
     def active_at_path(self, inbox: str, rel_path: str) -> JobRow | None:
-        rows = self._rows(
-            JobRow,
-            f"SELECT {_JOB_COLS} FROM jobs WHERE inbox = %s AND rel_path = %s "
-            "AND state = ANY(%s) ORDER BY created_at DESC LIMIT 1",
-            (inbox, rel_path, _ACTIVE),
-        )
+        rows = self._rows(JobRow, ACTIVE_AT_PATH, (inbox, rel_path, _ACTIVE))
         return rows[0] if rows else None
 
     def find_by_fingerprint(self, fingerprint: str, *, exclude: str | None = None) -> list[JobRow]:
-        return self._rows(
-            JobRow,
-            f"SELECT {_JOB_COLS} FROM jobs WHERE fingerprint = %s AND id <> %s "
-            "ORDER BY created_at, id",
-            (fingerprint, exclude or ""),
-        )
+        return self._rows(JobRow, BY_FINGERPRINT, (fingerprint, exclude or ""))
 
     def fingerprint_range(self, low: str, high: str, *, size: int) -> list[JobRow]:
-        # Byte order, as SQLite compares: the database's collation may sort ":" elsewhere.
-        return self._rows(
-            JobRow,
-            f'SELECT {_JOB_COLS} FROM jobs WHERE fingerprint COLLATE "C" > %s '
-            'AND fingerprint COLLATE "C" < %s AND size = %s ORDER BY created_at, id',
-            (low, high, size),
-        )
+        return self._rows(JobRow, FINGERPRINT_RANGE, (low, high, size))
 
     def outbox_dir_taken(self, outbox_dir: str, *, exclude: str | None = None) -> bool:
         row = self._one(
