@@ -12,13 +12,10 @@ from __future__ import annotations
 import time
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
-
-import psycopg
 
 from bench.common import Options, Report, Table, median, spread, wait_until
 from bench.rig import BASE_CARMIC, emulator, pg_database, pg_server, sample_video, unique_copy
-from tests.e2e.cluster import Cluster, node_of
+from tests.e2e.cluster import Cluster, job_of, node_of
 from watchd.emulator import Timings
 
 NAME = "takeover"
@@ -26,14 +23,6 @@ TITLE = "takeover after SIGKILL: kill to the heir's first request about the job"
 LEASE = 10.0
 SLACK = 5.0
 STEP = 4.0  # 4 statuses: 16 s of processing
-
-
-def job_row(url: str, rel_path: str) -> dict[str, Any] | None:
-    with psycopg.connect(url, autocommit=True) as conn:
-        row = conn.execute(
-            "SELECT state, node, project_id FROM jobs WHERE rel_path = %s", (rel_path,)
-        ).fetchone()
-    return None if row is None else {"state": row[0], "node": row[1], "project_id": row[2]}
 
 
 def takeover_once(work: Path, sample: Path, url: str, tag: str) -> dict[str, float]:
@@ -48,7 +37,7 @@ def takeover_once(work: Path, sample: Path, url: str, tag: str) -> dict[str, flo
         rig.start()
         rig.drop_all([src])
         held = wait_until(
-            lambda: (j := job_row(url, src.name)) and j["state"] == "processing" and j,
+            lambda: (j := job_of(url, src.name)) and j["state"] == "processing" and j,
             timeout=60,
             interval=0.05,
             what="the job to be processing",

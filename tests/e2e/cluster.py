@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import tomli_w
 
 from tests.e2e.harness import Env, check_manifest, wait_for
@@ -31,6 +32,20 @@ from watchd.emulator import Emulator
 INBOX_NAME = "studio-a"
 _NODE = re.compile(r"\(node ([^)]+)\)")
 _RUN_MARK = "\n===== run "
+
+
+def jobs(database: str) -> list[dict[str, Any]]:
+    """Every job row of the cluster's ledger."""
+    with psycopg.connect(database, autocommit=True) as conn:
+        cur = conn.execute(
+            "SELECT id, rel_path, state, node, project_id, lease_until FROM jobs ORDER BY rel_path"
+        )
+        names = [d.name for d in cur.description or ()]
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+
+def job_of(database: str, rel_path: str) -> dict[str, Any] | None:
+    return next((j for j in jobs(database) if j["rel_path"] == rel_path), None)
 
 
 @dataclass

@@ -15,12 +15,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 
 from tests.e2e.cluster import (
     Cluster,
     billed_by_filename,
+    job_of,
+    jobs,
     node_of,
     peak_processing,
     refusals,
@@ -99,20 +100,6 @@ def make_cluster(
         **kw,
     )
     return rig
-
-
-def jobs(database: str) -> list[dict[str, Any]]:
-    """Every job row of the cluster's ledger."""
-    with psycopg.connect(database, autocommit=True) as conn:
-        cur = conn.execute(
-            "SELECT id, rel_path, state, node, project_id, lease_until FROM jobs ORDER BY rel_path"
-        )
-        names = [d.name for d in cur.description or ()]
-        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
-
-
-def job_of(database: str, rel_path: str) -> dict[str, Any] | None:
-    return next((j for j in jobs(database) if j["rel_path"] == rel_path), None)
 
 
 def about(request: dict[str, Any], project_id: str, clip_ids: set[str]) -> bool:
