@@ -599,26 +599,19 @@ class ClusterLedger(PgLedger):
         detail: Any = None,
         **updates: Any,
     ) -> JobRow:
+        # A finished job is let go with its last write: a `watchd retry` later makes it
+        # claimable at once.
+        finished = to in TERMINAL and not self._operator
+        if finished:
+            updates["lease_until"] = None
         with self._fenced(job_id):
-            if to in TERMINAL and not self._operator:
-                # A finished job is let go with its last write: a `watchd retry` later makes
-                # it claimable at once.
-                job = super().transition(
-                    job_id,
-                    to,
-                    expect=expect,
-                    actor=actor,
-                    kind=kind,
-                    detail=detail,
-                    lease_until=None,
-                    **updates,
-                )
-                self._after_commit(lambda: self._finished_here(job))
-                return job
             job = super().transition(
                 job_id, to, expect=expect, actor=actor, kind=kind, detail=detail, **updates
             )
-        self._keep(job)
+        if finished:
+            self._after_commit(lambda: self._finished_here(job))
+        else:
+            self._keep(job)
         return job
 
     def _keep(self, job: JobRow) -> None:
