@@ -509,6 +509,19 @@ def test_relaxed_writes_are_counted_until_a_durable_one(ledger: LedgerAPI) -> No
     assert ledger.unsynced_writes == 0
 
 
+def test_make_durable_turns_relaxed_commits_durable_even_inside_a_relaxed_block(
+    ledger: LedgerAPI,
+) -> None:
+    jid = add(ledger).id
+    with ledger.relaxed():
+        ledger.update(jid, progress=0.1)
+        assert ledger.unsynced_writes == 1
+        ledger.make_durable()  # a billed call made by another task meanwhile
+        assert ledger.unsynced_writes == 0
+        ledger.make_durable()  # nothing to do: no write
+    assert ledger.require(jid).progress == 0.1 and ledger.unsynced_writes == 0
+
+
 def test_of_racing_writers_with_the_same_expectation_exactly_one_wins(
     opener: Callable[[], LedgerAPI],
 ) -> None:

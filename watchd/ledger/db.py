@@ -1258,6 +1258,23 @@ class Ledger:
 
     # ---- daemon heartbeat ------------------------------------------------------------------
 
+    def make_durable(self) -> None:
+        """Make every relaxed commit so far durable, with one durable commit (it syncs the
+        WAL, theirs included). A billed call asks for it: another job's task may have committed
+        relaxed since this job's last durable write."""
+        if not self._unsynced:
+            return
+        relaxed, self._relaxed = self._relaxed, 0
+        try:
+            with self._write():
+                self._conn.execute(
+                    "INSERT INTO meta (key, value) VALUES ('durable_at', ?) "
+                    "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                    (str(self.clock.now()),),
+                )
+        finally:
+            self._relaxed = relaxed
+
     def heartbeat(self, pid: int) -> None:
         """Record that the daemon is alive (and prove the ledger is writable)."""
         with self._write():

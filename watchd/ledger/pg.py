@@ -1047,6 +1047,20 @@ class PgLedger:
     def inboxes(self) -> list[InboxRow]:
         return self._rows(InboxRow, f"SELECT {_INBOX_COLS} FROM inboxes ORDER BY path")
 
+    def make_durable(self) -> None:
+        """The SQLite ledger's (see there): one commit that waits for the WAL flush, which
+        makes every asynchronous commit before it durable too."""
+        if not self._unsynced:
+            return
+        relaxed, self._relaxed = self._relaxed, 0
+        try:
+            with self._write() as conn:
+                self._upsert(
+                    conn, "meta", {"key": "durable_at", "value": str(self.clock.now())}, ("key",)
+                )
+        finally:
+            self._relaxed = relaxed
+
     def heartbeat(self, pid: int) -> None:
         value = json.dumps({"at": self.clock.now(), "pid": pid})
         with self._write() as conn:

@@ -51,6 +51,10 @@ class LedgerAPI(Protocol):
     @property
     def unsynced_writes(self) -> int: ...
 
+    def make_durable(self) -> None:
+        """Every relaxed commit so far made durable (a no-op when there is none)."""
+        ...
+
     # ---- jobs ------------------------------------------------------------------------------
 
     def add_job(

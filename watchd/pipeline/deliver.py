@@ -521,6 +521,7 @@ async def _drop_waiting_project(p: Pipeline, job: JobRow, reason: str) -> bool:
         status = await p.client.project_status(job.project_id)
         if status.status != "PENDING_UPLOAD":
             return False
+        p.durable()
         await p.client.delete_project(job.project_id)
     except NotFound:
         pass

@@ -271,6 +271,7 @@ async def _reconcile_lost_create(p: Pipeline, job: JobRow) -> bool:
             continue
         # Never processed, so not billed: delete it rather than leave it waiting for ever.
         with contextlib.suppress(NotFound):
+            p.durable()
             await p.client.delete_project(pid_of(d))
         reason = "create answer lost; no upload URL" if adopt is None else "a second lost create"
         p.ledger.record_event(job.id, "orphan_deleted", {"project_id": pid_of(d), "reason": reason})
@@ -310,6 +311,7 @@ async def handle_creating(p: Pipeline, job: JobRow) -> None:
     # billed for bytes that never come.
     _stat_or_missing(p.source_path(job), job)
     try:
+        p.durable()
         created = await p.client.create_project(**_create_fields(job))
     except ConcurrencyLimited as e:
         # Nothing was created: the slot goes back while the job waits on the tier.
@@ -401,6 +403,7 @@ async def _restart_project(p: Pipeline, job: JobRow, reason: str) -> None:
     cause that keeps coming back cannot churn projects at the API's create rate."""
     assert job.project_id
     with contextlib.suppress(NotFound):
+        p.durable()
         await p.client.delete_project(job.project_id)
     earlier = sum(1 for e in p.ledger.events(job.id) if e.kind == "project_restarted")
     p.job_log(job).warning(
@@ -545,6 +548,7 @@ async def _source_changed(p: Pipeline, job: JobRow, current: FileIdentity) -> No
     take the file again from the start once it settles."""
     if job.project_id:
         with contextlib.suppress(NotFound):
+            p.durable()
             await p.client.delete_project(job.project_id)
     fp = await asyncio.to_thread(fingerprint, p.source_path(job), current.size)
     p.advance(
@@ -573,6 +577,7 @@ async def handle_uploaded(p: Pipeline, job: JobRow) -> None:
     assert job.project_id
     try:
         with p.asking_to_process(job.id):
+            p.durable()
             await p.client.process_project(job.project_id)
     except ConcurrencyLimited as e:
         raise p.tier_refused(job, e, at_process=True) from e

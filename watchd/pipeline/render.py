@@ -85,6 +85,7 @@ async def _request_render(
     # (A crash before it, after configure_clip, configures again: a read and an idempotent PUT.)
     p.ledger.update_clip(job.id, clip.clip_id, state="render_requested", **(learned or {}))
     try:
+        p.durable()
         await p.client.render_clip(clip.clip_id)
     except BillingRequired:
         p.ledger.update_clip(job.id, clip.clip_id, state="configured")
@@ -111,6 +112,7 @@ async def _poll_render(p: Pipeline, job: JobRow, clip: ClipRow) -> str:
         if clip.render_attempts <= p.settings.max_render_retries:
             p.ledger.update_clip(job.id, clip.clip_id, state="render_requested", error=prog.error)
             try:
+                p.durable()
                 await p.client.retry_render(clip.clip_id)
             except Conflict:
                 pass
@@ -243,6 +245,7 @@ async def handle_exporting(p: Pipeline, job: JobRow) -> None:
             continue
         await _export_progress(p, job, asked, len(everything))
         try:
+            p.durable()
             ex = await p.client.create_export(e.clip_id, e.format)
         except BillingRequired as err:
             # Exports are a tier feature: one refusal answers for all of them.

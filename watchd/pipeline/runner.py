@@ -546,6 +546,12 @@ class Pipeline:
         self.on_event("transition", {"job_id": job.id, "from": job.state, "to": to.value})
         return new
 
+    def durable(self) -> None:
+        """Before a billed or destructive call: nothing committed so far may be lost to a power
+        cut, a relaxed commit of another job's task made since this job's last durable write
+        included (see Ledger.make_durable)."""
+        self.ledger.make_durable()
+
     def source_path(self, job: JobRow) -> Path:
         root = self.inbox_paths.get(job.inbox)
         if root is None:
